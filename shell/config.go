@@ -1,0 +1,182 @@
+package shell
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Config is everything the proxy needs to start. Field names follow the
+// flags of `etcd grpc-proxy start`; DefaultConfig gives their defaults.
+type Config struct {
+	// ListenAddr is the host:port clients connect to (gRPC and HTTP share it).
+	ListenAddr string
+	// Endpoints are the etcd members to forward to.
+	Endpoints []string
+	// EndpointsAutoSyncInterval, when positive, refreshes Endpoints from the
+	// cluster's member list at that interval.
+	EndpointsAutoSyncInterval time.Duration
+	// AdvertiseClientURL is the address clients are told to use for this
+	// proxy (MemberList, registration).
+	AdvertiseClientURL string
+	// ResolverPrefix and ResolverTTL register this proxy under a key prefix
+	// in etcd so that MemberList through any proxy lists every proxy.
+	ResolverPrefix string
+	ResolverTTL    int
+	// Namespace prefixes every key clients send and strips it from replies.
+	Namespace string
+	// MetricsAddr, when set, is a URL for an extra /metrics and /health
+	// listener.
+	MetricsAddr string
+	// DataDir holds generated TLS certificates (--auto-tls).
+	DataDir string
+	// EnablePprof serves /debug/pprof on the client listener.
+	EnablePprof bool
+	// Debug turns on debug-level logging.
+	Debug bool
+
+	// MaxSendBytes is the largest request the proxy forwards to etcd; the
+	// proxy's own server accepts requests up to MaxSendBytes plus gRPC's
+	// framing allowance, as etcd's server does with its --max-request-bytes.
+	MaxSendBytes int
+	// MaxRecvBytes is the largest response the proxy accepts from etcd.
+	MaxRecvBytes int
+	// MaxConcurrentStreams bounds concurrent streams per client connection.
+	MaxConcurrentStreams uint32
+
+	// Server-side keepalive towards clients.
+	GRPCKeepAliveMinTime  time.Duration
+	GRPCKeepAliveInterval time.Duration
+	GRPCKeepAliveTimeout  time.Duration
+	// Client-side keepalive towards etcd.
+	DialKeepAliveTime    time.Duration
+	DialKeepAliveTimeout time.Duration
+	PermitWithoutStream  bool
+
+	// TLS towards etcd.
+	Cert, Key, CACert     string
+	InsecureSkipTLSVerify bool
+
+	// TLS towards clients.
+	CertFile, KeyFile, TrustedCAFile string
+	ClientCRLFile                    string
+	AutoTLS                          bool
+	SelfSignedCertValidity           uint
+	ListenCipherSuites               []string
+	TLSMinVersion, TLSMaxVersion     string
+
+	// Logger receives the proxy's logs; nil means no logging.
+	Logger *zap.Logger
+}
+
+// grpcOverheadBytes is the allowance for gRPC framing that etcd adds to its
+// request size limit; the proxy's server uses the same figure so that a
+// request too large for etcd is refused here with the error etcd would give.
+const grpcOverheadBytes = 512 * 1024
+
+// DefaultConfig returns the defaults of `etcd grpc-proxy start`.
+func DefaultConfig() Config {
+	return Config{
+		ListenAddr:             "127.0.0.1:23790",
+		Endpoints:              []string{"127.0.0.1:2379"},
+		AdvertiseClientURL:     "127.0.0.1:23790",
+		DataDir:                "default.proxy",
+		MaxSendBytes:           1.5 * 1024 * 1024,
+		MaxRecvBytes:           math.MaxInt32,
+		MaxConcurrentStreams:   math.MaxUint32,
+		GRPCKeepAliveMinTime:   5 * time.Second,
+		GRPCKeepAliveInterval:  2 * time.Hour,
+		GRPCKeepAliveTimeout:   20 * time.Second,
+		DialKeepAliveTimeout:   20 * time.Second,
+		SelfSignedCertValidity: 1,
+		TLSMinVersion:          "TLS1.2",
+	}
+}
+
+// Validate reports the first setting that cannot work, naming it.
+func (c *Config) Validate() error {
+	if c.ListenAddr == "" {
+		return errors.New("--listen-addr must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		return fmt.Errorf("invalid --listen-addr %q: %w", c.ListenAddr, err)
+	}
+	if len(c.Endpoints) == 0 {
+		return errors.New("--endpoints must name at least one etcd member")
+	}
+	for _, ep := range c.Endpoints {
+		if err := validateEndpoint(ep); err != nil {
+			return fmt.Errorf("invalid --endpoints entry %q: %w", ep, err)
+		}
+	}
+	if c.ResolverPrefix != "" && c.ResolverTTL < 1 {
+		return fmt.Errorf("invalid --resolver-ttl %d: must be at least 1 when --resolver-prefix is set", c.ResolverTTL)
+	}
+	if c.ResolverPrefix == "" && c.ResolverTTL > 0 {
+		return fmt.Errorf("invalid --resolver-prefix %q: must be set when --resolver-ttl is", c.ResolverPrefix)
+	}
+	if c.ResolverPrefix != "" && c.AdvertiseClientURL == "" {
+		return fmt.Errorf("invalid --advertise-client-url %q: required with --resolver-prefix", c.AdvertiseClientURL)
+	}
+	if c.MetricsAddr != "" {
+		u, err := url.Parse(c.MetricsAddr)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return fmt.Errorf("invalid --metrics-addr %q: want a URL like http://127.0.0.1:6633", c.MetricsAddr)
+		}
+	}
+	if c.AutoTLS && c.SelfSignedCertValidity == 0 {
+		return errors.New("invalid --self-signed-cert-validity 0: must be at least 1 year")
+	}
+	if c.MaxSendBytes <= 0 {
+		return fmt.Errorf("invalid --max-send-bytes %d: must be positive", c.MaxSendBytes)
+	}
+	if c.MaxRecvBytes <= 0 {
+		return fmt.Errorf("invalid --max-recv-bytes %d: must be positive", c.MaxRecvBytes)
+	}
+	return validateListenTLS(c)
+}
+
+// validateEndpoint accepts what clientv3 accepts: host:port, or a URL with
+// scheme http, https, unix or unixs.
+func validateEndpoint(ep string) error {
+	if ep == "" {
+		return errors.New("empty endpoint")
+	}
+	if strings.Contains(ep, "://") {
+		u, err := url.Parse(ep)
+		if err != nil {
+			return err
+		}
+		switch u.Scheme {
+		case "http", "https":
+			if u.Host == "" {
+				return errors.New("missing host")
+			}
+			if _, _, err := net.SplitHostPort(u.Host); err != nil {
+				return err
+			}
+		case "unix", "unixs":
+		default:
+			return fmt.Errorf("unsupported scheme %q (want http, https, unix or unixs)", u.Scheme)
+		}
+		return nil
+	}
+	if strings.HasPrefix(ep, "unix:") || strings.HasPrefix(ep, "unixs:") {
+		return nil
+	}
+	_, _, err := net.SplitHostPort(ep)
+	return err
+}
+
+func (c *Config) logger() *zap.Logger {
+	if c.Logger == nil {
+		return zap.NewNop()
+	}
+	return c.Logger
+}

@@ -1,0 +1,25 @@
+// Package shell is the proxy's network side: the gRPC servers clients talk
+// to, the upstream connection to the etcd cluster, TLS, the namespace
+// boundary, and the HTTP endpoints (/metrics, /health, pprof).
+//
+// What it guarantees to a client:
+//
+//   - Every etcd v3 service (KV, Watch, Lease, Cluster, Maintenance, Auth,
+//     plus the v3election and v3lock services) is served, with etcd's own
+//     results and etcd's own gRPC status codes and messages: errors from etcd
+//     pass through untouched, and errors the proxy makes itself are the
+//     rpctypes errors etcd would give.
+//   - Auth tokens travel with each request: the proxy forwards the caller's
+//     token (and its require-leader flag) on the upstream call, so etcd
+//     authorizes every request as the client that sent it.
+//   - The upstream connection uses one member at a time (pick-first over
+//     --endpoints) and moves to another member when the one in use stops.
+//     A request that cannot reach any member fails with Unavailable before
+//     the client's deadline rather than hanging.
+//   - Under --namespace, the keyspace boundary of core/keyspace holds for
+//     every request, and calls that etcd does not scope by key cannot act on
+//     the whole cluster (see namespace.go).
+//
+// The shell holds no request state beyond what a stream needs while it is
+// open: the proxy is stateless and any number of copies can run side by side.
+package shell

@@ -1,0 +1,191 @@
+// Package etcdtest starts real etcd members in-process (go.etcd.io/etcd's
+// embed package) on loopback addresses: single members for the proxy's
+// --embedded-etcd mode, and multi-member clusters for tests. Ports are picked
+// free on 127.0.0.1 unless given.
+package etcdtest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Member is one embedded etcd member.
+type Member struct {
+	Name      string
+	ClientURL string // http://127.0.0.1:port
+	PeerURL   string
+	Dir       string
+	Etcd      *embed.Etcd
+	cfg       *embed.Config
+}
+
+// Options tune the members a test starts.
+type Options struct {
+	// LogLevel is etcd's log level; "error" when empty.
+	LogLevel string
+	// NoFsync trades durability for speed; for tests only.
+	NoFsync bool
+	// Configure, if set, adjusts each member's config before it starts.
+	Configure func(*embed.Config)
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func newConfig(name, dir, clientURL, peerURL string, opts Options) (*embed.Config, error) {
+	cu, err := url.Parse(clientURL)
+	if err != nil {
+		return nil, fmt.Errorf("client URL %q: %w", clientURL, err)
+	}
+	pu, err := url.Parse(peerURL)
+	if err != nil {
+		return nil, fmt.Errorf("peer URL %q: %w", peerURL, err)
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = name
+	cfg.Dir = dir
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.InitialCluster = name + "=" + peerURL
+	cfg.LogLevel = opts.LogLevel
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "error"
+	}
+	cfg.UnsafeNoFsync = opts.NoFsync
+	if opts.Configure != nil {
+		opts.Configure(cfg)
+	}
+	return cfg, nil
+}
+
+// StartMember starts a single-member cluster and waits until it serves.
+func StartMember(name, dir, clientURL, peerURL string, opts Options) (*Member, error) {
+	cfg, err := newConfig(name, dir, clientURL, peerURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	m := &Member{Name: name, ClientURL: clientURL, PeerURL: peerURL, Dir: dir, cfg: cfg}
+	if err := m.start(); err != nil {
+		return nil, err
+	}
+	return m, m.wait()
+}
+
+func (m *Member) start() error {
+	e, err := embed.StartEtcd(m.cfg)
+	if err != nil {
+		return fmt.Errorf("starting etcd member %s: %w", m.Name, err)
+	}
+	m.Etcd = e
+	return nil
+}
+
+func (m *Member) wait() error {
+	select {
+	case <-m.Etcd.Server.ReadyNotify():
+		return nil
+	case err := <-m.Etcd.Err():
+		m.Etcd.Close()
+		return fmt.Errorf("etcd member %s failed: %w", m.Name, err)
+	case <-time.After(60 * time.Second):
+		m.Etcd.Close()
+		return fmt.Errorf("etcd member %s not ready after 60s", m.Name)
+	}
+}
+
+// Stop stops the member; its data stays for Restart.
+func (m *Member) Stop() {
+	if m.Etcd != nil {
+		m.Etcd.Close()
+		<-m.Etcd.Server.StopNotify()
+		m.Etcd = nil
+	}
+}
+
+// Restart starts a stopped member again on the same addresses and data.
+func (m *Member) Restart() error {
+	if m.Etcd != nil {
+		return errors.New("member is running")
+	}
+	m.cfg.ClusterState = embed.ClusterStateFlagExisting
+	if err := m.start(); err != nil {
+		return err
+	}
+	return m.wait()
+}
+
+// Cluster is a set of members started together.
+type Cluster struct {
+	Members []*Member
+}
+
+// StartCluster starts n members on free loopback ports with data under dir
+// and waits until every one serves.
+func StartCluster(dir string, n int, opts Options) (*Cluster, error) {
+	c := &Cluster{}
+	var initial []string
+	for i := 0; i < n; i++ {
+		ca, err := FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		pa, err := FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("m%d", i)
+		c.Members = append(c.Members, &Member{Name: name, ClientURL: "http://" + ca, PeerURL: "http://" + pa, Dir: fmt.Sprintf("%s/%s", dir, name)})
+		initial = append(initial, name+"="+"http://"+pa)
+	}
+	for _, m := range c.Members {
+		cfg, err := newConfig(m.Name, m.Dir, m.ClientURL, m.PeerURL, opts)
+		if err != nil {
+			return nil, err
+		}
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.InitialClusterToken = "etcdtest"
+		m.cfg = cfg
+		if err := m.start(); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	for _, m := range c.Members {
+		if err := m.wait(); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Endpoints lists the members' client URLs.
+func (c *Cluster) Endpoints() []string {
+	eps := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		eps[i] = m.ClientURL
+	}
+	return eps
+}
+
+// Stop stops every member.
+func (c *Cluster) Stop() {
+	for _, m := range c.Members {
+		m.Stop()
+	}
+}

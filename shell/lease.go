@@ -1,0 +1,101 @@
+package shell
+
+import (
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+
+	"github.com/etcdproxy/etcdproxy/core/keyspace"
+)
+
+// leaseServer forwards the Lease service. etcd does not scope leases by key,
+// so under a namespace a lease counts as the namespace's when every key
+// attached to it lies inside the prefix (a lease with no keys yet qualifies,
+// so that a fresh concurrency.Session works); other leases are invisible:
+// they are not listed, cannot be revoked, and look expired to TimeToLive.
+type leaseServer struct {
+	pb.UnimplementedLeaseServer
+	up pb.LeaseClient
+	ns keyspace.Prefix
+}
+
+func (s *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	return forward(ctx, s.up.LeaseGrant, r)
+}
+
+// owned asks etcd for the lease's keys and reports whether the lease belongs
+// to the namespace, with its TimeToLive answer.
+func (s *leaseServer) owned(ctx context.Context, id int64) (*pb.LeaseTimeToLiveResponse, bool, error) {
+	resp, err := forward(ctx, s.up.LeaseTimeToLive, &pb.LeaseTimeToLiveRequest{ID: id, Keys: true})
+	if err != nil {
+		return nil, false, err
+	}
+	if resp.TTL == -1 {
+		return resp, false, nil // not found
+	}
+	var all bool
+	resp.Keys, all = s.ns.LeaseKeys(resp.Keys)
+	return resp, all, nil
+}
+
+func (s *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	if !s.ns.Empty() {
+		_, mine, err := s.owned(ctx, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !mine {
+			return nil, rpctypes.ErrGRPCLeaseNotFound
+		}
+	}
+	return forward(ctx, s.up.LeaseRevoke, r)
+}
+
+func (s *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if s.ns.Empty() {
+		return forward(ctx, s.up.LeaseTimeToLive, r)
+	}
+	resp, mine, err := s.owned(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !mine {
+		// etcd's answer for a lease it does not know.
+		return &pb.LeaseTimeToLiveResponse{Header: resp.Header, ID: r.ID, TTL: -1}, nil
+	}
+	if !r.Keys {
+		resp.Keys = nil
+	}
+	return resp, nil
+}
+
+func (s *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	resp, err := forward(ctx, s.up.LeaseLeases, r)
+	if err != nil || s.ns.Empty() {
+		return resp, err
+	}
+	kept := resp.Leases[:0]
+	for _, l := range resp.Leases {
+		_, mine, err := s.owned(ctx, l.ID)
+		if err != nil {
+			return nil, err
+		}
+		if mine {
+			kept = append(kept, l)
+		}
+	}
+	resp.Leases = kept
+	return resp, nil
+}
+
+func (s *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse]) error {
+	return relay(stream,
+		func(ctx context.Context) (grpc.BidiStreamingClient[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse], error) {
+			return s.up.LeaseKeepAlive(ctx)
+		},
+		func(*pb.LeaseKeepAliveRequest) bool { return true },
+		func(*pb.LeaseKeepAliveResponse) {},
+	)
+}

@@ -1,0 +1,231 @@
+package shell
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/soheilhy/cmux"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/etcdproxy/etcdproxy/core/keyspace"
+)
+
+// ReadyMessage is the log message that says the proxy serves clients; it is
+// etcd's own, so tools that wait for etcd's proxy keep working.
+const ReadyMessage = "started gRPC proxy"
+
+// Proxy is a running proxy: a listener serving etcd's gRPC API (and HTTP
+// /metrics, /health on the same port), forwarding to an etcd cluster.
+type Proxy struct {
+	cfg      Config
+	lg       *zap.Logger
+	up       *upstream
+	grpc     *grpc.Server
+	http     *http.Server
+	metrics  *http.Server
+	lis      net.Listener
+	mux      cmux.CMux
+	registry *prometheus.Registry
+	reg      *registration
+	tlsInfo  *transport.TLSInfo
+	self     *clientv3.Client // client of this proxy, for /proxy/health
+	errc     chan error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start validates cfg, listens, connects to etcd and serves. It returns once
+// the proxy accepts clients; a cluster that is not reachable yet does not
+// stop it (requests get Unavailable until a member answers).
+func Start(cfg Config) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Proxy{cfg: cfg, lg: cfg.logger(), errc: make(chan error, 4), registry: prometheus.NewRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			p.Close()
+		}
+	}()
+
+	tlsInfo, err := listenTLS(&p.cfg, p.lg)
+	if err != nil {
+		return nil, err
+	}
+	p.tlsInfo = tlsInfo
+	if err := p.listen(tlsInfo); err != nil {
+		return nil, err
+	}
+	if p.up, err = dialUpstream(&p.cfg); err != nil {
+		return nil, fmt.Errorf("connecting to etcd: %w", err)
+	}
+	if cfg.ResolverPrefix != "" {
+		// Like etcd's proxy, registration lives inside the namespace.
+		p.reg = register(p.lg, p.up.client, cfg.Namespace+cfg.ResolverPrefix, cfg.AdvertiseClientURL, cfg.ResolverTTL)
+	}
+	p.grpc = p.newGRPCServer()
+	p.http = &http.Server{Handler: p.httpHandler(true), ReadHeaderTimeout: 10 * time.Second}
+	if tlsInfo != nil {
+		if p.http.TLSConfig, err = tlsInfo.ServerConfig(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.MetricsAddr != "" {
+		if err := p.serveMetrics(tlsInfo); err != nil {
+			return nil, err
+		}
+	}
+
+	grpcL := p.mux.Match(cmux.HTTP2())
+	var httpL net.Listener
+	if tlsInfo == nil {
+		httpL = p.mux.Match(cmux.HTTP1())
+	} else {
+		httpL = p.mux.Match(cmux.Any())
+	}
+	p.serve(func() error { return p.grpc.Serve(grpcL) })
+	p.serve(func() error { return p.http.Serve(httpL) })
+	p.serve(p.mux.Serve)
+
+	p.lg.Info(ReadyMessage, zap.String("address", p.Addr()))
+	ok = true
+	return p, nil
+}
+
+func (p *Proxy) listen(tlsInfo *transport.TLSInfo) error {
+	l, err := net.Listen("tcp", p.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("--listen-addr %s: %w", p.cfg.ListenAddr, err)
+	}
+	if l, err = transport.NewKeepAliveListener(l, "tcp", nil); err != nil {
+		return err
+	}
+	if tlsInfo != nil {
+		if l, err = transport.NewTLSListener(l, tlsInfo); err != nil {
+			return err
+		}
+	}
+	p.lis = l
+	p.mux = cmux.New(l)
+	p.lg.Info("listening for gRPC proxy client requests", zap.String("address", l.Addr().String()))
+	return nil
+}
+
+func (p *Proxy) serve(f func() error) {
+	go func() {
+		if err := f(); err != nil && !isClosedErr(err) {
+			p.errc <- err
+		}
+	}()
+}
+
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) ||
+		errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, cmux.ErrListenerClosed) ||
+		errors.Is(err, cmux.ErrServerClosed) || transport.IsClosedConnError(err)
+}
+
+func (p *Proxy) newGRPCServer() *grpc.Server {
+	cfg := &p.cfg
+	metrics := grpcprom.NewServerMetrics()
+	p.registry.MustRegister(metrics, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
+		grpc.MaxRecvMsgSize(cfg.MaxSendBytes + grpcOverheadBytes),
+		grpc.MaxSendMsgSize(cfg.MaxRecvBytes),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+	}
+	if cfg.GRPCKeepAliveMinTime > 0 {
+		opts = append(opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.GRPCKeepAliveMinTime}))
+	}
+	if cfg.GRPCKeepAliveInterval > 0 || cfg.GRPCKeepAliveTimeout > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.GRPCKeepAliveInterval, Timeout: cfg.GRPCKeepAliveTimeout}))
+	}
+	s := grpc.NewServer(opts...)
+
+	ns := keyspace.New(cfg.Namespace)
+	nsActive := !ns.Empty()
+	c := p.up.client
+	pb.RegisterKVServer(s, &kvServer{up: clientv3.RetryKVClient(c), ns: ns})
+	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns})
+	pb.RegisterLeaseServer(s, &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns})
+	cluster := &clusterServer{up: clientv3.RetryClusterClient(c), nsActive: nsActive, advertise: cfg.AdvertiseClientURL}
+	if p.reg != nil {
+		cluster.members = p.reg.Members
+	}
+	pb.RegisterClusterServer(s, cluster)
+	pb.RegisterMaintenanceServer(s, &maintenanceServer{up: clientv3.RetryMaintenanceClient(c, p.up.conn), nsActive: nsActive})
+	pb.RegisterAuthServer(s, &authServer{up: clientv3.RetryAuthClient(c), nsActive: nsActive})
+	v3electionpb.RegisterElectionServer(s, &electionServer{up: v3electionpb.NewElectionClient(p.up.conn), ns: ns})
+	v3lockpb.RegisterLockServer(s, &lockServer{up: v3lockpb.NewLockClient(p.up.conn), ns: ns})
+	metrics.InitializeMetrics(s)
+	return s
+}
+
+// Addr returns the address the proxy listens on.
+func (p *Proxy) Addr() string { return p.lis.Addr().String() }
+
+// Client returns the proxy's upstream etcd client.
+func (p *Proxy) Client() *clientv3.Client { return p.up.client }
+
+// UpstreamMember returns the address of the etcd member the proxy last
+// forwarded a request to.
+func (p *Proxy) UpstreamMember() string { return p.up.Member() }
+
+// Err reports a server that stopped on its own, which ends the proxy.
+func (p *Proxy) Err() <-chan error { return p.errc }
+
+// Close stops serving, ends every client stream and closes the connection
+// to etcd.
+func (p *Proxy) Close() error {
+	p.closeOnce.Do(func() {
+		if p.reg != nil {
+			p.reg.Close()
+		}
+		if p.metrics != nil {
+			p.metrics.Close()
+		}
+		if p.grpc != nil {
+			p.grpc.Stop()
+		}
+		if p.http != nil {
+			p.http.Close()
+		}
+		if p.mux != nil {
+			p.mux.Close()
+		}
+		if p.lis != nil {
+			p.lis.Close()
+		}
+		if p.self != nil {
+			p.self.Close()
+		}
+		if p.up != nil {
+			p.closeErr = p.up.Close()
+			if errors.Is(p.closeErr, context.Canceled) {
+				p.closeErr = nil
+			}
+		}
+		p.lg.Info("stopped gRPC proxy")
+	})
+	return p.closeErr
+}

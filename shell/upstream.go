@@ -1,0 +1,189 @@
+package shell
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// pickFirst makes the upstream connection use one member at a time and move
+// to the next address only when the one in use fails. clientv3's resolver
+// asks for round_robin in its service config; disabling resolver-provided
+// service config lets this default apply instead.
+const pickFirst = `{"loadBalancingConfig":[{"pick_first":{}}]}`
+
+// upstream is the proxy's connection to the etcd cluster.
+type upstream struct {
+	lg     *zap.Logger
+	client *clientv3.Client
+	conn   *grpc.ClientConn
+	tls    *tls.Config // nil for plaintext
+
+	mu     sync.Mutex
+	member string // address of the member the last call went to
+}
+
+func dialUpstream(cfg *Config) (*upstream, error) {
+	u := &upstream{lg: cfg.logger()}
+	ccfg := clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		AutoSyncInterval:     cfg.EndpointsAutoSyncInterval,
+		DialKeepAliveTime:    cfg.DialKeepAliveTime,
+		DialKeepAliveTimeout: cfg.DialKeepAliveTimeout,
+		PermitWithoutStream:  cfg.PermitWithoutStream,
+		// The proxy's server already bounds request size (see Config);
+		// a second, smaller bound here would answer differently from etcd.
+		MaxCallSendMsgSize: int(^uint32(0) >> 1),
+		MaxCallRecvMsgSize: cfg.MaxRecvBytes,
+		Logger:             u.lg.Named("client"),
+		DialOptions: []grpc.DialOption{
+			grpc.WithDisableServiceConfig(),
+			grpc.WithDefaultServiceConfig(pickFirst),
+			grpc.WithChainUnaryInterceptor(u.trackMember),
+		},
+	}
+	tlsCfg, err := upstreamTLS(cfg, u.lg)
+	if err != nil {
+		return nil, err
+	}
+	ccfg.TLS = tlsCfg
+	u.tls = tlsCfg
+	c, err := clientv3.New(ccfg)
+	if err != nil {
+		return nil, err
+	}
+	u.client = c
+	u.conn = c.ActiveConnection()
+	go u.monitor(c.Ctx())
+	return u, nil
+}
+
+// trackMember notes which member served each unary call, so that a switch
+// to another member shows up in the log.
+func (u *upstream) trackMember(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var p peer.Peer
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
+	if p.Addr != nil {
+		addr := p.Addr.String()
+		u.mu.Lock()
+		prev := u.member
+		u.member = addr
+		u.mu.Unlock()
+		if prev != addr {
+			u.lg.Info("forwarding to etcd member", zap.String("member", addr), zap.String("previous", prev))
+		}
+	}
+	return err
+}
+
+// Member returns the address of the etcd member the last call went to.
+func (u *upstream) Member() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.member
+}
+
+// monitor keeps the connection to etcd eager: it reconnects as soon as the
+// member in use goes away instead of waiting for the next request, and it
+// logs whether any member is reachable.
+func (u *upstream) monitor(ctx context.Context) {
+	reported := connectivity.Idle
+	for {
+		st := u.conn.GetState()
+		switch st {
+		case connectivity.Idle:
+			u.conn.Connect()
+		case connectivity.Ready:
+			if reported != st {
+				u.lg.Info("connected to etcd", zap.Strings("endpoints", u.client.Endpoints()))
+			}
+			reported = st
+		case connectivity.TransientFailure:
+			if reported != st {
+				u.lg.Warn("no etcd endpoint reachable; retrying", zap.Strings("endpoints", u.client.Endpoints()))
+			}
+			reported = st
+		case connectivity.Shutdown:
+			return
+		}
+		if !u.conn.WaitForStateChange(ctx, st) {
+			return
+		}
+	}
+}
+
+func (u *upstream) Close() error { return u.client.Close() }
+
+// deadlineMargin is how much earlier than the client's own deadline the
+// proxy gives up on etcd, so that the client hears why (Unavailable) instead
+// of only seeing its deadline pass.
+func deadlineMargin(remaining time.Duration) time.Duration {
+	m := remaining / 10
+	if m > 100*time.Millisecond {
+		m = 100 * time.Millisecond
+	}
+	return m
+}
+
+// outgoing builds the context for a call to etcd on behalf of the client
+// whose request context is ctx: the client's auth token and require-leader
+// flag travel along, and the deadline is the client's less a small margin.
+func outgoing(ctx context.Context) (context.Context, context.CancelFunc) {
+	out := ctx
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		var kv []string
+		if t := md.Get(rpctypes.TokenFieldNameGRPC); len(t) > 0 {
+			kv = append(kv, rpctypes.TokenFieldNameGRPC, t[0])
+		}
+		if l := md.Get(rpctypes.MetadataRequireLeaderKey); len(l) > 0 {
+			kv = append(kv, rpctypes.MetadataRequireLeaderKey, l[0])
+		}
+		if len(kv) > 0 {
+			out = metadata.AppendToOutgoingContext(ctx, kv...)
+		}
+	}
+	if d, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(out, d.Add(-deadlineMargin(time.Until(d))))
+	}
+	return context.WithCancel(out)
+}
+
+// upstreamErr turns an error from etcd into the one the client gets. etcd's
+// own errors pass through unchanged. When the proxy's shortened deadline ran
+// out while the client's has not, the client gets etcd's "request timed out"
+// (Unavailable), the answer etcd gives when it cannot finish in time.
+func upstreamErr(clientCtx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if clientCtx.Err() == nil {
+		code := status.Code(err)
+		if code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
+			return rpctypes.ErrGRPCTimeout
+		}
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.FromContextError(err).Err()
+}
+
+// forward runs one unary call to etcd on behalf of a client.
+func forward[Req, Resp any](ctx context.Context, call func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	out, cancel := outgoing(ctx)
+	defer cancel()
+	resp, err := call(out, req)
+	return resp, upstreamErr(ctx, err)
+}
