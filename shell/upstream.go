@@ -47,7 +47,9 @@ func dialUpstream(cfg *Config) (*upstream, error) {
 		// a second, smaller bound here would answer differently from etcd.
 		MaxCallSendMsgSize: int(^uint32(0) >> 1),
 		MaxCallRecvMsgSize: cfg.MaxRecvBytes,
-		Logger:             u.lg.Named("client"),
+		// clientv3 logs every failed attempt at warn level; a proxy relays
+		// client errors as a matter of course, so only its errors are kept.
+		Logger: u.lg.Named("client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
 		DialOptions: []grpc.DialOption{
 			grpc.WithDisableServiceConfig(),
 			grpc.WithDefaultServiceConfig(pickFirst),
