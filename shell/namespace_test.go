@@ -265,8 +265,11 @@ func TestNamespaceRefusesClusterWideCalls(t *testing.T) {
 			_, err := au.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "u", Password: "p"})
 			return err
 		},
-		"RoleAdd":   func() error { _, err := au.RoleAdd(ctx, &pb.AuthRoleAddRequest{Name: "r"}); return err },
-		"MemberAdd": func() error { _, err := cl.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:1"}}); return err },
+		"RoleAdd": func() error { _, err := au.RoleAdd(ctx, &pb.AuthRoleAddRequest{Name: "r"}); return err },
+		"MemberAdd": func() error {
+			_, err := cl.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:1"}})
+			return err
+		},
 	}
 	for name, call := range refused {
 		err := call()

@@ -90,6 +90,21 @@ func naivePrefixEnd(p []byte) []byte {
 	return []byte{0}
 }
 
+// refPrefixEnd is an independent reference for PrefixEnd, written the other
+// way round: drop trailing 0xff bytes, then increment the last byte left.
+func refPrefixEnd(p []byte) []byte {
+	n := len(p)
+	for n > 0 && p[n-1] == 0xff {
+		n--
+	}
+	if n == 0 {
+		return []byte{0}
+	}
+	end := bytes.Clone(p[:n])
+	end[n-1]++
+	return end
+}
+
 // TestNaivePrefixEndAdmitsForeignKey documents why PrefixEnd drops trailing
 // 0xff bytes: the naive end of "a\xff" is "b\x00", and the interval
 // ["a\xff", "b\x00") contains the key "b", which is not under "a\xff".
@@ -823,6 +838,9 @@ func TestRangeProperty(t *testing.T) {
 		key := genKey(0, 6).Draw(t, "key")
 		end := rapid.OneOf(rapid.Just([]byte{}), rapid.Just([]byte{0}), genKey(1, 6)).Draw(t, "end")
 		x := New(string(p))
+		if got, want := PrefixEnd(p), refPrefixEnd(p); !bytes.Equal(got, want) {
+			t.Fatalf("PrefixEnd(%q) = %q, want %q", p, got, want)
+		}
 
 		k, e := x.Range(bytes.Clone(key), bytes.Clone(end))
 		checkTranslated(t, p, key, end, k, e)
@@ -846,6 +864,8 @@ func TestRangeProperty(t *testing.T) {
 			genKey(0, 8).Draw(t, "probe"),
 			append(bytes.Clone(p), genKey(0, 3).Draw(t, "probe suffix")...),
 			PrefixEnd(p),
+			refPrefixEnd(p), // the first key above the prefix
+			naivePrefixEnd(p),
 			p[:len(p)-1],
 			append(bytes.Clone(PrefixEnd(p)), 0),
 		} {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -23,6 +24,7 @@ type Member struct {
 	Dir       string
 	Etcd      *embed.Etcd
 	cfg       *embed.Config
+	mu        sync.Mutex // serializes Stop and Restart
 }
 
 // Options tune the members a test starts.
@@ -110,6 +112,8 @@ func (m *Member) wait() error {
 
 // Stop stops the member; its data stays for Restart.
 func (m *Member) Stop() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.Etcd != nil {
 		m.Etcd.Close()
 		<-m.Etcd.Server.StopNotify()
@@ -119,6 +123,8 @@ func (m *Member) Stop() {
 
 // Restart starts a stopped member again on the same addresses and data.
 func (m *Member) Restart() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.Etcd != nil {
 		return errors.New("member is running")
 	}

@@ -1,0 +1,15 @@
+// Package fuzz holds `go test -fuzz` targets for the proxy's pure code (the
+// packages under core). It has no non-test code of its own.
+//
+// Under a plain `go test ./fuzz` each target runs only its seed corpus (the
+// f.Add calls plus any testdata/fuzz regression inputs), so the targets are
+// part of the ordinary test run. To fuzz one target, name it and give a time
+// budget; go test fuzzes a single target per run:
+//
+//	go test ./fuzz -run=^$ -fuzz=FuzzNamespaceRange -fuzztime=30s
+//	go test ./fuzz -run=^$ -fuzz=FuzzNamespaceTxn -fuzztime=30s
+//
+// A failing input is written to testdata/fuzz/<Target>/ and replayed by every
+// later `go test ./fuzz`; keep it there as a regression test once the bug it
+// found is fixed.
+package fuzz
