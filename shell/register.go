@@ -69,7 +69,15 @@ func (r *registration) keepRegistered() {
 		if err != nil {
 			return err
 		}
-		defer ss.Close()
+		defer func() {
+			// The session's context is already canceled when the proxy
+			// stops, so revoke with a fresh, bounded one: the entry goes at
+			// once instead of after the TTL.
+			ss.Orphan()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, _ = r.c.Revoke(ctx, ss.Lease())
+		}()
 		em, err := endpoints.NewManager(r.c, r.prefix)
 		if err != nil {
 			return err

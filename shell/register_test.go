@@ -1,0 +1,59 @@
+package shell_test
+
+import (
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/etcdproxy/etcdproxy/shell"
+	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+)
+
+// TestResolverRegistration: proxies started with --resolver-prefix find each
+// other. MemberList through either lists both, clientv3's Sync discovers
+// them, and a proxy that stops drops out of the list.
+func TestResolverRegistration(t *testing.T) {
+	m := startMember(t)
+	start := func() *shell.Proxy {
+		addr, err := etcdtest.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return startProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
+			c.ListenAddr, c.AdvertiseClientURL = addr, addr
+			c.ResolverPrefix, c.ResolverTTL = "___grpc_proxy_endpoint", 60
+		})
+	}
+	p1, p2 := start(), start()
+	want := []string{p1.Addr(), p2.Addr()}
+	sort.Strings(want)
+
+	c := newClient(t, p1.Addr())
+	listed := func() []string {
+		r, err := c.MemberList(ctxT(t, 5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var urls []string
+		for _, m := range r.Members {
+			urls = append(urls, m.ClientURLs...)
+		}
+		sort.Strings(urls)
+		return urls
+	}
+	eventually(t, 10*time.Second, "both proxies listed", func() bool { return equalStrings(listed(), want) })
+
+	if err := c.Sync(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	eps := c.Endpoints()
+	sort.Strings(eps)
+	if !equalStrings(eps, want) {
+		t.Errorf("endpoints after Sync: %q, want %q", eps, want)
+	}
+
+	p2.Close()
+	eventually(t, 10*time.Second, "the stopped proxy leaves the list", func() bool {
+		return equalStrings(listed(), []string{p1.Addr()})
+	})
+}
