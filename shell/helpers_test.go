@@ -16,7 +16,9 @@ import (
 )
 
 // startMember starts a one-member etcd cluster for the test.
-func startMember(t *testing.T) *etcdtest.Member {
+func startMember(t *testing.T) *etcdtest.Member { return startMemberB(t) }
+
+func startMemberB(t testing.TB) *etcdtest.Member {
 	t.Helper()
 	ca, err := etcdtest.FreeAddr()
 	if err != nil {
@@ -36,12 +38,21 @@ func startMember(t *testing.T) *etcdtest.Member {
 
 // startProxy starts a proxy on a free loopback port in front of endpoints.
 func startProxy(t *testing.T, endpoints []string, adjust func(*shell.Config)) *shell.Proxy {
+	return startProxyTB(t, endpoints, adjust, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("proxy"))
+}
+
+// startProxyB starts a proxy for a benchmark, without logging.
+func startProxyB(b testing.TB, endpoints []string) string {
+	return startProxyTB(b, endpoints, nil, zap.NewNop()).Addr()
+}
+
+func startProxyTB(t testing.TB, endpoints []string, adjust func(*shell.Config), lg *zap.Logger) *shell.Proxy {
 	t.Helper()
 	cfg := shell.DefaultConfig()
 	cfg.ListenAddr = "127.0.0.1:0"
 	cfg.AdvertiseClientURL = ""
 	cfg.Endpoints = endpoints
-	cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("proxy")
+	cfg.Logger = lg
 	if adjust != nil {
 		adjust(&cfg)
 	}
@@ -66,7 +77,9 @@ func newClient(t *testing.T, endpoint string) *clientv3.Client {
 
 // rawConn returns a plain gRPC connection to endpoint, without clientv3's
 // retries, so that tests see exactly the status a server answers with.
-func rawConn(t *testing.T, endpoint string) *grpc.ClientConn {
+func rawConn(t *testing.T, endpoint string) *grpc.ClientConn { return rawConnB(t, endpoint) }
+
+func rawConnB(t testing.TB, endpoint string) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(trimScheme(endpoint), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

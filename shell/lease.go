@@ -90,12 +90,39 @@ func (s *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest)
 	return resp, nil
 }
 
+// LeaseKeepAlive relays keep-alives. Under a namespace, the first
+// keep-alive for each lease on a stream checks that the lease belongs to the
+// namespace; another namespace's lease gets etcd's answer for an unknown
+// lease (TTL 0) and is not refreshed.
 func (s *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse]) error {
+	checked := map[int64]bool{} // lease ID -> belongs to the namespace
 	return relay(stream,
 		func(ctx context.Context) (grpc.BidiStreamingClient[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse], error) {
 			return s.up.LeaseKeepAlive(ctx)
 		},
-		func(*pb.LeaseKeepAliveRequest) bool { return true },
+		func(ctx context.Context, r *pb.LeaseKeepAliveRequest) *pb.LeaseKeepAliveResponse {
+			if s.ns.Empty() {
+				return nil
+			}
+			mine, ok := checked[r.ID]
+			if !ok {
+				resp, owned, err := s.owned(ctx, r.ID)
+				if err != nil {
+					return nil // let etcd answer; nothing is learned
+				}
+				mine = owned
+				if resp.TTL != -1 {
+					checked[r.ID] = mine
+				}
+				if !mine {
+					return &pb.LeaseKeepAliveResponse{Header: resp.Header, ID: r.ID, TTL: 0}
+				}
+			}
+			if !mine {
+				return &pb.LeaseKeepAliveResponse{ID: r.ID, TTL: 0}
+			}
+			return nil
+		},
 		func(*pb.LeaseKeepAliveResponse) {},
 	)
 }

@@ -211,6 +211,12 @@ func TestNamespaceLeases(t *testing.T) {
 	if r, err := b.Get(ctx, "k"); err != nil || len(r.Kvs) != 1 {
 		t.Errorf("b's key after a's revoke attempt: %v %v", r, err)
 	}
+	if _, err := a.KeepAliveOnce(ctx, lb.ID); !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		t.Errorf("namespace a keeping b's lease alive: %v, want %v", err, rpctypes.ErrLeaseNotFound)
+	}
+	if ka, err := a.KeepAliveOnce(ctx, la.ID); err != nil || ka.TTL <= 0 {
+		t.Errorf("keeping its own lease alive: %+v %v", ka, err)
+	}
 
 	// A session (fresh lease, no keys yet) works, and so does an election
 	// whose keys land inside the namespace.

@@ -4,19 +4,21 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 
 	"google.golang.org/grpc"
 )
 
 // relay joins a client's bidirectional stream to an upstream one: requests
-// flow up through up, responses down through down. It returns when either
-// side ends; the upstream stream is torn down with it. An error from etcd is
-// handed to the client unchanged; the client's own end of stream is not an
-// error.
+// flow up through up, responses down through down. up may answer a request
+// itself by returning a response, which then goes to the client instead of
+// the request going to etcd. relay returns when either side ends; the
+// upstream stream is torn down with it. An error from etcd is handed to the
+// client unchanged; the client's own end of stream is not an error.
 func relay[Req, Resp any](
 	client grpc.BidiStreamingServer[Req, Resp],
 	open func(context.Context) (grpc.BidiStreamingClient[Req, Resp], error),
-	up func(*Req) bool,
+	up func(context.Context, *Req) *Resp,
 	down func(*Resp),
 ) error {
 	ctx := client.Context()
@@ -25,6 +27,12 @@ func relay[Req, Resp any](
 	upstream, err := open(out)
 	if err != nil {
 		return upstreamErr(ctx, err)
+	}
+	var sendMu sync.Mutex // both goroutines below may answer the client
+	send := func(r *Resp) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return client.Send(r)
 	}
 	errc := make(chan error, 2)
 	go func() {
@@ -37,7 +45,11 @@ func relay[Req, Resp any](
 				errc <- err
 				return
 			}
-			if !up(req) {
+			if resp := up(out, req); resp != nil {
+				if err := send(resp); err != nil {
+					errc <- err
+					return
+				}
 				continue
 			}
 			if err := upstream.Send(req); err != nil {
@@ -57,7 +69,7 @@ func relay[Req, Resp any](
 				return
 			}
 			down(resp)
-			if err := client.Send(resp); err != nil {
+			if err := send(resp); err != nil {
 				errc <- err
 				return
 			}

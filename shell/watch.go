@@ -22,9 +22,9 @@ func (s *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.
 		func(ctx context.Context) (grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse], error) {
 			return s.up.Watch(ctx)
 		},
-		func(r *pb.WatchRequest) bool {
+		func(_ context.Context, r *pb.WatchRequest) *pb.WatchResponse {
 			s.ns.WatchCreateRequest(r.GetCreateRequest())
-			return true
+			return nil
 		},
 		s.ns.WatchResponse,
 	)
