@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/benbjohnson/clock"
 	"go.uber.org/zap"
 )
 
@@ -71,6 +72,20 @@ type Config struct {
 	ListenCipherSuites               []string
 	TLSMinVersion, TLSMaxVersion     string
 
+	// WatchHistoryEvents bounds each watch group's history window, in
+	// events: a watcher starting within it joins the group.
+	WatchHistoryEvents int
+	// WatchStreamBufferBytes bounds the bytes queued for one client watch
+	// stream; beyond it the stream's watchers pause and catch up later.
+	WatchStreamBufferBytes int
+	// WatchProgressInterval is how often idle watchers that asked for
+	// progress notifications get one.
+	WatchProgressInterval time.Duration
+
+	// Clock is the time source of the watch machine; nil means the wall
+	// clock.
+	Clock clock.Clock
+
 	// Logger receives the proxy's logs; nil means no logging.
 	Logger *zap.Logger
 }
@@ -96,6 +111,9 @@ func DefaultConfig() Config {
 		DialKeepAliveTimeout:   20 * time.Second,
 		SelfSignedCertValidity: 1,
 		TLSMinVersion:          "TLS1.2",
+		WatchHistoryEvents:     4096,
+		WatchStreamBufferBytes: 4 << 20,
+		WatchProgressInterval:  10 * time.Minute,
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/benbjohnson/clock"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
+	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
 // ReadyMessage is the log message that says the proxy serves clients; it is
@@ -42,6 +44,7 @@ type Proxy struct {
 	mux      cmux.CMux
 	registry *prometheus.Registry
 	reg      *registration
+	watch    *watchLoop
 	tlsInfo  *transport.TLSInfo
 	self     *clientv3.Client // client of this proxy, for /proxy/health
 	errc     chan error
@@ -166,7 +169,18 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	nsActive := !ns.Empty()
 	c := p.up.client
 	pb.RegisterKVServer(s, &kvServer{up: clientv3.RetryKVClient(c), ns: ns})
-	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns})
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.New()
+	}
+	p.watch = newWatchLoop(p.lg.Named("watch"), clk, watch.Config{
+		Prefix:            ns,
+		HistoryEvents:     cfg.WatchHistoryEvents,
+		StreamBufferBytes: cfg.WatchStreamBufferBytes,
+		FragmentBytes:     cfg.MaxSendBytes,
+		ProgressInterval:  cfg.WatchProgressInterval,
+	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn))
+	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns, loop: p.watch})
 	pb.RegisterLeaseServer(s, &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns})
 	cluster := &clusterServer{up: clientv3.RetryClusterClient(c), nsActive: nsActive, advertise: cfg.AdvertiseClientURL}
 	if p.reg != nil {
@@ -206,6 +220,9 @@ func (p *Proxy) Close() error {
 		}
 		if p.grpc != nil {
 			p.grpc.Stop()
+		}
+		if p.watch != nil {
+			p.watch.close()
 		}
 		if p.http != nil {
 			p.http.Close()

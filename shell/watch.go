@@ -2,22 +2,34 @@ package shell
 
 import (
 	"context"
+	"sync/atomic"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
+	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
-// watchServer relays each client watch stream to its own upstream watch
-// stream, translating keys under the namespace.
+// watchServer serves client watch streams. Streams without an auth token go
+// through the watch machine, which merges watchers on the same range into
+// one upstream watcher. A stream with a token is relayed to an upstream
+// stream of its own carrying that token, so that etcd checks every event
+// against the client's own permissions and nothing is shared across auth
+// identities.
 type watchServer struct {
 	pb.UnimplementedWatchServer
-	up pb.WatchClient
-	ns keyspace.Prefix
+	up   pb.WatchClient
+	ns   keyspace.Prefix
+	loop *watchLoop
+	next atomic.Uint64
 }
 
 func (s *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse]) error {
+	if s.loop != nil && !hasToken(stream.Context()) {
+		id := watch.StreamID(s.next.Add(1))
+		return s.loop.serveCoalesced(id, stream, s.ns.WatchCreateRequest)
+	}
 	return relay(stream,
 		func(ctx context.Context) (grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse], error) {
 			return s.up.Watch(ctx)

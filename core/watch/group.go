@@ -1,0 +1,82 @@
+package watch
+
+import (
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// rangeKey identifies a key range exactly as clients asked for it.
+type rangeKey struct{ key, end string }
+
+// batch is the events of one upstream response: whole revisions.
+type batch struct {
+	header *pb.ResponseHeader
+	events []*mvccpb.Event
+	last   int64 // revision of the last event
+}
+
+// group is the client watchers on one key range, fed by one upstream watch
+// on the shared upstream stream.
+type group struct {
+	rk       rangeKey
+	key, end []byte
+	upID     int64 // upstream watch ID
+	// rev is the group's progress: every event of the range up to rev has
+	// reached the group. base is where the window starts: the window holds
+	// every event in (base, rev].
+	rev, base int64
+	window    []batch
+	windowLen int // events in window
+	watchers  []*watcher
+	frag      fragments
+}
+
+// fragments reassembles an upstream response sent in fragments.
+type fragments struct {
+	events []*mvccpb.Event
+}
+
+// add returns the complete event list once the last fragment is in.
+func (f *fragments) add(r *pb.WatchResponse) ([]*mvccpb.Event, bool) {
+	if !r.Fragment && len(f.events) == 0 {
+		return r.Events, true
+	}
+	f.events = append(f.events, r.Events...)
+	if r.Fragment {
+		return nil, false
+	}
+	evs := f.events
+	f.events = nil
+	return evs, true
+}
+
+// record appends a batch to the window and evicts the oldest batches beyond
+// limit events, always keeping the newest.
+func (g *group) record(b batch, limit int) {
+	g.window = append(g.window, b)
+	g.windowLen += len(b.events)
+	for len(g.window) > 1 && g.windowLen > limit {
+		g.base = g.window[0].last
+		g.windowLen -= len(g.window[0].events)
+		g.window[0] = batch{}
+		g.window = g.window[1:]
+	}
+	if b.last > g.rev {
+		g.rev = b.last
+	}
+}
+
+// covers reports whether a watcher needing events from next on can be
+// served from the window and the live stream.
+func (g *group) covers(next int64) bool { return next > g.base }
+
+func (g *group) remove(w *watcher) {
+	for i, x := range g.watchers {
+		if x == w {
+			copy(g.watchers[i:], g.watchers[i+1:])
+			g.watchers[len(g.watchers)-1] = nil
+			g.watchers = g.watchers[:len(g.watchers)-1]
+			return
+		}
+	}
+}

@@ -1,0 +1,841 @@
+package watch
+
+import (
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/proto"
+)
+
+// Reasons etcd gives when it refuses a watch at creation.
+const (
+	reasonDuplicateID = "mvcc: duplicate watch ID provided on the WatchStream"
+	reasonEmptyRange  = "mvcc: watcher range is empty"
+)
+
+// invalidWatchID is the watch ID of responses that belong to no watch.
+const invalidWatchID = -1
+
+// fetch is a revision fetch in flight or waiting to be sent.
+type fetch struct {
+	req      Fetch
+	watchers []*watcher
+	streams  []*stream // RequestProgress callers
+	sent     bool
+	retryAt  time.Time
+}
+
+// Machine is the watch fan-out state machine. It is not safe for concurrent
+// use: one event loop owns it.
+type Machine struct {
+	cfg Config
+	now time.Time
+
+	streams map[StreamID]*stream
+	groups  map[rangeKey]*group
+	shared  map[int64]*group // by upstream watch ID
+	owns    map[int64]*own
+	nextUp  int64
+
+	fetches   map[uint64]*fetch
+	nextFetch uint64
+	batch     *fetch // tokenless "latest revision" fetch being assembled
+
+	progressWanted [numUpstreams]bool
+	progressSentAt [numUpstreams]time.Time
+	lastNotify     time.Time
+	lastRev        int64              // highest revision seen anywhere
+	lastHeader     *pb.ResponseHeader // cluster, member and term of the latest answer
+
+	stats Stats
+	ready Ready
+}
+
+// New returns a machine with cfg's bounds; now is the clock's reading.
+func New(cfg Config, now time.Time) *Machine {
+	d := DefaultConfig()
+	if cfg.HistoryEvents <= 0 {
+		cfg.HistoryEvents = d.HistoryEvents
+	}
+	if cfg.StreamBufferBytes <= 0 {
+		cfg.StreamBufferBytes = d.StreamBufferBytes
+	}
+	if cfg.FragmentBytes <= 0 {
+		cfg.FragmentBytes = d.FragmentBytes
+	}
+	if cfg.ProgressInterval <= 0 {
+		cfg.ProgressInterval = d.ProgressInterval
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = d.RetryInterval
+	}
+	return &Machine{
+		cfg: cfg, now: now, lastNotify: now,
+		streams: map[StreamID]*stream{}, groups: map[rangeKey]*group{},
+		shared: map[int64]*group{}, owns: map[int64]*own{}, fetches: map[uint64]*fetch{},
+	}
+}
+
+// Ready returns what the caller must do and forgets it.
+func (m *Machine) Ready() Ready {
+	if m.batch != nil {
+		m.send(m.batch)
+		m.batch = nil
+	}
+	r := m.ready
+	m.ready = Ready{}
+	return r
+}
+
+// ---- client inputs ----
+
+// OpenStream registers a client stream; token is its auth token ("" for
+// none), used for the revision fetches made on its behalf.
+func (m *Machine) OpenStream(id StreamID, token string) {
+	m.streams[id] = &stream{id: id, token: token, watchers: map[int64]*watcher{}}
+}
+
+// CloseStream forgets a client stream and everything it watched.
+func (m *Machine) CloseStream(id StreamID) {
+	s := m.streams[id]
+	if s == nil {
+		return
+	}
+	for len(s.order) > 0 {
+		m.drop(s.order[len(s.order)-1])
+	}
+	delete(m.streams, id)
+}
+
+// Create handles a client's watch create request. The request's range must
+// already be in etcd's keyspace (namespace applied).
+func (m *Machine) Create(id StreamID, req *pb.WatchCreateRequest) {
+	s := m.streams[id]
+	if s == nil || req == nil {
+		return
+	}
+	key, end := req.Key, req.RangeEnd
+	if len(key) == 0 {
+		key = []byte{0} // etcd: the smallest key
+	}
+	if req.StartRevision < 0 {
+		m.reply(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: rpctypes.ErrCompacted.Error()})
+		return
+	}
+	if len(end) > 0 && !(len(end) == 1 && end[0] == 0) && string(key) >= string(end) {
+		m.reply(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: reasonEmptyRange})
+		return
+	}
+	wid := req.WatchId
+	if wid == 0 {
+		wid = s.autoID()
+	} else if s.watchers[wid] != nil {
+		m.reply(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: reasonDuplicateID})
+		return
+	}
+	w := &watcher{
+		s: s, id: wid, key: key, end: end, rk: rangeKey{string(key), string(end)},
+		start: req.StartRevision, prevKV: req.PrevKv, progressNotify: req.ProgressNotify, fragment: req.Fragment,
+		lastNotify: m.now,
+	}
+	for _, f := range req.Filters {
+		switch f {
+		case pb.WatchCreateRequest_NOPUT:
+			w.noPut = true
+		case pb.WatchCreateRequest_NODELETE:
+			w.noDelete = true
+		}
+	}
+	s.add(w)
+	m.stats.Watchers++
+	m.fetchFor(w)
+}
+
+// fetchFor asks for the revision at w's creation. Tokenless requests for
+// the latest revision share one fetch; others (a token to check, or a start
+// revision to test for compaction) get their own.
+func (m *Machine) fetchFor(w *watcher) {
+	if w.s.token == "" && w.start == 0 {
+		m.batchFetch().watchers = append(m.batch.watchers, w)
+		return
+	}
+	req := Fetch{Token: w.s.token, Key: []byte{0}, Revision: w.start}
+	if w.s.token != "" {
+		// The read also checks the client's permission on the range.
+		req.Key, req.End = w.key, w.end
+	}
+	f := m.newFetch(req)
+	f.watchers = []*watcher{w}
+	m.send(f)
+}
+
+func (m *Machine) batchFetch() *fetch {
+	if m.batch == nil {
+		m.batch = m.newFetch(Fetch{Key: []byte{0}})
+	}
+	return m.batch
+}
+
+func (m *Machine) newFetch(req Fetch) *fetch {
+	m.nextFetch++
+	req.ID = m.nextFetch
+	f := &fetch{req: req}
+	m.fetches[req.ID] = f
+	return f
+}
+
+func (m *Machine) send(f *fetch) {
+	f.sent = true
+	m.ready.Fetches = append(m.ready.Fetches, f.req)
+}
+
+// Cancel handles a client's cancel request.
+func (m *Machine) Cancel(id StreamID, watchID int64) {
+	s := m.streams[id]
+	if s == nil {
+		return
+	}
+	w := s.watchers[watchID]
+	if w == nil {
+		return // etcd answers nothing for an unknown watch
+	}
+	if w.state == fetching {
+		w.cancelAfterCreate = true
+		return
+	}
+	rev, _ := w.synced()
+	rev = max(rev, w.next-1, m.groupRev(w))
+	m.drop(w)
+	m.reply(s, &pb.WatchResponse{Header: m.header(rev), WatchId: watchID, Canceled: true})
+}
+
+func (m *Machine) groupRev(w *watcher) int64 {
+	switch {
+	case w.group != nil:
+		return w.group.rev
+	case w.own != nil:
+		return w.own.rev
+	}
+	return 0
+}
+
+// RequestProgress handles a client's progress request: it is answered once
+// every watcher on the stream has caught up with the store revision as of
+// now.
+func (m *Machine) RequestProgress(id StreamID) {
+	s := m.streams[id]
+	if s == nil {
+		return
+	}
+	f := m.batchFetch()
+	f.streams = append(f.streams, s)
+}
+
+// Sent reports that n bytes handed out for stream id have been written.
+func (m *Machine) Sent(id StreamID, n int) {
+	s := m.streams[id]
+	if s == nil {
+		return
+	}
+	s.queued -= n
+	if s.queued < 0 {
+		s.queued = 0
+	}
+	if s.held && s.queued <= m.cfg.StreamBufferBytes/2 {
+		s.held = false
+		for _, w := range append([]*watcher(nil), s.order...) {
+			m.resume(w)
+		}
+		m.checkProgress(s)
+	}
+}
+
+// ---- revision fetches ----
+
+// Fetched hands in the answer to a Fetch.
+func (m *Machine) Fetched(id uint64, r FetchResult) {
+	f := m.fetches[id]
+	if f == nil {
+		return
+	}
+	if r.Retry {
+		f.sent = false
+		f.retryAt = m.now.Add(m.cfg.RetryInterval)
+		return
+	}
+	delete(m.fetches, id)
+	if r.Header != nil {
+		m.seen(r.Header)
+	}
+	for _, w := range f.watchers {
+		if w.s.watchers[w.id] != w {
+			continue // the stream went away meanwhile
+		}
+		m.created(w, r)
+	}
+	for _, s := range f.streams {
+		if m.streams[s.id] != s || r.Err != nil {
+			continue
+		}
+		s.progress = append(s.progress, r.Header.GetRevision())
+		m.wantProgress(s)
+		m.checkProgress(s)
+	}
+}
+
+// created completes a watcher's creation with the revision fetched for it.
+func (m *Machine) created(w *watcher, r FetchResult) {
+	s := w.s
+	if r.Err != nil {
+		m.drop(w)
+		m.reply(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: r.Err.Error()})
+		return
+	}
+	rev := r.Header.GetRevision()
+	w.state = live
+	m.reply(s, &pb.WatchResponse{Header: r.Header, WatchId: w.id, Created: true})
+	if w.cancelAfterCreate {
+		m.drop(w)
+		m.reply(s, &pb.WatchResponse{Header: r.Header, WatchId: w.id, Canceled: true})
+		return
+	}
+	w.next = w.start
+	if w.start == 0 {
+		w.next = rev + 1
+	}
+	if r.Compacted {
+		// etcd tells the watcher itself, with the compaction revision.
+		m.openOwn(w)
+		return
+	}
+	g := m.groups[w.rk]
+	if g == nil {
+		from := min(w.next, rev+1)
+		g = &group{rk: w.rk, key: w.key, end: w.end, rev: from - 1, base: from - 1}
+		m.groups[w.rk] = g
+		m.openGroup(g)
+	}
+	if g.covers(w.next) {
+		m.join(w, g)
+	} else {
+		m.openOwn(w)
+	}
+}
+
+// ---- upstream watches ----
+
+func (m *Machine) upID() int64 {
+	m.nextUp++
+	return m.nextUp
+}
+
+func (m *Machine) openGroup(g *group) {
+	g.upID = m.upID()
+	m.shared[g.upID] = g
+	m.stats.GroupsOpened++
+	m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{Shared, createReq(g.upID, g.key, g.end, g.rev+1)})
+}
+
+func createReq(id int64, key, end []byte, from int64) *pb.WatchRequest {
+	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
+		Key: key, RangeEnd: end, StartRevision: from, PrevKv: true, ProgressNotify: true, Fragment: true, WatchId: id,
+	}}}
+}
+
+func cancelReq(id int64) *pb.WatchRequest {
+	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: id}}}
+}
+
+// openOwn gives w an upstream watch of its own from w.next.
+func (m *Machine) openOwn(w *watcher) {
+	o := &own{upID: m.upID(), w: w, rev: w.next - 1}
+	w.own = o
+	m.owns[o.upID] = o
+	m.stats.OwnOpened++
+	m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{Own, createReq(o.upID, w.key, w.end, w.next)})
+}
+
+func (m *Machine) closeOwn(w *watcher) {
+	if o := w.own; o != nil {
+		delete(m.owns, o.upID)
+		w.own = nil
+		m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{Own, cancelReq(o.upID)})
+	}
+}
+
+// join adds w to g and replays what the window holds from w.next on.
+func (m *Machine) join(w *watcher, g *group) {
+	w.group = g
+	g.watchers = append(g.watchers, w)
+	if w.s.held {
+		return
+	}
+	for _, b := range g.window {
+		if b.last >= w.next {
+			m.deliver(w, b.header, b.events, b.last)
+		}
+	}
+}
+
+// leave takes w out of its group, closing the group when it was the last.
+func (m *Machine) leave(w *watcher) {
+	g := w.group
+	if g == nil {
+		return
+	}
+	w.group = nil
+	g.remove(w)
+	if len(g.watchers) == 0 {
+		delete(m.groups, g.rk)
+		delete(m.shared, g.upID)
+		m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{Shared, cancelReq(g.upID)})
+	}
+}
+
+// drop forgets a watcher entirely.
+func (m *Machine) drop(w *watcher) {
+	m.leave(w)
+	m.closeOwn(w)
+	w.s.remove(w)
+	m.stats.Watchers--
+}
+
+// resume puts a watcher of a stream that has drained back on track: from
+// its group's window if that still reaches back to its next revision, else
+// from an upstream watch of its own.
+func (m *Machine) resume(w *watcher) {
+	if w.state != live || w.own != nil {
+		return // still waiting, or its own upstream watch never stopped
+	}
+	if g := w.group; g != nil && g.covers(w.next) {
+		for _, b := range g.window {
+			if b.last >= w.next {
+				m.deliver(w, b.header, b.events, b.last)
+			}
+		}
+		return
+	}
+	m.leave(w)
+	if g := m.groups[w.rk]; g != nil && g.covers(w.next) {
+		m.join(w, g)
+		return
+	}
+	m.openOwn(w)
+}
+
+// Upstream hands in a response from one of the upstream watch streams.
+func (m *Machine) Upstream(u Upstream, r *pb.WatchResponse) {
+	m.seen(r.Header)
+	if r.WatchId == invalidWatchID {
+		if !r.Created && !r.Canceled && len(r.Events) == 0 && r.Header != nil {
+			m.progressAll(u, r.Header.Revision)
+		}
+		return
+	}
+	if u == Shared {
+		if g := m.shared[r.WatchId]; g != nil {
+			m.groupResponse(g, r)
+		}
+		return
+	}
+	if o := m.owns[r.WatchId]; o != nil {
+		m.ownResponse(o, r)
+	}
+}
+
+// progressAll handles a progress notification for every watch on stream u:
+// etcd sends it only when all of them have been sent every event up to rev.
+func (m *Machine) progressAll(u Upstream, rev int64) {
+	m.progressWanted[u] = false
+	if u == Shared {
+		for _, g := range m.sortedGroups() {
+			if rev > g.rev {
+				g.rev = rev
+			}
+		}
+	} else {
+		for _, o := range m.owns {
+			if rev > o.rev {
+				o.rev = rev
+			}
+		}
+		m.mergeOwns()
+	}
+	m.checkAllProgress()
+	if m.anyProgressPending() {
+		// The answer may predate a request still waiting; ask again on
+		// the next tick rather than at once, so a watcher that lags for
+		// long does not set off a storm of requests.
+		m.progressWanted[u] = true
+	}
+}
+
+func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
+	if r.Canceled || r.CompactRevision != 0 {
+		m.groupEnded(g, r)
+		return
+	}
+	if r.Created {
+		return
+	}
+	evs, done := g.frag.add(r)
+	if !done {
+		return
+	}
+	if len(evs) == 0 {
+		// A per-watch progress notification.
+		if r.Header != nil && r.Header.Revision > g.rev {
+			g.rev = r.Header.Revision
+			m.checkAllProgress()
+		}
+		return
+	}
+	evs = m.strip(evs)
+	b := batch{header: r.Header, events: evs, last: evs[len(evs)-1].Kv.ModRevision}
+	g.record(b, m.cfg.HistoryEvents)
+	m.stats.EventsReceived += int64(len(evs))
+	for _, w := range g.watchers {
+		if w.s.held {
+			continue
+		}
+		m.deliver(w, b.header, b.events, b.last)
+	}
+	m.checkAllProgress()
+}
+
+// groupEnded handles etcd ending a group's upstream watch: compaction, or a
+// cancel with a reason. Watchers that etcd would have ended too get etcd's
+// response; the rest move to a new group.
+func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
+	delete(m.shared, g.upID)
+	delete(m.groups, g.rk)
+	watchers := g.watchers
+	g.watchers = nil
+	var survivors []*watcher
+	for _, w := range watchers {
+		w.group = nil
+		if r.CompactRevision != 0 && w.next > r.CompactRevision {
+			survivors = append(survivors, w)
+			continue
+		}
+		m.endWatcher(w, r)
+	}
+	if len(survivors) > 0 {
+		from := survivors[0].next
+		for _, w := range survivors {
+			from = min(from, w.next)
+		}
+		ng := &group{rk: g.rk, key: g.key, end: g.end, rev: from - 1, base: from - 1}
+		m.groups[g.rk] = ng
+		m.openGroup(ng)
+		for _, w := range survivors {
+			m.join(w, ng)
+		}
+	}
+}
+
+// endWatcher passes etcd's end of a watch (compaction or cancel) on to w.
+func (m *Machine) endWatcher(w *watcher, r *pb.WatchResponse) {
+	s := w.s
+	m.drop(w)
+	resp := &pb.WatchResponse{Header: r.Header, WatchId: w.id, Canceled: true, CompactRevision: r.CompactRevision, CancelReason: r.CancelReason}
+	if r.CompactRevision != 0 {
+		m.stats.Compacted++
+	}
+	m.reply(s, resp)
+}
+
+func (m *Machine) ownResponse(o *own, r *pb.WatchResponse) {
+	w := o.w
+	if r.Canceled || r.CompactRevision != 0 {
+		m.endWatcher(w, r)
+		return
+	}
+	if r.Created {
+		return
+	}
+	evs, done := o.frag.add(r)
+	if !done {
+		return
+	}
+	if len(evs) == 0 {
+		if r.Header != nil && r.Header.Revision > o.rev {
+			o.rev = r.Header.Revision
+		}
+	} else {
+		evs = m.strip(evs)
+		last := evs[len(evs)-1].Kv.ModRevision
+		o.rev = max(o.rev, last)
+		m.stats.EventsReceived += int64(len(evs))
+		if !w.s.held {
+			m.deliver(w, r.Header, evs, last)
+		}
+	}
+	if w.s.held {
+		// Held streams receive nothing: let the upstream watch go and pick
+		// up again from w.next when the stream drains.
+		m.closeOwn(w)
+		return
+	}
+	m.mergeOwn(o)
+	m.checkProgress(w.s)
+}
+
+// mergeOwn moves a watcher from its own upstream watch into its range's
+// group once the group's window reaches back to what the watcher has seen.
+func (m *Machine) mergeOwn(o *own) {
+	w := o.w
+	g := m.groups[w.rk]
+	if g == nil || !g.covers(w.next) || w.own != o {
+		return
+	}
+	m.closeOwn(w)
+	m.stats.Merged++
+	m.join(w, g)
+}
+
+func (m *Machine) mergeOwns() {
+	ids := make([]int64, 0, len(m.owns))
+	for id := range m.owns {
+		ids = append(ids, id)
+	}
+	sortInt64s(ids)
+	for _, id := range ids {
+		if o := m.owns[id]; o != nil {
+			m.mergeOwn(o)
+		}
+	}
+}
+
+// UpstreamLost reports that upstream stream u broke; every watch on it is
+// opened again on a new stream from where it stood.
+func (m *Machine) UpstreamLost(u Upstream) {
+	m.progressWanted[u] = m.progressWanted[u] || m.anyProgressPending()
+	m.progressSentAt[u] = time.Time{}
+	if u == Shared {
+		for _, g := range m.sortedGroups() {
+			delete(m.shared, g.upID)
+			g.frag = fragments{}
+			m.openGroup(g)
+		}
+		return
+	}
+	ids := make([]int64, 0, len(m.owns))
+	for id := range m.owns {
+		ids = append(ids, id)
+	}
+	sortInt64s(ids)
+	for _, id := range ids {
+		o := m.owns[id]
+		delete(m.owns, id)
+		w := o.w
+		w.own = nil
+		w.next = max(w.next, o.rev+1)
+		m.openOwn(w)
+	}
+}
+
+// ---- delivery ----
+
+// deliver sends w the events of one batch that it has not seen yet.
+func (m *Machine) deliver(w *watcher, h *pb.ResponseHeader, evs []*mvccpb.Event, last int64) {
+	if last < w.next {
+		return
+	}
+	picked := w.pick(evs)
+	w.next = last + 1
+	if len(picked) == 0 {
+		return
+	}
+	w.eventsSinceNotify = true
+	resp := &pb.WatchResponse{Header: h, WatchId: w.id, Events: picked}
+	m.stats.EventsSent += int64(len(picked))
+	if !w.fragment {
+		m.reply(w.s, resp)
+		return
+	}
+	for _, part := range fragment(resp, m.cfg.FragmentBytes) {
+		m.reply(w.s, part)
+	}
+}
+
+// reply queues a response for a client stream and holds the stream back
+// once it is over its buffer bound.
+func (m *Machine) reply(s *stream, r *pb.WatchResponse) {
+	size := proto.Size(r)
+	m.ready.Sends = append(m.ready.Sends, Send{Stream: s.id, Resp: r, Size: size})
+	s.queued += size
+	if !s.held && s.queued > m.cfg.StreamBufferBytes {
+		s.held = true
+		m.stats.Held++
+	}
+}
+
+// strip removes the namespace prefix from event keys.
+func (m *Machine) strip(evs []*mvccpb.Event) []*mvccpb.Event {
+	if m.cfg.Prefix.Empty() {
+		return evs
+	}
+	out := evs[:0]
+	for _, ev := range evs {
+		if ev.Kv == nil || !m.cfg.Prefix.Contains(ev.Kv.Key) {
+			continue
+		}
+		m.cfg.Prefix.KeyValue(ev.Kv)
+		m.cfg.Prefix.KeyValue(ev.PrevKv)
+		out = append(out, ev)
+	}
+	return out
+}
+
+// ---- progress ----
+
+// wantProgress asks etcd for progress on the upstream streams that s
+// depends on.
+func (m *Machine) wantProgress(s *stream) {
+	for _, w := range s.order {
+		u := Shared
+		if w.own != nil {
+			u = Own
+		}
+		if !m.progressWanted[u] {
+			m.progressWanted[u] = true
+			m.requestUpstreamProgress(u)
+		}
+	}
+}
+
+func (m *Machine) requestUpstreamProgress(u Upstream) {
+	m.progressSentAt[u] = m.now
+	m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{u, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}})
+}
+
+func (m *Machine) anyProgressPending() bool {
+	for _, s := range m.streams {
+		if len(s.progress) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Machine) checkAllProgress() {
+	if !m.anyProgressPending() {
+		return
+	}
+	for _, s := range m.sortedStreams() {
+		m.checkProgress(s)
+	}
+}
+
+// checkProgress answers the stream's progress requests whose revision every
+// watcher on the stream has reached. Like etcd, a stream without watchers
+// gets no answer.
+func (m *Machine) checkProgress(s *stream) {
+	for len(s.progress) > 0 {
+		want := s.progress[0]
+		for _, w := range s.order {
+			if rev, ok := w.synced(); !ok || rev < want {
+				return
+			}
+		}
+		s.progress = s.progress[1:]
+		if len(s.order) > 0 {
+			m.reply(s, &pb.WatchResponse{Header: m.header(want), WatchId: invalidWatchID})
+		}
+	}
+}
+
+// ---- time ----
+
+// Tick advances the machine's clock: unanswered progress requests and failed
+// fetches are retried, and idle watchers that asked for progress
+// notifications get one.
+func (m *Machine) Tick(now time.Time) {
+	m.now = now
+	for u := Upstream(0); u < numUpstreams; u++ {
+		if m.progressWanted[u] && !now.Before(m.progressSentAt[u].Add(m.cfg.RetryInterval)) {
+			m.requestUpstreamProgress(u)
+		}
+	}
+	var retry []uint64
+	for id, f := range m.fetches {
+		if !f.sent && f != m.batch && !now.Before(f.retryAt) {
+			retry = append(retry, id)
+		}
+	}
+	sortUint64s(retry)
+	for _, id := range retry {
+		m.send(m.fetches[id])
+	}
+	if now.Sub(m.lastNotify) >= m.cfg.ProgressInterval {
+		m.lastNotify = now
+		for _, s := range m.sortedStreams() {
+			for _, w := range s.order {
+				if !w.progressNotify {
+					continue
+				}
+				if w.eventsSinceNotify {
+					w.eventsSinceNotify = false
+					continue
+				}
+				if rev, ok := w.synced(); ok {
+					m.reply(s, &pb.WatchResponse{Header: m.header(rev), WatchId: w.id})
+				}
+			}
+		}
+	}
+}
+
+// ---- helpers ----
+
+func (m *Machine) seen(h *pb.ResponseHeader) {
+	if h == nil {
+		return
+	}
+	m.lastHeader = h
+	if h.Revision > m.lastRev {
+		m.lastRev = h.Revision
+	}
+}
+
+// header returns etcd's response header as of revision rev (the latest seen
+// when rev is 0).
+func (m *Machine) header(rev ...int64) *pb.ResponseHeader {
+	h := &pb.ResponseHeader{Revision: m.lastRev}
+	if m.lastHeader != nil {
+		h.ClusterId, h.MemberId, h.RaftTerm = m.lastHeader.ClusterId, m.lastHeader.MemberId, m.lastHeader.RaftTerm
+	}
+	if len(rev) > 0 {
+		h.Revision = rev[0]
+	}
+	return h
+}
+
+func (m *Machine) sortedGroups() []*group {
+	ids := make([]int64, 0, len(m.shared))
+	for id := range m.shared {
+		ids = append(ids, id)
+	}
+	sortInt64s(ids)
+	out := make([]*group, len(ids))
+	for i, id := range ids {
+		out[i] = m.shared[id]
+	}
+	return out
+}
+
+func (m *Machine) sortedStreams() []*stream {
+	ids := make([]uint64, 0, len(m.streams))
+	for id := range m.streams {
+		ids = append(ids, uint64(id))
+	}
+	sortUint64s(ids)
+	out := make([]*stream, len(ids))
+	for i, id := range ids {
+		out[i] = m.streams[StreamID(id)]
+	}
+	return out
+}

@@ -1,0 +1,47 @@
+package watch
+
+// stream is one client watch stream.
+type stream struct {
+	id    StreamID
+	token string
+	// watchers by client watch ID, and their creation order for
+	// deterministic iteration.
+	watchers map[int64]*watcher
+	order    []*watcher
+	nextID   int64
+	// queued is the bytes handed out for this stream and not yet reported
+	// written; held is set while it is over the bound.
+	queued int
+	held   bool
+	// progress holds the revisions of RequestProgress calls waiting until
+	// every watcher has caught up with them.
+	progress []int64
+}
+
+func (s *stream) add(w *watcher) {
+	s.watchers[w.id] = w
+	s.order = append(s.order, w)
+}
+
+func (s *stream) remove(w *watcher) {
+	delete(s.watchers, w.id)
+	for i, x := range s.order {
+		if x == w {
+			copy(s.order[i:], s.order[i+1:])
+			s.order[len(s.order)-1] = nil
+			s.order = s.order[:len(s.order)-1]
+			return
+		}
+	}
+}
+
+// autoID picks the ID etcd would: the lowest unused ID from a counter that
+// only moves forward.
+func (s *stream) autoID() int64 {
+	for s.watchers[s.nextID] != nil {
+		s.nextID++
+	}
+	id := s.nextID
+	s.nextID++
+	return id
+}

@@ -1,0 +1,115 @@
+package watch
+
+import (
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/proto"
+)
+
+type watcherState int
+
+const (
+	fetching watcherState = iota // waiting for the revision at creation
+	live                         // served by its group or its own upstream watch
+)
+
+// watcher is one client watch.
+type watcher struct {
+	s        *stream
+	id       int64
+	key, end []byte
+	rk       rangeKey
+	start    int64 // requested start revision, 0 for "now"
+	state    watcherState
+	// next is the first revision the watcher has not been given yet.
+	next int64
+
+	prevKV, progressNotify, fragment bool
+	noPut, noDelete                  bool
+
+	group *group // when served by a group
+	own   *own   // when served by an upstream watch of its own
+
+	cancelAfterCreate bool
+	eventsSinceNotify bool
+	lastNotify        time.Time
+}
+
+// own is an upstream watch serving a single watcher, on the Own stream.
+type own struct {
+	upID int64
+	w    *watcher
+	rev  int64 // every event up to rev has reached the watcher
+	frag fragments
+}
+
+// synced returns the revision up to which the watcher has been given every
+// event, and whether that is known (false while it waits or is held back).
+func (w *watcher) synced() (int64, bool) {
+	if w.state != live || w.s.held {
+		return 0, false
+	}
+	switch {
+	case w.group != nil:
+		return max(w.group.rev, w.next-1), true
+	case w.own != nil:
+		return max(w.own.rev, w.next-1), true
+	}
+	return 0, false
+}
+
+// select returns the events of evs this watcher gets: those at or after
+// next, without filtered types, with prev_kv only if asked for. The events
+// themselves are shared, never modified.
+func (w *watcher) pick(evs []*mvccpb.Event) []*mvccpb.Event {
+	i := 0
+	for i < len(evs) && evs[i].Kv.ModRevision < w.next {
+		i++
+	}
+	evs = evs[i:]
+	if !w.noPut && !w.noDelete && w.prevKV {
+		return evs
+	}
+	var out []*mvccpb.Event
+	for _, ev := range evs {
+		if (w.noPut && ev.Type == mvccpb.PUT) || (w.noDelete && ev.Type == mvccpb.DELETE) {
+			continue
+		}
+		if !w.prevKV && ev.PrevKv != nil {
+			ev = &mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// fragment splits events into responses of at most limit bytes each (at
+// least one event per response), marking all but the last as fragments, the
+// way etcd does for watchers that asked for fragments.
+func fragment(resp *pb.WatchResponse, limit int) []*pb.WatchResponse {
+	if proto.Size(resp) <= limit || len(resp.Events) < 2 {
+		return []*pb.WatchResponse{resp}
+	}
+	var out []*pb.WatchResponse
+	evs := resp.Events
+	for len(evs) > 0 {
+		part := &pb.WatchResponse{Header: resp.Header, WatchId: resp.WatchId, Fragment: true}
+		size := proto.Size(part)
+		n := 0
+		for n < len(evs) {
+			es := proto.Size(evs[n]) + 8
+			if n > 0 && size+es > limit {
+				break
+			}
+			size += es
+			n++
+		}
+		part.Events = evs[:n]
+		evs = evs[n:]
+		out = append(out, part)
+	}
+	out[len(out)-1].Fragment = false
+	return out
+}
