@@ -19,6 +19,11 @@ import (
 func startMember(t *testing.T) *etcdtest.Member { return startMemberB(t) }
 
 func startMemberB(t testing.TB) *etcdtest.Member {
+	return startMemberWith(t, etcdtest.Options{NoFsync: true})
+}
+
+// startMemberWith starts a one-member etcd cluster with opts.
+func startMemberWith(t testing.TB, opts etcdtest.Options) *etcdtest.Member {
 	t.Helper()
 	ca, err := etcdtest.FreeAddr()
 	if err != nil {
@@ -28,7 +33,7 @@ func startMemberB(t testing.TB) *etcdtest.Member {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := etcdtest.StartMember("m", t.TempDir(), "http://"+ca, "http://"+pa, etcdtest.Options{NoFsync: true})
+	m, err := etcdtest.StartMember("m", t.TempDir(), "http://"+ca, "http://"+pa, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
