@@ -18,14 +18,14 @@ import (
 
 // watchLog reads a raw watch stream and keeps what arrives, per watch ID.
 type watchLog struct {
-	st     grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse]
-	byID   map[int64][]string
+	st   grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse]
+	byID map[int64][]string
 	// for the atomicity check
 	lastRev    map[int64]int64
 	inFragment map[int64]bool
 	violations []string
-	resps  chan *pb.WatchResponse
-	broken chan error
+	resps      chan *pb.WatchResponse
+	broken     chan error
 }
 
 func openWatchLog(t *testing.T, ctx context.Context, cc *grpc.ClientConn) *watchLog {
@@ -89,7 +89,7 @@ func describeControl(r *pb.WatchResponse) string {
 	if r.Fragment {
 		b.WriteString(" fragment")
 	}
-return b.String()
+	return b.String()
 }
 
 // create sends a create request and waits for its created response, so
