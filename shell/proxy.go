@@ -180,6 +180,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		FragmentBytes:     cfg.MaxSendBytes,
 		ProgressInterval:  cfg.WatchProgressInterval,
 	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn))
+	registerWatchMetrics(p.registry, p.watch)
 	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns, loop: p.watch})
 	pb.RegisterLeaseServer(s, &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns})
 	cluster := &clusterServer{up: clientv3.RetryClusterClient(c), nsActive: nsActive, advertise: cfg.AdvertiseClientURL}
@@ -246,3 +247,7 @@ func (p *Proxy) Close() error {
 	})
 	return p.closeErr
 }
+
+// WatchState returns the watch machine's counters and gauges as of its
+// last step.
+func (p *Proxy) WatchState() (watch.Stats, watch.Gauges) { return p.watch.snapshot() }
