@@ -1,0 +1,95 @@
+package shell_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/etcdproxy/etcdproxy/shell"
+)
+
+// TestSlowClientHurtsNobody: a client that stops reading neither delays nor
+// loses events for another client on the same key; the proxy holds back at
+// most its buffer bound for it, and once it reads again it gets every event
+// in order, with no gap, from the history window or a catch-up watch.
+func TestSlowClientHurtsNobody(t *testing.T) {
+	m := startMember(t)
+	p := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
+		c.WatchStreamBufferBytes = 64 << 10
+		c.WatchHistoryEvents = 100
+	})
+	ctx := ctxT(t, 2*time.Minute)
+	const n = 400
+	value := strings.Repeat("v", 1024)
+
+	// The slow client: small flow-control windows and no reads for now.
+	slowConn, err := grpc.NewClient(p.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowConn.Close()
+	slow, err := pb.NewWatchClient(slowConn).Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("k")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := slow.Recv(); err != nil || !r.Created {
+		t.Fatalf("slow client's created: %v %v", r, err)
+	}
+
+	fast := openWatchLog(t, ctx, rawConn(t, p.Addr()))
+	fast.create(t, ctx, &pb.WatchCreateRequest{Key: []byte("k")})
+
+	kv := pb.NewKVClient(rawConn(t, m.ClientURL))
+	var revs []int64
+	for i := 0; i < n; i++ {
+		r, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte(value)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, r.Header.Revision)
+	}
+	last := revs[len(revs)-1]
+	fast.waitFor(t, ctx, map[int64]int64{0: last})
+	if got := len(fast.byID[0]) - 1; got != n {
+		t.Errorf("fast client got %d events, want %d", got, n)
+	}
+
+	stats, gauges := p.WatchState()
+	t.Logf("while the slow client does not read: holds %d, held streams %d, queued %d bytes, own catch-ups %d",
+		stats.Held, gauges.HeldStreams, gauges.QueuedBytes, gauges.Own)
+	if stats.Held == 0 {
+		t.Errorf("the slow stream was never held back")
+	}
+	if limit := 64<<10 + 64<<10; gauges.QueuedBytes > limit {
+		t.Errorf("%d bytes queued for the slow client, more than its bound allows (%d)", gauges.QueuedBytes, limit)
+	}
+
+	// Now it reads: every event, in order, once.
+	var got []int64
+	for len(got) < n {
+		r, err := slow.Recv()
+		if err != nil {
+			t.Fatalf("slow client after %d events: %v", len(got), err)
+		}
+		if r.Canceled {
+			t.Fatalf("slow client cancelled: %v", r)
+		}
+		for _, ev := range r.Events {
+			got = append(got, ev.Kv.ModRevision)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(revs) {
+		t.Fatalf("slow client got %d events %v..., want %d", len(got), got[:min(10, len(got))], len(revs))
+	}
+	s2, _ := p.WatchState()
+	t.Logf("after catching up: catch-up watches opened %d, merged back %d", s2.OwnOpened, s2.Merged)
+}
