@@ -33,9 +33,9 @@ func etcdWatchers(t *testing.T) float64 {
 
 // TestCoalescingAtScale creates 10,000 watchers on one key over 100 client
 // connections, at different times and start revisions inside the history
-// window, with writes in between. etcd must see exactly one watcher and the
-// proxy must have opened exactly one upstream watch; every client watcher
-// gets exactly the writes from its start revision on.
+// window, with writes in between. etcd must see exactly one watcher, the
+// proxy must send only a handful of upstream watch creates, and every client
+// watcher gets exactly the writes from its start revision on.
 func TestCoalescingAtScale(t *testing.T) {
 	const conns, perConn = 100, 100
 	m := startMember(t)
@@ -169,13 +169,18 @@ func TestCoalescingAtScale(t *testing.T) {
 	}
 
 	stats, gauges := p.WatchState()
-	t.Logf("watchers %d, upstream watches opened %d (groups %d, own %d), etcd watchers %v, events received %d, sent %d",
-		stats.Watchers, stats.GroupsOpened+stats.OwnOpened, gauges.Groups, gauges.Own, etcdWatchers(t)-base, stats.EventsReceived, stats.EventsSent)
+	t.Logf("watchers %d, upstream watch creates %d (rewinds %d, catch-ups %d), open now: groups %d, own %d; etcd watchers %v; events received %d, sent %d",
+		stats.Watchers, stats.GroupsOpened+stats.OwnOpened, stats.Rewinds, stats.OwnOpened, gauges.Groups, gauges.Own, etcdWatchers(t)-base, stats.EventsReceived, stats.EventsSent)
 	if stats.Watchers != conns*perConn {
 		t.Errorf("proxy counts %d watchers, want %d", stats.Watchers, conns*perConn)
 	}
-	if n := stats.GroupsOpened + stats.OwnOpened; n != 1 {
-		t.Errorf("proxy opened %d upstream watches, want 1", n)
+	// One upstream watcher; a watcher starting before the group's first
+	// revision may rewind it once or twice (cancel and create again).
+	if n := stats.GroupsOpened + stats.OwnOpened; n > 3 {
+		t.Errorf("proxy sent %d upstream watch creates, want a handful (at most 3)", n)
+	}
+	if gauges.Groups != 1 || gauges.Own != 0 {
+		t.Errorf("upstream watches open: %d groups, %d own; want 1 group", gauges.Groups, gauges.Own)
 	}
 	if n := etcdWatchers(t) - base; n != 1 {
 		t.Errorf("etcd has %v watchers for the proxy, want 1", n)

@@ -29,6 +29,11 @@ type group struct {
 	windowLen int // events in window
 	watchers  []*watcher
 	frag      fragments
+	// While the upstream watch is rewound (see Machine.rewind), rewindBase
+	// is where the window began before, and prefix collects the older
+	// events until the upstream watch has passed rewindBase.
+	rewindBase int64
+	prefix     []batch
 }
 
 // fragments reassembles an upstream response sent in fragments.
@@ -55,14 +60,19 @@ func (f *fragments) add(r *pb.WatchResponse) ([]*mvccpb.Event, bool) {
 func (g *group) record(b batch, limit int) {
 	g.window = append(g.window, b)
 	g.windowLen += len(b.events)
+	g.evict(limit)
+	if b.last > g.rev {
+		g.rev = b.last
+	}
+}
+
+// evict drops the oldest batches beyond limit events, keeping the newest.
+func (g *group) evict(limit int) {
 	for len(g.window) > 1 && g.windowLen > limit {
 		g.base = g.window[0].last
 		g.windowLen -= len(g.window[0].events)
 		g.window[0] = batch{}
 		g.window = g.window[1:]
-	}
-	if b.last > g.rev {
-		g.rev = b.last
 	}
 }
 
@@ -78,5 +88,56 @@ func (g *group) remove(w *watcher) {
 			g.watchers = g.watchers[:len(g.watchers)-1]
 			return
 		}
+	}
+}
+
+// recordRewound records a batch from a rewound upstream watch: events up to
+// where the window began go to the prefix, events the window already holds
+// are skipped, newer events are recorded as usual. Once the upstream watch
+// has passed where the window began, the prefix goes in front of it.
+func (g *group) recordRewound(b batch, limit int) {
+	var old, fresh []*mvccpb.Event
+	for _, ev := range b.events {
+		switch rev := ev.Kv.ModRevision; {
+		case rev <= g.rewindBase:
+			old = append(old, ev)
+		case rev > g.rev:
+			fresh = append(fresh, ev)
+		}
+	}
+	if len(old) > 0 {
+		g.prefix = append(g.prefix, batch{header: b.header, events: old, last: old[len(old)-1].Kv.ModRevision})
+	}
+	if b.last > g.rewindBase {
+		g.endRewind()
+	}
+	if len(fresh) > 0 {
+		g.record(batch{header: b.header, events: fresh, last: fresh[len(fresh)-1].Kv.ModRevision}, limit)
+	} else {
+		g.evict(limit)
+	}
+}
+
+// endRewind puts the events collected by a rewind in front of the window.
+func (g *group) endRewind() {
+	n := 0
+	for _, p := range g.prefix {
+		n += len(p.events)
+	}
+	g.window = append(g.prefix, g.window...)
+	g.windowLen += n
+	g.prefix = nil
+	g.rewindBase = 0
+}
+
+// progress records that the upstream watch has delivered every event up to
+// rev.
+func (g *group) progress(rev int64, limit int) {
+	if g.rewindBase != 0 && rev >= g.rewindBase {
+		g.endRewind()
+		g.evict(limit)
+	}
+	if rev > g.rev {
+		g.rev = rev
 	}
 }

@@ -315,13 +315,38 @@ func (m *Machine) created(w *watcher, r FetchResult) {
 		from := min(w.next, rev+1)
 		g = &group{rk: w.rk, key: w.key, end: w.end, rev: from - 1, base: from - 1}
 		m.groups[w.rk] = g
-		m.openGroup(g)
+		m.openGroup(g, from)
 	}
-	if g.covers(w.next) {
+	switch {
+	case g.covers(w.next):
 		m.join(w, g)
-	} else {
+	case w.start != 0:
+		// The fetch at w.start found it not compacted: read the group's
+		// range again from there, for this watcher and any that follow,
+		// rather than open a watch per watcher.
+		m.rewind(g, w.next)
+		m.join(w, g)
+	default:
 		m.openOwn(w)
 	}
+}
+
+// rewind reopens g's upstream watch from an earlier revision. Events the
+// group already has are delivered again only to watchers that have not
+// seen them (each watcher skips what lies before its next revision); events
+// older than the window are collected and put in front of it once the
+// upstream watch has caught up with where the window began.
+func (m *Machine) rewind(g *group, from int64) {
+	if g.rewindBase == 0 {
+		g.rewindBase = g.base
+	}
+	g.prefix = nil
+	g.base = from - 1
+	delete(m.shared, g.upID)
+	m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{Shared, cancelReq(g.upID)})
+	g.frag = fragments{}
+	m.stats.Rewinds++
+	m.openGroup(g, from)
 }
 
 // ---- upstream watches ----
@@ -331,11 +356,12 @@ func (m *Machine) upID() int64 {
 	return m.nextUp
 }
 
-func (m *Machine) openGroup(g *group) {
+// openGroup opens g's upstream watch from revision from.
+func (m *Machine) openGroup(g *group, from int64) {
 	g.upID = m.upID()
 	m.shared[g.upID] = g
 	m.stats.GroupsOpened++
-	m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{Shared, createReq(g.upID, g.key, g.end, g.rev+1)})
+	m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{Shared, createReq(g.upID, g.key, g.end, from)})
 }
 
 func createReq(id int64, key, end []byte, from int64) *pb.WatchRequest {
@@ -370,6 +396,16 @@ func (m *Machine) join(w *watcher, g *group) {
 	w.group = g
 	g.watchers = append(g.watchers, w)
 	if w.s.held {
+		return
+	}
+	if g.rewindBase != 0 && w.next <= g.rewindBase {
+		// Behind a rewind: what the rewound upstream watch has brought so
+		// far, then the rest as it comes, in order.
+		for _, b := range g.prefix {
+			if b.last >= w.next {
+				m.deliver(w, b.header, b.events, b.last)
+			}
+		}
 		return
 	}
 	for _, b := range g.window {
@@ -451,9 +487,7 @@ func (m *Machine) progressAll(u Upstream, rev int64) {
 	m.progressWanted[u] = false
 	if u == Shared {
 		for _, g := range m.sortedGroups() {
-			if rev > g.rev {
-				g.rev = rev
-			}
+			g.progress(rev, m.cfg.HistoryEvents)
 		}
 	} else {
 		for _, o := range m.owns {
@@ -486,15 +520,19 @@ func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
 	}
 	if len(evs) == 0 {
 		// A per-watch progress notification.
-		if r.Header != nil && r.Header.Revision > g.rev {
-			g.rev = r.Header.Revision
+		if r.Header != nil {
+			g.progress(r.Header.Revision, m.cfg.HistoryEvents)
 			m.checkAllProgress()
 		}
 		return
 	}
 	evs = m.strip(evs)
 	b := batch{header: r.Header, events: evs, last: evs[len(evs)-1].Kv.ModRevision}
-	g.record(b, m.cfg.HistoryEvents)
+	if g.rewindBase != 0 {
+		g.recordRewound(b, m.cfg.HistoryEvents)
+	} else {
+		g.record(b, m.cfg.HistoryEvents)
+	}
 	m.stats.EventsReceived += int64(len(evs))
 	for _, w := range g.watchers {
 		if w.s.held {
@@ -529,7 +567,7 @@ func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 		}
 		ng := &group{rk: g.rk, key: g.key, end: g.end, rev: from - 1, base: from - 1}
 		m.groups[g.rk] = ng
-		m.openGroup(ng)
+		m.openGroup(ng, from)
 		for _, w := range survivors {
 			m.join(w, ng)
 		}
@@ -618,7 +656,11 @@ func (m *Machine) UpstreamLost(u Upstream) {
 		for _, g := range m.sortedGroups() {
 			delete(m.shared, g.upID)
 			g.frag = fragments{}
-			m.openGroup(g)
+			from := g.rev + 1
+			if g.rewindBase != 0 {
+				from, g.prefix = g.base+1, nil // start the rewind over
+			}
+			m.openGroup(g, from)
 		}
 		return
 	}

@@ -8,6 +8,7 @@ type Stats struct {
 	GroupsOpened   int64 // shared upstream watches opened
 	OwnOpened      int64 // single-watcher upstream watches opened
 	Merged         int64 // watchers moved from their own upstream watch into a group
+	Rewinds        int64 // group upstream watches reopened from an earlier revision
 	Held           int64 // times a client stream went over its buffer bound
 	Compacted      int64 // watchers ended by compaction
 	EventsReceived int64 // events from etcd
