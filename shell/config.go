@@ -154,6 +154,15 @@ func (c *Config) Validate() error {
 	if c.MaxSendBytes <= 0 {
 		return fmt.Errorf("invalid --max-send-bytes %d: must be positive", c.MaxSendBytes)
 	}
+	if c.WatchHistoryEvents <= 0 {
+		return fmt.Errorf("invalid --watch-history-events %d: must be positive", c.WatchHistoryEvents)
+	}
+	if c.WatchStreamBufferBytes <= 0 {
+		return fmt.Errorf("invalid --watch-stream-buffer-bytes %d: must be positive", c.WatchStreamBufferBytes)
+	}
+	if c.WatchProgressInterval <= 0 {
+		return fmt.Errorf("invalid --watch-progress-notify-interval %v: must be positive", c.WatchProgressInterval)
+	}
 	if c.MaxRecvBytes <= 0 {
 		return fmt.Errorf("invalid --max-recv-bytes %d: must be positive", c.MaxRecvBytes)
 	}

@@ -67,12 +67,18 @@ func (l *watchLoop) serveCoalesced(id watch.StreamID, stream grpc.BidiStreamingS
 			case <-l.ctx.Done():
 				return
 			}
+			// Report written bytes once per batch, not per response: the
+			// loop hears from every stream, and 10,000 watchers make
+			// 10,000 responses per event.
+			n := 0
 			for _, s := range q.take() {
 				if err := stream.Send(s.Resp); err != nil {
 					sendErr <- err
 					return
 				}
-				n := s.Size
+				n += s.Size
+			}
+			if n > 0 {
 				l.input(func(m *watch.Machine) { m.Sent(id, n) })
 			}
 		}

@@ -86,6 +86,10 @@ func newStartCommand() *cobra.Command {
 	f.StringVar(&c.TLSMinVersion, "tls-min-version", c.TLSMinVersion, "Minimum TLS version supported by grpc proxy. Possible values: TLS1.2, TLS1.3.")
 	f.StringVar(&c.TLSMaxVersion, "tls-max-version", "", "Maximum TLS version supported by grpc proxy. Possible values: TLS1.2, TLS1.3 (empty defers to Go).")
 
+	f.IntVar(&c.WatchHistoryEvents, "watch-history-events", c.WatchHistoryEvents, "events of recent history kept per watched key range; a watcher starting within it shares the range's upstream watcher")
+	f.IntVar(&c.WatchStreamBufferBytes, "watch-stream-buffer-bytes", c.WatchStreamBufferBytes, "bytes of watch responses queued per client stream before its watchers pause and catch up later")
+	f.DurationVar(&c.WatchProgressInterval, "watch-progress-notify-interval", c.WatchProgressInterval, "interval of progress notifications to idle watchers that asked for them (etcd's default)")
+
 	f.StringVar(&o.discoverySrv, "discovery-srv", "", "domain name to query for SRV records describing cluster endpoints (not implemented yet)")
 	f.StringVar(&o.discoverySrvName, "discovery-srv-name", "", "service name to query when using DNS discovery (not implemented yet)")
 	f.BoolVar(&o.insecureDiscovery, "insecure-discovery", false, "accept insecure SRV records (not implemented yet)")
