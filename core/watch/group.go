@@ -3,16 +3,67 @@ package watch
 import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/proto"
 )
 
 // rangeKey identifies a key range exactly as clients asked for it.
 type rangeKey struct{ key, end string }
 
-// batch is the events of one upstream response: whole revisions.
+// batch is the events of one upstream response: whole revisions. The
+// events and their encoded sizes are computed once and shared by every
+// watcher the batch reaches; so is the variant without prev_kv.
 type batch struct {
-	header *pb.ResponseHeader
-	events []*mvccpb.Event
-	last   int64 // revision of the last event
+	header     *pb.ResponseHeader
+	headerSize int
+	events     []*mvccpb.Event
+	sizes      []int
+	last       int64 // revision of the last event
+
+	bare      []*mvccpb.Event // events without prev_kv, made on first need
+	bareSizes []int
+}
+
+func newBatch(h *pb.ResponseHeader, evs []*mvccpb.Event) *batch {
+	b := &batch{header: h, headerSize: proto.Size(h), events: evs, sizes: make([]int, len(evs)), last: evs[len(evs)-1].Kv.ModRevision}
+	for i, ev := range evs {
+		b.sizes[i] = proto.Size(ev)
+	}
+	return b
+}
+
+// variant returns the events with or without prev_kv, and their sizes.
+func (b *batch) variant(prevKV bool) ([]*mvccpb.Event, []int) {
+	if prevKV {
+		return b.events, b.sizes
+	}
+	if b.bare == nil {
+		b.bare = make([]*mvccpb.Event, len(b.events))
+		b.bareSizes = make([]int, len(b.events))
+		for i, ev := range b.events {
+			if ev.PrevKv != nil {
+				ev = &mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
+				b.bareSizes[i] = proto.Size(ev)
+			} else {
+				b.bareSizes[i] = b.sizes[i]
+			}
+			b.bare[i] = ev
+		}
+	}
+	return b.bare, b.bareSizes
+}
+
+// slice returns a batch of the events of b in revisions keep accepts.
+func (b *batch) slice(keep func(rev int64) bool) *batch {
+	var evs []*mvccpb.Event
+	for _, ev := range b.events {
+		if keep(ev.Kv.ModRevision) {
+			evs = append(evs, ev)
+		}
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	return newBatch(b.header, evs)
 }
 
 // group is the client watchers on one key range, fed by one upstream watch
@@ -25,7 +76,7 @@ type group struct {
 	// reached the group. base is where the window starts: the window holds
 	// every event in (base, rev].
 	rev, base int64
-	window    []batch
+	window    []*batch
 	windowLen int // events in window
 	watchers  []*watcher
 	frag      fragments
@@ -33,7 +84,7 @@ type group struct {
 	// is where the window began before, and prefix collects the older
 	// events until the upstream watch has passed rewindBase.
 	rewindBase int64
-	prefix     []batch
+	prefix     []*batch
 }
 
 // fragments reassembles an upstream response sent in fragments.
@@ -57,7 +108,7 @@ func (f *fragments) add(r *pb.WatchResponse) ([]*mvccpb.Event, bool) {
 
 // record appends a batch to the window and evicts the oldest batches beyond
 // limit events, always keeping the newest.
-func (g *group) record(b batch, limit int) {
+func (g *group) record(b *batch, limit int) {
 	g.window = append(g.window, b)
 	g.windowLen += len(b.events)
 	g.evict(limit)
@@ -71,7 +122,7 @@ func (g *group) evict(limit int) {
 	for len(g.window) > 1 && g.windowLen > limit {
 		g.base = g.window[0].last
 		g.windowLen -= len(g.window[0].events)
-		g.window[0] = batch{}
+		g.window[0] = nil
 		g.window = g.window[1:]
 	}
 }
@@ -95,24 +146,16 @@ func (g *group) remove(w *watcher) {
 // where the window began go to the prefix, events the window already holds
 // are skipped, newer events are recorded as usual. Once the upstream watch
 // has passed where the window began, the prefix goes in front of it.
-func (g *group) recordRewound(b batch, limit int) {
-	var old, fresh []*mvccpb.Event
-	for _, ev := range b.events {
-		switch rev := ev.Kv.ModRevision; {
-		case rev <= g.rewindBase:
-			old = append(old, ev)
-		case rev > g.rev:
-			fresh = append(fresh, ev)
-		}
-	}
-	if len(old) > 0 {
-		g.prefix = append(g.prefix, batch{header: b.header, events: old, last: old[len(old)-1].Kv.ModRevision})
+func (g *group) recordRewound(b *batch, limit int) {
+	rewindBase, rev := g.rewindBase, g.rev
+	if old := b.slice(func(r int64) bool { return r <= rewindBase }); old != nil {
+		g.prefix = append(g.prefix, old)
 	}
 	if b.last > g.rewindBase {
 		g.endRewind()
 	}
-	if len(fresh) > 0 {
-		g.record(batch{header: b.header, events: fresh, last: fresh[len(fresh)-1].Kv.ModRevision}, limit)
+	if fresh := b.slice(func(r int64) bool { return r > rev }); fresh != nil {
+		g.record(fresh, limit)
 	} else {
 		g.evict(limit)
 	}

@@ -6,6 +6,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -403,14 +404,14 @@ func (m *Machine) join(w *watcher, g *group) {
 		// far, then the rest as it comes, in order.
 		for _, b := range g.prefix {
 			if b.last >= w.next {
-				m.deliver(w, b.header, b.events, b.last)
+				m.deliver(w, b)
 			}
 		}
 		return
 	}
 	for _, b := range g.window {
 		if b.last >= w.next {
-			m.deliver(w, b.header, b.events, b.last)
+			m.deliver(w, b)
 		}
 	}
 }
@@ -448,7 +449,7 @@ func (m *Machine) resume(w *watcher) {
 	if g := w.group; g != nil && g.covers(w.next) {
 		for _, b := range g.window {
 			if b.last >= w.next {
-				m.deliver(w, b.header, b.events, b.last)
+				m.deliver(w, b)
 			}
 		}
 		return
@@ -527,7 +528,10 @@ func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
 		return
 	}
 	evs = m.strip(evs)
-	b := batch{header: r.Header, events: evs, last: evs[len(evs)-1].Kv.ModRevision}
+	if len(evs) == 0 {
+		return
+	}
+	b := newBatch(r.Header, evs)
 	if g.rewindBase != 0 {
 		g.recordRewound(b, m.cfg.HistoryEvents)
 	} else {
@@ -538,7 +542,7 @@ func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
 		if w.s.held {
 			continue
 		}
-		m.deliver(w, b.header, b.events, b.last)
+		m.deliver(w, b)
 	}
 	m.checkAllProgress()
 }
@@ -603,12 +607,13 @@ func (m *Machine) ownResponse(o *own, r *pb.WatchResponse) {
 			o.rev = r.Header.Revision
 		}
 	} else {
-		evs = m.strip(evs)
-		last := evs[len(evs)-1].Kv.ModRevision
-		o.rev = max(o.rev, last)
-		m.stats.EventsReceived += int64(len(evs))
-		if !w.s.held {
-			m.deliver(w, r.Header, evs, last)
+		if evs = m.strip(evs); len(evs) > 0 {
+			b := newBatch(r.Header, evs)
+			o.rev = max(o.rev, b.last)
+			m.stats.EventsReceived += int64(len(evs))
+			if !w.s.held {
+				m.deliver(w, b)
+			}
 		}
 	}
 	if w.s.held {
@@ -681,21 +686,64 @@ func (m *Machine) UpstreamLost(u Upstream) {
 
 // ---- delivery ----
 
-// deliver sends w the events of one batch that it has not seen yet.
-func (m *Machine) deliver(w *watcher, h *pb.ResponseHeader, evs []*mvccpb.Event, last int64) {
-	if last < w.next {
+// chunkBytes is how many bytes of events go into one response before the
+// stream's bound is checked again, so that a large batch cannot take a
+// held stream far past its bound.
+const chunkBytes = 64 << 10
+
+// deliver sends w the events of b it has not seen yet, a chunk of whole
+// revisions at a time; it stops early if the stream goes over its bound,
+// leaving w.next at the first revision not sent.
+func (m *Machine) deliver(w *watcher, b *batch) {
+	if b.last < w.next {
 		return
 	}
-	picked := w.pick(evs)
-	w.next = last + 1
-	if len(picked) == 0 {
+	evs, sizes := b.variant(w.prevKV)
+	i := 0
+	for i < len(evs) && evs[i].Kv.ModRevision < w.next {
+		i++
+	}
+	// The encoded size of the response, field by field, as protobuf
+	// lays it out: header (1), watch_id (2), events (11).
+	base := 0
+	if b.header != nil {
+		base += protowire.SizeTag(1) + protowire.SizeBytes(b.headerSize)
+	}
+	if w.id != 0 {
+		base += protowire.SizeTag(2) + protowire.SizeVarint(uint64(w.id))
+	}
+	var chunk []*mvccpb.Event
+	size := base
+	for i < len(evs) {
+		rev := evs[i].Kv.ModRevision
+		for ; i < len(evs) && evs[i].Kv.ModRevision == rev; i++ {
+			if w.passes(evs[i]) {
+				chunk = append(chunk, evs[i])
+				size += protowire.SizeTag(11) + protowire.SizeBytes(sizes[i])
+			}
+		}
+		w.next = rev + 1
+		if size >= chunkBytes || i == len(evs) {
+			m.sendEvents(w, b.header, chunk, size)
+			chunk, size = nil, base
+			if w.s.held && i < len(evs) {
+				return
+			}
+		}
+	}
+}
+
+// sendEvents hands a watcher's events to its stream, in fragments if it asked
+// for them and they are too large for one response.
+func (m *Machine) sendEvents(w *watcher, h *pb.ResponseHeader, evs []*mvccpb.Event, size int) {
+	if len(evs) == 0 {
 		return
 	}
 	w.eventsSinceNotify = true
-	resp := &pb.WatchResponse{Header: h, WatchId: w.id, Events: picked}
-	m.stats.EventsSent += int64(len(picked))
-	if !w.fragment {
-		m.reply(w.s, resp)
+	m.stats.EventsSent += int64(len(evs))
+	resp := &pb.WatchResponse{Header: h, WatchId: w.id, Events: evs}
+	if !w.fragment || size <= m.cfg.FragmentBytes {
+		m.replySized(w.s, resp, size)
 		return
 	}
 	for _, part := range fragment(resp, m.cfg.FragmentBytes) {
@@ -706,7 +754,11 @@ func (m *Machine) deliver(w *watcher, h *pb.ResponseHeader, evs []*mvccpb.Event,
 // reply queues a response for a client stream and holds the stream back
 // once it is over its buffer bound.
 func (m *Machine) reply(s *stream, r *pb.WatchResponse) {
-	size := proto.Size(r)
+	m.replySized(s, r, proto.Size(r))
+}
+
+// replySized is reply with the response's encoded size known already.
+func (m *Machine) replySized(s *stream, r *pb.WatchResponse, size int) {
 	m.ready.Sends = append(m.ready.Sends, Send{Stream: s.id, Resp: r, Size: size})
 	s.queued += size
 	if !s.held && s.queued > m.cfg.StreamBufferBytes {

@@ -60,29 +60,9 @@ func (w *watcher) synced() (int64, bool) {
 	return 0, false
 }
 
-// select returns the events of evs this watcher gets: those at or after
-// next, without filtered types, with prev_kv only if asked for. The events
-// themselves are shared, never modified.
-func (w *watcher) pick(evs []*mvccpb.Event) []*mvccpb.Event {
-	i := 0
-	for i < len(evs) && evs[i].Kv.ModRevision < w.next {
-		i++
-	}
-	evs = evs[i:]
-	if !w.noPut && !w.noDelete && w.prevKV {
-		return evs
-	}
-	var out []*mvccpb.Event
-	for _, ev := range evs {
-		if (w.noPut && ev.Type == mvccpb.PUT) || (w.noDelete && ev.Type == mvccpb.DELETE) {
-			continue
-		}
-		if !w.prevKV && ev.PrevKv != nil {
-			ev = &mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
-		}
-		out = append(out, ev)
-	}
-	return out
+// passes reports whether the watcher's filters let ev through.
+func (w *watcher) passes(ev *mvccpb.Event) bool {
+	return !(w.noPut && ev.Type == mvccpb.PUT) && !(w.noDelete && ev.Type == mvccpb.DELETE)
 }
 
 // fragment splits events into responses of at most limit bytes each (at
