@@ -122,18 +122,18 @@ func (m *Machine) Create(id StreamID, req *pb.WatchCreateRequest) {
 		key = []byte{0} // etcd: the smallest key
 	}
 	if req.StartRevision < 0 {
-		m.reply(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: rpctypes.ErrCompacted.Error()})
+		m.refuse(s, rpctypes.ErrCompacted.Error())
 		return
 	}
 	if len(end) > 0 && !(len(end) == 1 && end[0] == 0) && string(key) >= string(end) {
-		m.reply(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: reasonEmptyRange})
+		m.refuse(s, reasonEmptyRange)
 		return
 	}
 	wid := req.WatchId
 	if wid == 0 {
 		wid = s.autoID()
 	} else if s.watchers[wid] != nil {
-		m.reply(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: reasonDuplicateID})
+		m.refuse(s, reasonDuplicateID)
 		return
 	}
 	w := &watcher{
@@ -150,8 +150,34 @@ func (m *Machine) Create(id StreamID, req *pb.WatchCreateRequest) {
 		}
 	}
 	s.add(w)
+	s.creates = append(s.creates, pendingCreate{w: w})
 	m.stats.Watchers++
 	m.fetchFor(w)
+}
+
+// refuse answers a create request with etcd's refusal, in its turn: etcd
+// answers the creates of a stream in the order they came.
+func (m *Machine) refuse(s *stream, reason string) {
+	s.creates = append(s.creates, pendingCreate{refusal: &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: reason}})
+	m.flushCreates(s)
+}
+
+// flushCreates answers the stream's creates whose turn has come: refusals
+// at once, watchers once their revision has been fetched.
+func (m *Machine) flushCreates(s *stream) {
+	for len(s.creates) > 0 {
+		c := s.creates[0]
+		switch {
+		case c.refusal != nil:
+			m.reply(s, c.refusal)
+		case c.w.result == nil:
+			return
+		default:
+			m.created(c.w, *c.w.result)
+		}
+		s.creates[0] = pendingCreate{}
+		s.creates = s.creates[1:]
+	}
 }
 
 // fetchFor asks for the revision at w's creation. Tokenless requests for
@@ -274,7 +300,9 @@ func (m *Machine) Fetched(id uint64, r FetchResult) {
 		if w.s.watchers[w.id] != w {
 			continue // the stream went away meanwhile
 		}
-		m.created(w, r)
+		res := r
+		w.result = &res
+		m.flushCreates(w.s)
 	}
 	for _, s := range f.streams {
 		if m.streams[s.id] != s || r.Err != nil {

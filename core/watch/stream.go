@@ -1,5 +1,7 @@
 package watch
 
+import pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
 // stream is one client watch stream.
 type stream struct {
 	id    StreamID
@@ -16,6 +18,16 @@ type stream struct {
 	// progress holds the revisions of RequestProgress calls waiting until
 	// every watcher has caught up with them.
 	progress []int64
+	// creates holds the create requests not answered yet, in the order
+	// they came.
+	creates []pendingCreate
+}
+
+// pendingCreate is a create request waiting for its answer: a refusal
+// known at once, or a watcher waiting for its revision fetch.
+type pendingCreate struct {
+	w       *watcher
+	refusal *pb.WatchResponse
 }
 
 func (s *stream) add(w *watcher) {

@@ -32,6 +32,7 @@ type watcher struct {
 	group *group // when served by a group
 	own   *own   // when served by an upstream watch of its own
 
+	result            *FetchResult // the fetched revision, until the create's turn
 	cancelAfterCreate bool
 	eventsSinceNotify bool
 	lastNotify        time.Time
