@@ -69,9 +69,10 @@ func (b *batch) slice(keep func(rev int64) bool) *batch {
 // group is the client watchers on one key range, fed by one upstream watch
 // on the shared upstream stream.
 type group struct {
-	rk       rangeKey
-	key, end []byte
-	upID     int64 // upstream watch ID
+	rk        rangeKey
+	key, end  []byte
+	upID      int64 // upstream watch ID
+	upCreated bool  // etcd has answered the upstream watch's create
 	// rev is the group's progress: every event of the range up to rev has
 	// reached the group. base is where the window starts: the window holds
 	// every event in (base, rev].

@@ -234,8 +234,8 @@ func (m *Machine) Cancel(id StreamID, watchID int64) {
 	}
 	rev, _ := w.synced()
 	rev = max(rev, w.next-1, m.groupRev(w))
-	m.drop(w)
 	m.reply(s, &pb.WatchResponse{Header: m.header(rev), WatchId: watchID, Canceled: true})
+	m.drop(w)
 }
 
 func (m *Machine) groupRev(w *watcher) int64 {
@@ -250,7 +250,9 @@ func (m *Machine) groupRev(w *watcher) int64 {
 
 // RequestProgress handles a client's progress request: it is answered once
 // every watcher on the stream has caught up with the store revision as of
-// now.
+// now. etcd drops a request that comes while a watcher is behind, and says
+// nothing to a stream without watchers; the proxy answers every request,
+// as soon as the answer is true.
 func (m *Machine) RequestProgress(id StreamID) {
 	s := m.streams[id]
 	if s == nil {
@@ -305,7 +307,11 @@ func (m *Machine) Fetched(id uint64, r FetchResult) {
 		m.flushCreates(w.s)
 	}
 	for _, s := range f.streams {
-		if m.streams[s.id] != s || r.Err != nil {
+		if m.streams[s.id] != s {
+			continue
+		}
+		if r.Err != nil {
+			// Unanswerable: like etcd when it cannot tell, say nothing.
 			continue
 		}
 		s.progress = append(s.progress, r.Header.GetRevision())
@@ -318,16 +324,16 @@ func (m *Machine) Fetched(id uint64, r FetchResult) {
 func (m *Machine) created(w *watcher, r FetchResult) {
 	s := w.s
 	if r.Err != nil {
-		m.drop(w)
 		m.reply(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: r.Err.Error()})
+		m.drop(w)
 		return
 	}
 	rev := r.Header.GetRevision()
 	w.state = live
 	m.reply(s, &pb.WatchResponse{Header: r.Header, WatchId: w.id, Created: true})
 	if w.cancelAfterCreate {
-		m.drop(w)
 		m.reply(s, &pb.WatchResponse{Header: r.Header, WatchId: w.id, Canceled: true})
+		m.drop(w)
 		return
 	}
 	w.next = w.start
@@ -388,6 +394,7 @@ func (m *Machine) upID() int64 {
 // openGroup opens g's upstream watch from revision from.
 func (m *Machine) openGroup(g *group, from int64) {
 	g.upID = m.upID()
+	g.upCreated = false
 	m.shared[g.upID] = g
 	m.stats.GroupsOpened++
 	m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{Shared, createReq(g.upID, g.key, g.end, from)})
@@ -459,12 +466,15 @@ func (m *Machine) leave(w *watcher) {
 	}
 }
 
-// drop forgets a watcher entirely.
+// drop forgets a watcher entirely. Responses that end the watch must be
+// queued before it: dropping may answer a progress request.
 func (m *Machine) drop(w *watcher) {
 	m.leave(w)
 	m.closeOwn(w)
 	w.s.remove(w)
 	m.stats.Watchers--
+	// A progress request may have been waiting only for this watcher.
+	m.checkProgress(w.s)
 }
 
 // resume puts a watcher of a stream that has drained back on track: from
@@ -514,13 +524,17 @@ func (m *Machine) Upstream(u Upstream, r *pb.WatchResponse) {
 // etcd sends it only when all of them have been sent every event up to rev.
 func (m *Machine) progressAll(u Upstream, rev int64) {
 	m.progressWanted[u] = false
+	// A watch whose created response has not come yet may have been opened
+	// after etcd sent this notification: it learns nothing from it.
 	if u == Shared {
 		for _, g := range m.sortedGroups() {
-			g.progress(rev, m.cfg.HistoryEvents)
+			if g.upCreated {
+				g.progress(rev, m.cfg.HistoryEvents)
+			}
 		}
 	} else {
 		for _, o := range m.owns {
-			if rev > o.rev {
+			if o.created && rev > o.rev {
 				o.rev = rev
 			}
 		}
@@ -541,6 +555,7 @@ func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
 		return
 	}
 	if r.Created {
+		g.upCreated = true
 		return
 	}
 	evs, done := g.frag.add(r)
@@ -586,7 +601,7 @@ func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 	var survivors []*watcher
 	for _, w := range watchers {
 		w.group = nil
-		if r.CompactRevision != 0 && w.next > r.CompactRevision {
+		if r.CompactRevision != 0 && w.next >= r.CompactRevision {
 			survivors = append(survivors, w)
 			continue
 		}
@@ -609,12 +624,13 @@ func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 // endWatcher passes etcd's end of a watch (compaction or cancel) on to w.
 func (m *Machine) endWatcher(w *watcher, r *pb.WatchResponse) {
 	s := w.s
-	m.drop(w)
 	resp := &pb.WatchResponse{Header: r.Header, WatchId: w.id, Canceled: true, CompactRevision: r.CompactRevision, CancelReason: r.CancelReason}
 	if r.CompactRevision != 0 {
 		m.stats.Compacted++
 	}
+	// The end goes out before anything that dropping the watcher sets off.
 	m.reply(s, resp)
+	m.drop(w)
 }
 
 func (m *Machine) ownResponse(o *own, r *pb.WatchResponse) {
@@ -624,6 +640,7 @@ func (m *Machine) ownResponse(o *own, r *pb.WatchResponse) {
 		return
 	}
 	if r.Created {
+		o.created = true
 		return
 	}
 	evs, done := o.frag.add(r)
@@ -853,8 +870,7 @@ func (m *Machine) checkAllProgress() {
 }
 
 // checkProgress answers the stream's progress requests whose revision every
-// watcher on the stream has reached. Like etcd, a stream without watchers
-// gets no answer.
+// watcher on the stream has reached.
 func (m *Machine) checkProgress(s *stream) {
 	for len(s.progress) > 0 {
 		want := s.progress[0]
@@ -864,9 +880,7 @@ func (m *Machine) checkProgress(s *stream) {
 			}
 		}
 		s.progress = s.progress[1:]
-		if len(s.order) > 0 {
-			m.reply(s, &pb.WatchResponse{Header: m.header(want), WatchId: invalidWatchID})
-		}
+		m.reply(s, &pb.WatchResponse{Header: m.header(want), WatchId: invalidWatchID})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -20,6 +21,10 @@ import (
 // ---- harness ----
 
 var t0 = time.Unix(1_000_000, 0)
+
+// runBugs runs the tests that expose known bugs (skipped otherwise):
+// WATCH_RUN_BUGS=1 go test ./core/watch
+var runBugs = os.Getenv("WATCH_RUN_BUGS") != ""
 
 // out is the client responses of one Ready, described, grouped per stream.
 type out map[StreamID][]string
@@ -88,8 +93,10 @@ func (h *harness) ready() out {
 	h.last = rd
 	res := out{}
 	for _, s := range rd.Sends {
-		if s.Size != proto.Size(s.Resp) {
-			h.t.Errorf("send to stream %d: Size %d, encoded size %d", s.Stream, s.Size, proto.Size(s.Resp))
+		// Size may be estimated, but never below the encoded size, so
+		// that the stream's bound holds, and not far above it.
+		if n := proto.Size(s.Resp); s.Size < n || s.Size > n+16+5*len(s.Resp.Events) {
+			h.t.Errorf("send to stream %d: Size %d, encoded size %d", s.Stream, s.Size, n)
 		}
 		h.queued[s.Stream] += s.Size
 		res[s.Stream] = append(res[s.Stream], desc(s.Resp))
@@ -396,72 +403,149 @@ func TestDifferentRangesGetDifferentGroups(t *testing.T) {
 	h.expectSends(h.ready(), out{1: {"w1 rev=4 [a@4, ab@4]", "w2 rev=4 [a@4, ab@4]", "w0 rev=4 [a@4]"}})
 }
 
-// ---- 2. history window, own watches and merging ----
+// ---- 2. history window, start revisions, own watches and merging ----
 
-func TestStartRevisionWindowAndOwnWatchMerge(t *testing.T) {
-	h := newHarness(t, Config{HistoryEvents: 3})
-	h.open(1, 2, 3)
+// windowOf sets up stream 1 watching "a" on a group created at 4 that has
+// seen an event at every revision from 5 to last, one per response.
+func windowOf(t *testing.T, cfg Config, last int64, streams ...StreamID) *harness {
+	t.Helper()
+	h := newHarness(t, cfg)
+	h.open(1)
+	h.open(streams...)
 	h.create(1, "a", "", 0)
 	h.ready()
 	h.answerAll(4)
 	h.ready()
 	h.expectUp("shared create 1 a from 5")
 	h.up(Shared, createdResp(1, 4))
-	for rev := int64(5); rev <= 8; rev++ {
+	for rev := int64(5); rev <= last; rev++ {
 		h.up(Shared, etcdEvents(1, rev, "a"))
 	}
 	h.ready()
-	h.expectLog(1, "w0:a@5", "w0:a@6", "w0:a@7", "w0:a@8")
-	// The window holds 3 events: 6, 7 and 8.
-	if g := h.m.Gauges(); g.WindowEvents != 3 {
-		t.Errorf("window events = %d, want 3", g.WindowEvents)
-	}
+	return h
+}
 
-	// Start revision 6, inside the window: served from it.
+func revs(id int64, key string, from, to int64) []string {
+	var out []string
+	for r := from; r <= to; r++ {
+		out = append(out, fmt.Sprintf("w%d:%s@%d", id, key, r))
+	}
+	return out
+}
+
+func TestStartRevisionInsideWindow(t *testing.T) {
+	h := windowOf(t, Config{HistoryEvents: 3}, 8, 2)
+	h.expectLog(1, revs(0, "a", 5, 8)...)
+	if g := h.m.Gauges(); g.WindowEvents != 3 {
+		t.Errorf("window events = %d, want 3 (6, 7, 8)", g.WindowEvents)
+	}
 	h.create(2, "a", "", 6)
 	h.ready()
-	if len(h.last.Fetches) != 1 || h.last.Fetches[0].Revision != 6 || h.last.Fetches[0].Token != "" {
-		t.Fatalf("fetches = %+v, want one at revision 6", h.last.Fetches)
+	if f := h.last.Fetches; len(f) != 1 || f[0].Revision != 6 || f[0].Token != "" {
+		t.Fatalf("fetches = %+v, want one at revision 6", f)
 	}
 	h.answerAll(8)
 	h.expectSends(h.ready(), out{2: {"w0 created rev=8", "w0 rev=6 [a@6]", "w0 rev=7 [a@7]", "w0 rev=8 [a@8]"}})
 	h.expectUp()
-
-	// Start revision 3, older than the window: an upstream watch of its own.
-	h.create(3, "a", "", 3)
+	// A start revision past the group's: nothing from the window.
+	h.create(2, "a", "", 9)
 	h.ready()
 	h.answerAll(8)
-	h.expectSends(h.ready(), out{3: {"w0 created rev=8"}})
-	h.expectUp("own create 2 a from 3")
+	h.expectSends(h.ready(), out{2: {"w1 created rev=8"}})
+	h.expectUp()
+	h.up(Shared, etcdEvents(1, 9, "a"))
+	h.expectSends(h.ready(), out{1: {"w0 rev=9 [a@9]"}, 2: {"w0 rev=9 [a@9]", "w1 rev=9 [a@9]"}})
+	if n := h.creates(Shared) + h.creates(Own); n != 1 {
+		t.Errorf("upstream creates = %d, want 1", n)
+	}
+}
+
+// A start revision older than the window: the group's upstream watch is
+// reopened from there (a rewind); every watcher still gets every event once.
+func TestStartRevisionOlderThanWindow(t *testing.T) {
+	h := windowOf(t, Config{HistoryEvents: 3}, 8, 2, 3)
+	h.create(2, "a", "", 3)
+	h.ready()
+	h.answerAll(8)
+	h.expectSends(h.ready(), out{2: {"w0 created rev=8"}})
+	h.expectUp("shared cancel 1", "shared create 2 a from 3")
+	if st := h.m.Stats(); st.Rewinds != 1 || st.OwnOpened != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+	// What the old upstream watch had in flight is ignored.
+	h.up(Shared, etcdEvents(1, 9, "a"))
+	h.expectSends(h.ready(), out{})
+
+	h.up(Shared, createdResp(2, 9))
+	h.up(Shared, evResp(2, 9, put("a", 3), put("a", 4)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@3, a@4]"}})
+	// A watcher joining during the rewind, from inside it.
+	h.create(3, "a", "", 4)
+	h.ready()
+	h.answerAll(9)
+	h.expectSends(h.ready(), out{3: {"w0 created rev=9", "w0 rev=9 [a@4]"}})
+	h.expectUp()
+	h.up(Shared, evResp(2, 9, put("a", 5), put("a", 6)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@5, a@6]"}, 3: {"w0 rev=9 [a@5, a@6]"}})
+	h.up(Shared, evResp(2, 9, put("a", 7), put("a", 8), put("a", 9)))
+	h.expectSends(h.ready(), out{
+		1: {"w0 rev=9 [a@9]"},
+		2: {"w0 rev=9 [a@7, a@8, a@9]"},
+		3: {"w0 rev=9 [a@7, a@8, a@9]"},
+	})
+	h.up(Shared, etcdEvents(2, 10, "a"))
+	h.ready()
+	h.expectLog(1, revs(0, "a", 5, 10)...)
+	h.expectLog(2, revs(0, "a", 3, 10)...)
+	h.expectLog(3, revs(0, "a", 4, 10)...)
+	if n := h.creates(Own); n != 0 {
+		t.Errorf("own creates = %d", n)
+	}
+}
+
+// A watcher without start revision whose fetched revision is older than the
+// window (its read was served before events the group has since seen) gets
+// an own upstream watch, merged into the group once it reaches the window.
+func TestOwnWatchMergesIntoGroup(t *testing.T) {
+	h := newHarness(t, Config{HistoryEvents: 3})
+	h.open(1)
+	h.m.OpenStream(2, "tok")
+	h.create(1, "a", "", 0)
+	h.ready()
+	h.answerAll(4)
+	h.ready()
+	h.create(2, "a", "", 0) // its fetch is in flight while 5..8 arrive
+	h.ready()
+	if f := h.last.Fetches; len(f) != 1 || f[0].Token != "tok" || string(f[0].Key) != "a" {
+		t.Fatalf("fetches = %+v", f)
+	}
+	for rev := int64(5); rev <= 8; rev++ {
+		h.up(Shared, etcdEvents(1, rev, "a"))
+	}
+	h.ready() // window: 6, 7, 8
+	h.answerAll(4)
+	h.expectSends(h.ready(), out{2: {"w0 created rev=4"}})
+	h.expectUp("own create 2 a from 5")
 	c := h.last.Upstream[0].Req.GetCreateRequest()
-	if !c.PrevKv || !c.Fragment {
-		t.Errorf("own create = %v, want prev_kv and fragment", c)
+	if !c.PrevKv || !c.Fragment || !c.ProgressNotify {
+		t.Errorf("own create = %v, want prev_kv, fragment and progress_notify", c)
 	}
 	h.up(Own, createdResp(2, 8))
-	h.up(Own, evResp(2, 8, put("a", 3), put("a", 4)))
-	h.expectSends(h.ready(), out{3: {"w0 rev=8 [a@3, a@4]"}})
-	h.expectUp() // 5 is not in the window yet: no merge
-
-	// Meanwhile the group moves on.
-	h.up(Shared, etcdEvents(1, 9, "a"))
-	h.expectSends(h.ready(), out{1: {"w0 rev=9 [a@9]"}, 2: {"w0 rev=9 [a@9]"}})
-	// Window: 7, 8, 9.
-
-	h.up(Own, evResp(2, 9, put("a", 5), put("a", 6)))
-	h.expectSends(h.ready(), out{3: {"w0 rev=9 [a@5, a@6]", "w0 rev=7 [a@7]", "w0 rev=8 [a@8]", "w0 rev=9 [a@9]"}})
-	h.expectUp("own cancel 2")
-	// What the own watch still had in flight is ignored.
-	h.up(Own, evResp(2, 9, put("a", 7)))
-	h.up(Own, &pb.WatchResponse{Header: hdr(9), WatchId: 2, Canceled: true})
+	h.up(Own, &pb.WatchResponse{Header: hdr(8), WatchId: 2}) // progress alone: not yet
 	h.expectSends(h.ready(), out{})
 	h.expectUp()
-
-	h.up(Shared, etcdEvents(1, 10, "a"))
-	h.expectSends(h.ready(), out{1: {"w0 rev=10 [a@10]"}, 2: {"w0 rev=10 [a@10]"}, 3: {"w0 rev=10 [a@10]"}})
-
-	h.expectLog(3, "w0:a@3", "w0:a@4", "w0:a@5", "w0:a@6", "w0:a@7", "w0:a@8", "w0:a@9", "w0:a@10")
-	h.expectLog(2, "w0:a@6", "w0:a@7", "w0:a@8", "w0:a@9", "w0:a@10")
-	if st := h.m.Stats(); st.Merged != 1 || st.OwnOpened != 1 || st.GroupsOpened != 1 {
+	h.up(Own, evResp(2, 8, put("a", 5)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@5]", "w0 rev=6 [a@6]", "w0 rev=7 [a@7]", "w0 rev=8 [a@8]"}})
+	h.expectUp("own cancel 2")
+	// What the own watch still had in flight is ignored.
+	h.up(Own, evResp(2, 8, put("a", 6)))
+	h.up(Own, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Canceled: true})
+	h.expectSends(h.ready(), out{})
+	h.expectUp()
+	h.up(Shared, etcdEvents(1, 9, "a"))
+	h.expectSends(h.ready(), out{1: {"w0 rev=9 [a@9]"}, 2: {"w0 rev=9 [a@9]"}})
+	h.expectLog(2, revs(0, "a", 5, 9)...)
+	if st := h.m.Stats(); st.Merged != 1 || st.OwnOpened != 1 || st.GroupsOpened != 1 || st.Rewinds != 0 {
 		t.Errorf("stats = %+v", st)
 	}
 	if g := h.m.Gauges(); g.Own != 0 || g.Groups != 1 {
@@ -469,27 +553,27 @@ func TestStartRevisionWindowAndOwnWatchMerge(t *testing.T) {
 	}
 }
 
-// A start revision older than the window when the own watch overtakes the
-// group: the group's late events are not delivered again.
+// An own watch that overtakes the group: the group's late events are not
+// delivered again.
 func TestOwnWatchAheadOfGroupMergesWithoutDuplicates(t *testing.T) {
 	h := newHarness(t, Config{HistoryEvents: 1})
-	h.open(1, 2)
+	h.open(1)
+	h.m.OpenStream(2, "tok")
 	h.create(1, "a", "", 0)
 	h.ready()
 	h.answerAll(4)
 	h.ready()
+	h.create(2, "a", "", 0)
+	h.ready()
 	h.up(Shared, etcdEvents(1, 5, "a"))
 	h.up(Shared, etcdEvents(1, 6, "a"))
+	h.ready() // window: 6
+	h.answerAll(4)
 	h.ready()
-	// Window: 6, base 5.
-	h.create(2, "a", "", 2)
-	h.ready()
-	h.answerAll(9)
-	h.ready()
-	h.expectUp("own create 2 a from 2")
+	h.expectUp("own create 2 a from 5")
 	// The own watch delivers up to 8, which the group has not seen yet.
-	h.up(Own, evResp(2, 9, put("a", 2), put("a", 5), put("a", 6), put("a", 7), put("a", 8)))
-	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@2, a@5, a@6, a@7, a@8]"}})
+	h.up(Own, evResp(2, 9, put("a", 5), put("a", 6), put("a", 7), put("a", 8)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@5, a@6, a@7, a@8]"}})
 	h.expectUp("own cancel 2")
 	h.up(Shared, etcdEvents(1, 7, "a"))
 	h.up(Shared, etcdEvents(1, 8, "a"))
@@ -498,6 +582,89 @@ func TestOwnWatchAheadOfGroupMergesWithoutDuplicates(t *testing.T) {
 		1: {"w0 rev=7 [a@7]", "w0 rev=8 [a@8]", "w0 rev=9 [a@9]"},
 		2: {"w0 rev=9 [a@9]"},
 	})
+}
+
+// A watcher that is rewinding has not been given the group's events yet:
+// neither a RequestProgress nor an idle progress notification may claim it
+// has.
+func TestRewindingWatcherIsNotSynced(t *testing.T) {
+	h := windowOf(t, Config{HistoryEvents: 2}, 9, 2)
+	h.create(2, "a", "", 3)
+	h.ready()
+	h.answerAll(9)
+	h.expectSends(h.ready(), out{2: {"w0 created rev=9"}})
+	h.expectUp("shared cancel 1", "shared create 2 a from 3")
+	h.m.RequestProgress(2)
+	h.ready()
+	h.answerAll(9)
+	h.expectSends(h.ready(), out{}) // events 3..9 have not reached stream 2
+	h.up(Shared, evResp(2, 9, put("a", 3), put("a", 4), put("a", 5)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@3, a@4, a@5]"}})
+	h.m.Cancel(2, 0)
+	h.expectSends(h.ready(), out{2: {"w0 canceled rev=9", "w-1 rev=9"}})
+}
+
+// etcd sends a watcher no progress notification before it has caught up,
+// and the revisions of a stream's responses never go down.
+func TestNoIdleProgressNotifyWhileRewinding(t *testing.T) {
+	if !runBugs {
+		t.Skip("BUG: Tick sends a progress_notify watcher that is behind a rewind a notification at next-1 (here rev=2), below the created revision (9) it was already sent; etcd sends none to a watcher that is not synced")
+	}
+	h := windowOf(t, Config{HistoryEvents: 2, ProgressInterval: time.Minute}, 9, 2)
+	h.create(2, "a", "", 3, withProgressNotify())
+	h.ready()
+	h.answerAll(9)
+	h.expectSends(h.ready(), out{2: {"w0 created rev=9"}})
+	h.tick(time.Minute)
+	h.expectSends(h.ready(), out{})
+	h.up(Shared, evResp(2, 9, put("a", 3), put("a", 4), put("a", 5), put("a", 6), put("a", 7), put("a", 8), put("a", 9)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@3, a@4, a@5, a@6, a@7, a@8, a@9]"}})
+	h.tick(time.Minute)
+	h.tick(time.Minute) // the first tick skips it: it had events
+	h.expectSends(h.ready(), out{2: {"w0 rev=9"}})
+}
+
+// A held stream that drains while its group is rewinding must not skip the
+// events between its place and where the window began.
+func TestSlowClientResumedDuringRewind(t *testing.T) {
+	if !runBugs {
+		t.Skip("BUG: resume() during a rewind replays g.window (events after rewindBase) to a held watcher whose next is <= rewindBase, skipping the events in between for good")
+	}
+	h := newHarness(t, Config{HistoryEvents: 2, StreamBufferBytes: 150})
+	h.open(1, 2, 3)
+	h.create(1, "a", "", 0)
+	h.create(2, "a", "", 0)
+	h.ready()
+	h.answerAll(4)
+	h.ready()
+	h.ack(2)
+	val := strings.Repeat("x", 40)
+	for rev := int64(5); rev <= 12; rev++ {
+		h.up(Shared, evResp(1, rev, putV("a", rev, val)))
+		h.ready()
+		h.ack(2)
+	}
+	h.expectLog(1, revs(0, "a", 5, 7)...) // held since 7; window: 11, 12
+	h.create(3, "a", "", 6)
+	h.ready()
+	h.answerAll(12)
+	h.ready()
+	h.expectUp("shared cancel 1", "shared create 2 a from 6")
+	h.ack(1)
+	h.ready()
+	h.ack(1)
+	var evs []*mvccpb.Event
+	for rev := int64(6); rev <= 13; rev++ {
+		evs = append(evs, putV("a", rev, val))
+	}
+	h.up(Shared, evResp(2, 13, evs...))
+	h.ready()
+	h.ack(1)
+	h.ack(2)
+	h.ack(3)
+	h.expectLog(1, revs(0, "a", 5, 13)...)
+	h.expectLog(2, revs(0, "a", 5, 13)...)
+	h.expectLog(3, revs(0, "a", 6, 13)...)
 }
 
 // ---- 3. fetch batching ----
@@ -551,8 +718,9 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 	// A transport error: the fetch is tried again after RetryInterval.
 	h.m.Fetched(f1.ID, FetchResult{Retry: true})
 	h.m.Fetched(f2.ID, FetchResult{Header: hdr(10)})
-	h.expectSends(h.ready(), out{3: {"w1 created rev=10"}})
-	h.expectUp("shared create 4 [x,y) from 11")
+	// Etcd answers the creates of a stream in order: w1 waits for w0.
+	h.expectSends(h.ready(), out{})
+	h.expectUp()
 	h.tick(49 * time.Millisecond)
 	h.ready()
 	if len(h.last.Fetches) != 0 {
@@ -564,8 +732,8 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 		t.Fatalf("fetches after RetryInterval = %+v, want fetch %d again", h.last.Fetches, f1.ID)
 	}
 	h.m.Fetched(f1.ID, FetchResult{Header: hdr(10)})
-	h.expectSends(h.ready(), out{3: {"w0 created rev=10"}})
-	h.expectUp()
+	h.expectSends(h.ready(), out{3: {"w0 created rev=10", "w1 created rev=10"}})
+	h.expectUp("shared create 4 [x,y) from 11")
 }
 
 // ---- 4. cancel ----
@@ -636,13 +804,14 @@ func TestCloseStreamLeavesNothing(t *testing.T) {
 	h.create(1, "b", "", 0)
 	h.create(1, "c", "", 2) // compacted: own watch
 	h.create(3, "a", "", 0)
-	h.m.RequestProgress(1)
 	h.ready()
 	for _, f := range h.last.Fetches {
 		h.answer(f.ID, FetchResult{Header: hdr(10), Compacted: f.Revision == 2})
 	}
+	// The fetch at a start revision went out first, the batch last, but
+	// creates are answered in the order they came.
 	h.expectSends(h.ready(), out{1: {"w0 created rev=10", "w1 created rev=10", "w2 created rev=10"}, 3: {"w0 created rev=10"}})
-	h.expectUp("shared create 1 a from 11", "shared create 2 b from 11", "own create 3 c from 2", "shared progress")
+	h.expectUp("shared create 1 a from 11", "shared create 2 b from 11", "own create 3 c from 2")
 	h.up(Shared, etcdEvents(1, 11, "a"))
 	h.up(Shared, etcdEvents(2, 12, "b"))
 	h.ready()
@@ -807,18 +976,39 @@ func TestFragments(t *testing.T) {
 	h.expectSends(h.ready(), out{1: {"w0 rev=7 [k1@7]"}, 2: {"w0 rev=7 [k1@7]"}})
 }
 
-func TestOwnWatchFragmentsReassembled(t *testing.T) {
-	h := newHarness(t, Config{})
+// staleOwn sets up stream 1 watching "a" on a group created at 4 that has
+// seen events 5..last, and stream 2 (with a token) watching "a" with a read
+// served at 4 but answered only after those events: its place is older than
+// the window, so it gets an own upstream watch (ID 2) from 5.
+func staleOwn(t *testing.T, cfg Config, last int64) *harness {
+	t.Helper()
+	h := newHarness(t, cfg)
 	h.open(1)
-	h.create(1, "a", "", 2)
+	h.m.OpenStream(2, "tok")
+	h.create(1, "a", "", 0)
 	h.ready()
-	h.answer(h.pending[0].ID, FetchResult{Header: hdr(9), Compacted: true})
+	h.answerAll(4)
 	h.ready()
-	h.expectUp("own create 1 a from 2")
-	h.up(Own, &pb.WatchResponse{Header: hdr(9), WatchId: 1, Fragment: true, Events: []*mvccpb.Event{put("a", 3)}})
+	h.create(2, "a", "", 0)
+	h.ready()
+	for rev := int64(5); rev <= last; rev++ {
+		h.up(Shared, etcdEvents(1, rev, "a"))
+	}
+	h.ready()
+	h.answerAll(4)
+	h.expectSends(h.ready(), out{2: {"w0 created rev=4"}})
+	h.expectUp("own create 2 a from 5")
+	h.up(Own, createdResp(2, last))
+	return h
+}
+
+func TestOwnWatchFragmentsReassembled(t *testing.T) {
+	h := staleOwn(t, Config{HistoryEvents: 1}, 8)
+	h.up(Own, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Fragment: true, Events: []*mvccpb.Event{put("a", 5)}})
 	h.expectSends(h.ready(), out{})
-	h.up(Own, &pb.WatchResponse{Header: hdr(9), WatchId: 1, Events: []*mvccpb.Event{put("a", 3)}})
-	h.expectSends(h.ready(), out{1: {"w0 rev=9 [a@3, a@3]"}})
+	h.up(Own, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Events: []*mvccpb.Event{put("a", 6)}})
+	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@5, a@6]"}})
+	h.expectUp()
 }
 
 // ---- 7. create errors and watch IDs ----
@@ -826,26 +1016,28 @@ func TestOwnWatchFragmentsReassembled(t *testing.T) {
 func TestCreateErrorsAndWatchIDs(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.open(1)
-	h.create(1, "a", "", 0)              // auto: 0
-	h.create(1, "a", "", 0, withID(2))   // 2
-	h.create(1, "a", "", 0)              // auto: 1
-	h.create(1, "a", "", 0)              // auto: 3, skipping 2
-	h.create(1, "b", "", 0, withID(7))   // 7
-	h.create(1, "b", "", 0, withID(7))   // duplicate of a watcher still being created
-	h.create(1, "b", "", 0, withID(2))   // duplicate
-	h.create(1, "b", "a", 0)             // empty range
-	h.create(1, "b", "b", 0)             // empty range
-	h.create(1, "b", "", -1)             // negative start revision
-	h.create(1, "b", "\x00", 0)          // from key: valid, auto 4
-	h.create(1, "", "", 0, withID(5))    // key "" is \x00: valid
+	h.create(1, "a", "", 0)               // auto: 0
+	h.create(1, "a", "", 0, withID(2))    // 2
+	h.create(1, "a", "", 0)               // auto: 1
+	h.create(1, "a", "", 0)               // auto: 3, skipping 2
+	h.create(1, "b", "", 0, withID(7))    // 7
+	h.create(1, "b", "", 0, withID(7))    // duplicate of a watcher still being created
+	h.create(1, "b", "", 0, withID(2))    // duplicate
+	h.create(1, "b", "a", 0)              // empty range
+	h.create(1, "b", "b", 0)              // empty range
+	h.create(1, "b", "", -1)              // negative start revision
+	h.create(1, "b", "\x00", 0)           // from key: valid, auto 4
+	h.create(1, "", "", 0, withID(5))     // key "" is \x00: valid
 	h.create(1, "", "\x00", 0, withID(6)) // everything: valid
 	dup := "w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=0"
 	empty := "w-1 created canceled reason=\"mvcc: watcher range is empty\" rev=0"
 	compacted := fmt.Sprintf("w-1 created canceled reason=%q rev=0", rpctypes.ErrCompacted.Error())
-	h.expectSends(h.ready(), out{1: {dup, dup, empty, empty, compacted}})
+	// Etcd answers creates in order: the refusals wait for w0..w7.
+	h.expectSends(h.ready(), out{})
 	h.answerAll(5)
 	h.expectSends(h.ready(), out{1: {
 		"w0 created rev=5", "w2 created rev=5", "w1 created rev=5", "w3 created rev=5", "w7 created rev=5",
+		dup, dup, empty, empty, compacted,
 		"w4 created rev=5", "w5 created rev=5", "w6 created rev=5",
 	}})
 	h.expectUp("shared create 1 a from 6", "shared create 2 b from 6", "shared create 3 [b,\x00) from 6", "shared create 4 \x00 from 6", "shared create 5 [\x00,\x00) from 6")
@@ -853,9 +1045,12 @@ func TestCreateErrorsAndWatchIDs(t *testing.T) {
 	// Error responses carry the latest revision seen.
 	h.create(1, "a", "", 0, withID(0)) // 0 is "auto": 8
 	h.create(1, "a", "", 0, withID(3))
-	h.expectSends(h.ready(), out{1: {"w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=5"}})
+	h.expectSends(h.ready(), out{})
 	h.answerAll(6)
-	h.expectSends(h.ready(), out{1: {"w8 created rev=6"}})
+	h.expectSends(h.ready(), out{1: {"w8 created rev=6", "w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=5"}})
+	// With nothing pending, a refusal is answered at once.
+	h.create(1, "a", "", 0, withID(3))
+	h.expectSends(h.ready(), out{1: {"w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=6"}})
 
 	// A cancelled ID may be chosen again, but auto IDs never go back.
 	h.m.Cancel(1, 1)
@@ -872,7 +1067,9 @@ func TestCreateErrorsAndWatchIDs(t *testing.T) {
 // Etcd checks permission before it picks an automatic watch ID, so a create
 // refused for permission consumes no ID.
 func TestRefusedCreateConsumesNoAutoID(t *testing.T) {
-	t.Skip("BUG: an automatic watch ID is consumed by a create that the fetch refuses (permission denied); etcd assigns it to the next create")
+	if !runBugs {
+		t.Skip("BUG: an automatic watch ID is consumed by a create that the fetch refuses (permission denied); etcd assigns it to the next create")
+	}
 	h := newHarness(t, Config{})
 	h.m.OpenStream(1, "tok")
 	h.create(1, "secret", "", 0)
@@ -946,13 +1143,15 @@ func TestRequestProgress(t *testing.T) {
 	h.up(Shared, createdResp(1, 4))
 
 	h.m.RequestProgress(1)
-	h.m.RequestProgress(2) // no watchers: never answered
+	// No watchers: etcd would say nothing; the proxy answers at once, as
+	// nothing is behind (machine.go: "the proxy answers every request").
+	h.m.RequestProgress(2)
 	h.expectSends(h.ready(), out{})
 	if len(h.last.Fetches) != 1 {
 		t.Fatalf("fetches = %+v, want one", h.last.Fetches)
 	}
 	h.answerAll(8) // writes elsewhere moved the store to 8
-	h.expectSends(h.ready(), out{})
+	h.expectSends(h.ready(), out{2: {"w-1 rev=8"}})
 	h.expectUp("shared progress")
 
 	h.tick(50 * time.Millisecond)
@@ -988,29 +1187,16 @@ func TestRequestProgress(t *testing.T) {
 // A request for a stream whose watcher is still catching up on its own
 // watch waits for it.
 func TestRequestProgressWaitsForOwnWatch(t *testing.T) {
-	h := newHarness(t, Config{HistoryEvents: 1})
-	h.open(1, 2)
-	h.create(1, "a", "", 0)
-	h.ready()
-	h.answerAll(4)
-	h.ready()
-	h.up(Shared, etcdEvents(1, 5, "a"))
-	h.up(Shared, etcdEvents(1, 6, "a"))
-	h.ready()
-	h.create(2, "a", "", 3)
-	h.ready()
-	h.answerAll(6)
-	h.ready()
-	h.expectUp("own create 2 a from 3")
+	h := staleOwn(t, Config{HistoryEvents: 1}, 8)
 	h.m.RequestProgress(2)
 	h.ready()
-	h.answerAll(6)
+	h.answerAll(8)
 	h.expectSends(h.ready(), out{})
 	h.expectUp("own progress")
-	h.up(Own, evResp(2, 6, put("a", 3)))
-	h.expectSends(h.ready(), out{2: {"w0 rev=6 [a@3]"}})
-	h.up(Own, evResp(2, 6, put("a", 5)))
-	h.expectSends(h.ready(), out{2: {"w0 rev=6 [a@5]", "w0 rev=6 [a@6]", "w-1 rev=6"}})
+	h.up(Own, evResp(2, 8, put("a", 5)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@5]"}})
+	h.up(Own, evResp(2, 8, put("a", 6), put("a", 7)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@6, a@7]", "w0 rev=8 [a@8]", "w-1 rev=8"}})
 	h.expectUp("own cancel 2")
 }
 
@@ -1018,7 +1204,9 @@ func TestRequestProgressWaitsForOwnWatch(t *testing.T) {
 // requested after it. A notification that answers a progress request sent
 // before a group's upstream create must not count as progress of that group.
 func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
-	t.Skip("BUG: a shared progress notification answering a request sent before a group's upstream create advances that group, so RequestProgress is answered before the group's events")
+	if !runBugs {
+		t.Skip("BUG: a shared progress notification answering a request etcd handled before a group's upstream create still advances that group when etcd's created response overtakes it (upCreated does not order them), so RequestProgress is answered before the group's events")
+	}
 	h := newHarness(t, Config{})
 	h.open(1)
 	h.m.OpenStream(2, "tok")
@@ -1048,9 +1236,13 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 	h.answer(createFetch, FetchResult{Header: hdr(10)})
 	h.expectSends(h.ready(), out{2: {"w0 created rev=10"}})
 	h.expectUp("shared create 2 b from 11")
+	// etcd queues the progress answer on the watch stream's event channel
+	// and the created response on its control channel; its sendLoop picks
+	// between the two ready channels at random (select), so the created
+	// response may overtake the older progress answer.
+	h.up(Shared, createdResp(2, 12))
 	h.up(Shared, progressResp(12)) // the answer to the request sent before the create
 	h.expectSends(h.ready(), out{1: {"w-1 rev=12"}})
-	h.up(Shared, createdResp(2, 12))
 
 	// Stream 2 asks for progress at 12: b@11 and b@12 have not reached it.
 	h.m.RequestProgress(2)
@@ -1069,34 +1261,20 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 // A stream's progress request waits on the upstream stream its watchers are
 // on now, not the one they were on when it was made.
 func TestProgressRequestFollowsWatcherIntoGroup(t *testing.T) {
-	t.Skip("BUG: a pending RequestProgress is only ever retried upstream on the stream(s) its watchers were on when the fetch was answered; after an own watch merges into a group no shared progress request is made and the client waits for etcd's periodic notification")
-	h := newHarness(t, Config{HistoryEvents: 2, RetryInterval: 100 * time.Millisecond})
-	h.open(1, 2)
-	h.create(1, "a", "", 0)
-	h.ready()
-	h.answerAll(4)
-	h.ready()
-	for rev := int64(5); rev <= 8; rev++ {
-		h.up(Shared, etcdEvents(1, rev, "a"))
+	if !runBugs {
+		t.Skip("BUG: a pending RequestProgress is retried upstream only on the stream(s) its watchers were on when its fetch was answered; after an own watch merges into a group no shared progress request is ever made and the client waits for etcd's periodic notification or a new event")
 	}
-	h.ready() // window: 7, 8
-	h.create(2, "a", "", 3)
-	h.ready()
-	h.answerAll(8)
-	h.ready()
-	h.expectUp("own create 2 a from 3")
-	h.up(Own, createdResp(2, 8))
-
+	h := staleOwn(t, Config{HistoryEvents: 1, RetryInterval: 100 * time.Millisecond}, 8)
 	h.m.RequestProgress(2)
 	h.ready()
 	h.answerAll(10) // writes elsewhere at 9 and 10
 	h.ready()
 	h.expectUp("own progress") // the own watch is not synced: etcd ignores it
-	h.up(Own, evResp(2, 10, put("a", 3), put("a", 5), put("a", 6)))
-	h.expectSends(h.ready(), out{2: {"w0 rev=10 [a@3, a@5, a@6]", "w0 rev=7 [a@7]", "w0 rev=8 [a@8]"}})
+	h.up(Own, evResp(2, 10, put("a", 5), put("a", 6), put("a", 7)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=10 [a@5, a@6, a@7]", "w0 rev=8 [a@8]"}})
 	h.expectUp("own cancel 2")
-	// The own stream has no watch left; the answer must come from the shared
-	// stream, which has to be asked.
+	// The own stream has no watch left, so etcd answers no progress request
+	// on it; the answer must come from the shared stream, which must be asked.
 	h.tick(100 * time.Millisecond)
 	h.ready()
 	found := false
@@ -1104,14 +1282,16 @@ func TestProgressRequestFollowsWatcherIntoGroup(t *testing.T) {
 		found = found || u == "shared progress"
 	}
 	if !found {
-		t.Fatalf("upstream requests after RetryInterval = %q, want a shared progress request", h.ups)
+		t.Errorf("upstream requests after RetryInterval = %q, want a shared progress request", h.ups)
 	}
 	h.up(Shared, progressResp(10))
 	h.expectSends(h.ready(), out{2: {"w-1 rev=10"}})
 }
 
 func TestProgressRequestFollowsWatcherToOwnWatch(t *testing.T) {
-	t.Skip("BUG: a pending RequestProgress is only ever retried upstream on the stream(s) its watchers were on when the fetch was answered; a watcher moved to an own watch on resume never gets an own progress request")
+	if !runBugs {
+		t.Skip("BUG: a pending RequestProgress is only ever retried upstream on the stream(s) its watchers were on when the fetch was answered; a watcher moved to an own watch on resume never gets an own progress request")
+	}
 	h := newHarness(t, Config{HistoryEvents: 1, StreamBufferBytes: 150, RetryInterval: 100 * time.Millisecond})
 	h.open(1)
 	h.create(1, "a", "", 0)
@@ -1252,27 +1432,24 @@ func TestSlowClient(t *testing.T) {
 // A held stream whose own watch answers lets it go and starts again from
 // where the client is once drained.
 func TestSlowClientOnOwnWatch(t *testing.T) {
-	h := newHarness(t, Config{StreamBufferBytes: 150})
-	h.open(1)
-	h.create(1, "a", "", 2)
-	h.ready()
-	h.answer(h.pending[0].ID, FetchResult{Header: hdr(20), Compacted: true}) // force an own watch
-	h.ready()
-	h.expectUp("own create 1 a from 2")
+	h := staleOwn(t, Config{HistoryEvents: 1, StreamBufferBytes: 150}, 20)
 	val := strings.Repeat("x", 40)
-	for rev := int64(2); rev <= 6; rev++ {
-		h.up(Own, evResp(1, 20, putV("a", rev, val)))
+	for rev := int64(5); rev <= 7; rev++ {
+		h.up(Own, evResp(2, 20, putV("a", rev, val)))
 		h.ready()
 	}
-	h.expectLog(1, "w0:a@2", "w0:a@3", "w0:a@4")
-	h.expectUp("own cancel 1")
-	h.ack(1)
+	// Over the bound after 7: the own watch is let go at once.
+	h.expectLog(2, revs(0, "a", 5, 7)...)
+	h.expectUp("own cancel 2")
+	h.up(Own, evResp(2, 20, putV("a", 8, val)))
+	h.expectSends(h.ready(), out{})
+	h.ack(2)
 	h.ready()
-	h.expectUp("own create 2 a from 5")
-	h.up(Own, evResp(1, 20, putV("a", 7, val))) // the old watch: ignored
-	h.up(Own, evResp(2, 20, putV("a", 5, val)))
+	h.expectUp("own create 3 a from 8")
+	h.up(Own, evResp(2, 20, putV("a", 9, val))) // the old watch: ignored
+	h.up(Own, evResp(3, 20, putV("a", 8, val)))
 	h.ready()
-	h.expectLog(1, "w0:a@2", "w0:a@3", "w0:a@4", "w0:a@5")
+	h.expectLog(2, revs(0, "a", 5, 8)...)
 }
 
 // ---- 11. upstream lost ----
@@ -1336,7 +1513,6 @@ func TestUpstreamLost(t *testing.T) {
 // Watchers that need nothing before the compaction revision survive it:
 // etcd compacts a watch only if its next revision is below CompactRevision.
 func TestUpstreamCompactionSparesWatchersAtCompactRevision(t *testing.T) {
-	t.Skip("BUG: groupEnded keeps only watchers with next > CompactRevision; a watcher with next == CompactRevision is cancelled although etcd (minRev < compactRev) would serve it")
 	h := newHarness(t, Config{})
 	h.open(1, 2, 3)
 	h.create(1, "c", "", 0)
@@ -1365,50 +1541,86 @@ func TestUpstreamCompactionSparesWatchersAtCompactRevision(t *testing.T) {
 }
 
 func TestUpstreamLostOwn(t *testing.T) {
-	h := newHarness(t, Config{})
-	h.open(1)
-	h.create(1, "a", "", 2)
-	h.ready()
-	h.answer(h.pending[0].ID, FetchResult{Header: hdr(20), Compacted: true})
-	h.ready()
-	h.expectUp("own create 1 a from 2")
-	h.up(Own, evResp(1, 20, put("a", 3)))
-	h.up(Own, &pb.WatchResponse{Header: hdr(6), WatchId: 1}) // nothing up to 6
-	h.ready()
+	h := staleOwn(t, Config{HistoryEvents: 1}, 20)
+	h.up(Own, evResp(2, 20, put("a", 5)))
+	h.up(Own, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // nothing else up to 6
+	h.expectSends(h.ready(), out{2: {"w0 rev=20 [a@5]"}})
 	h.m.UpstreamLost(Own)
-	h.ready()
-	h.expectUp("own create 2 a from 7")
-	h.up(Own, evResp(2, 20, put("a", 7)))
-	h.expectSends(h.ready(), out{1: {"w0 rev=20 [a@7]"}})
-}
-
-// The shared stream carries synced watches only, so that progress requests
-// on it are answered: a start revision in the past catches up on an own
-// watch even when no group exists yet.
-func TestPastStartRevisionWithoutGroupStaysOffShared(t *testing.T) {
-	t.Skip("BUG: a watcher with a past start revision and no group for its range gets a new group from that revision on the Shared stream: an unsynced shared watch, against the Shared invariant, so etcd ignores shared progress requests until it catches up")
-	h := newHarness(t, Config{})
-	h.open(1)
-	h.create(1, "a", "", 0)
-	h.ready()
-	h.answerAll(100)
-	h.ready()
-	h.expectUp("shared create 1 a from 101")
-	h.create(1, "b", "", 3)
-	h.ready()
-	h.answerAll(100)
-	h.ready()
-	h.expectUp("own create 2 b from 3")
+	h.expectSends(h.ready(), out{})
+	h.expectUp("own create 3 a from 7")
+	h.up(Own, evResp(2, 20, put("a", 6))) // the old stream: gone
+	h.up(Own, evResp(3, 20, put("a", 7)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=20 [a@7]"}})
 }
 
 // ---- 12. determinism ----
 
-func determinismScript() []func(*Machine) {
+// etcdSim remembers what the machine asked of etcd, so that a recorded step
+// can answer "the pending fetches" or "the latest upstream watch on key"
+// without hard-coding IDs. It only reads Ready; it adds no input of its own.
+type etcdSim struct {
+	pending []Fetch
+	ids     map[string]int64 // "<stream> <key>" -> latest upstream watch ID
+}
+
+func (e *etcdSim) observe(rd Ready) {
+	for _, f := range rd.Fetches {
+		dup := false
+		for _, p := range e.pending {
+			dup = dup || p.ID == f.ID
+		}
+		if !dup {
+			e.pending = append(e.pending, f)
+		}
+	}
+	for _, u := range rd.Upstream {
+		if c := u.Req.GetCreateRequest(); c != nil {
+			e.ids[fmt.Sprintf("%s %s", u.Stream, c.Key)] = c.WatchId
+		}
+	}
+}
+
+func (e *etcdSim) id(u Upstream, key string) int64 { return e.ids[fmt.Sprintf("%s %s", u, key)] }
+
+// answer answers every pending fetch at rev; fetches at a start revision
+// report it compacted if compacted is set.
+func (e *etcdSim) answer(m *Machine, rev int64, compacted bool) {
+	p := e.pending
+	e.pending = nil
+	for _, f := range p {
+		m.Fetched(f.ID, FetchResult{Header: hdr(rev), Compacted: compacted && f.Revision != 0})
+	}
+}
+
+func (e *etcdSim) retry(m *Machine) {
+	for _, f := range e.pending {
+		m.Fetched(f.ID, FetchResult{Retry: true})
+	}
+}
+
+// determinismScript is one long sequence of inputs covering creation and
+// its errors, coalescing, filters, fragments both ways, rewinds, own watches
+// and merging, progress requests and notifications, slow clients, fetch
+// retries, cancels, compaction, upstream loss and closing streams.
+func determinismScript(e *etcdSim) []func(*Machine) {
 	val := strings.Repeat("y", 40)
 	big := strings.Repeat("z", 70)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	sh := func(m *Machine, key string, r *pb.WatchResponse) {
+		r.WatchId = e.id(Shared, key)
+		m.Upstream(Shared, r)
+	}
+	own := func(m *Machine, key string, r *pb.WatchResponse) {
+		r.WatchId = e.id(Own, key)
+		m.Upstream(Own, r)
+	}
 	return []func(*Machine){
-		func(m *Machine) { m.OpenStream(1, ""); m.OpenStream(2, ""); m.OpenStream(3, "tok"); m.OpenStream(4, "") },
+		func(m *Machine) {
+			m.OpenStream(1, "")
+			m.OpenStream(2, "")
+			m.OpenStream(3, "tok")
+			m.OpenStream(4, "")
+		},
 		func(m *Machine) {
 			m.Create(1, createReqFor("a", "", 0))
 			m.Create(2, createReqFor("a", "", 0))
@@ -1417,29 +1629,27 @@ func determinismScript() []func(*Machine) {
 			m.Create(4, createReqFor("b", "c", 0, withFilters(pb.WatchCreateRequest_NOPUT), withProgressNotify()))
 			m.Create(2, createReqFor("b", "a", 0))
 			m.Create(2, createReqFor("a", "", -3))
+			m.Create(2, createReqFor("a", "", 0, withID(0)))
 		},
-		func(m *Machine) { m.Fetched(1, FetchResult{Header: hdr(4)}) },
-		func(m *Machine) { m.Fetched(2, FetchResult{Header: hdr(4)}) },
-		func(m *Machine) { m.Upstream(Shared, createdResp(1, 4)); m.Upstream(Shared, createdResp(2, 4)) },
-		func(m *Machine) { m.Upstream(Shared, etcdEvents(1, 5, "a")) },
-		func(m *Machine) { m.Upstream(Shared, evResp(1, 6, putV("a", 6, val))) },
-		func(m *Machine) {
-			m.Upstream(Shared, evResp(2, 7, putV("b", 7, big), putV("b1", 7, big), del("b2", 7)))
-		},
+		func(m *Machine) { e.answer(m, 4, false) },
+		func(m *Machine) { sh(m, "a", createdResp(0, 4)); sh(m, "b", createdResp(0, 4)) },
+		func(m *Machine) { sh(m, "a", etcdEvents(0, 5, "a")) },
+		func(m *Machine) { sh(m, "a", evResp(0, 6, putV("a", 6, val))) },
+		func(m *Machine) { sh(m, "b", evResp(0, 7, putV("b", 7, big), putV("b1", 7, big), del("b2", 7))) },
 		func(m *Machine) { m.Sent(2, 1000); m.Sent(3, 1000); m.Sent(4, 1000) },
 		func(m *Machine) {
 			for rev := int64(8); rev <= 10; rev++ {
-				m.Upstream(Shared, evResp(1, rev, putV("a", rev, val)))
+				sh(m, "a", evResp(0, rev, putV("a", rev, val)))
 			}
 		},
 		func(m *Machine) { m.Sent(2, 1000); m.Sent(3, 1000) },
 		func(m *Machine) { m.Create(2, createReqFor("a", "", 3, withPrevKV())) },
-		func(m *Machine) { m.Fetched(3, FetchResult{Header: hdr(10)}) },
-		func(m *Machine) { m.Upstream(Own, createdResp(3, 10)) },
-		func(m *Machine) { m.Upstream(Own, evResp(3, 10, put("a", 3), put("a", 5))) },
-		func(m *Machine) { m.Upstream(Own, evResp(3, 10, put("a", 6), put("a", 7))) },
+		func(m *Machine) { e.answer(m, 10, false) }, // a rewind
+		func(m *Machine) { sh(m, "a", evResp(0, 10, put("a", 3), put("a", 5))) },
+		func(m *Machine) { sh(m, "a", evResp(0, 10, put("a", 6), put("a", 7), put("a", 8))) },
+		func(m *Machine) { sh(m, "a", evResp(0, 10, put("a", 9), put("a", 10))) },
 		func(m *Machine) { m.RequestProgress(2); m.RequestProgress(4); m.RequestProgress(1) },
-		func(m *Machine) { m.Fetched(4, FetchResult{Header: hdr(11)}) },
+		func(m *Machine) { e.answer(m, 11, false) },
 		func(m *Machine) { m.Tick(at(50 * time.Millisecond)) },
 		func(m *Machine) { m.Tick(at(100 * time.Millisecond)) },
 		func(m *Machine) { m.Upstream(Shared, progressResp(11)) },
@@ -1447,24 +1657,37 @@ func determinismScript() []func(*Machine) {
 		func(m *Machine) { m.Sent(1, 100000) },
 		func(m *Machine) { m.Cancel(3, 0) },
 		func(m *Machine) { m.UpstreamLost(Shared) },
-		func(m *Machine) { m.Upstream(Shared, createdResp(4, 12)); m.Upstream(Shared, createdResp(5, 12)) },
+		func(m *Machine) { sh(m, "a", createdResp(0, 12)); sh(m, "b", createdResp(0, 12)) },
 		func(m *Machine) {
-			m.Upstream(Shared, &pb.WatchResponse{Header: hdr(12), WatchId: 4, Fragment: true, Events: []*mvccpb.Event{put("a", 11)}})
+			sh(m, "a", &pb.WatchResponse{Header: hdr(12), Fragment: true, Events: []*mvccpb.Event{put("a", 11)}})
 		},
 		func(m *Machine) {
-			m.Upstream(Shared, &pb.WatchResponse{Header: hdr(12), WatchId: 4, Events: []*mvccpb.Event{put("a", 12)}})
+			sh(m, "a", &pb.WatchResponse{Header: hdr(12), Events: []*mvccpb.Event{put("a", 12)}})
 		},
-		func(m *Machine) { m.Upstream(Shared, compactResp(5, 12, 12)) },
+		func(m *Machine) { sh(m, "b", compactResp(0, 12, 12)) },
 		func(m *Machine) { m.Create(3, createReqFor("d", "", 2, withID(9))) },
-		func(m *Machine) { m.Fetched(6, FetchResult{Header: hdr(12), Compacted: true}) },
-		func(m *Machine) { m.Upstream(Own, createdResp(6, 12)); m.Upstream(Own, compactResp(6, 8, 12)) },
-		func(m *Machine) { m.Create(4, createReqFor("e", "", 0)); m.Create(4, createReqFor("e", "", 0, withID(1))) },
-		func(m *Machine) { m.Fetched(7, FetchResult{Retry: true}) },
+		func(m *Machine) { e.answer(m, 12, true) },
+		func(m *Machine) { own(m, "d", createdResp(0, 12)); own(m, "d", compactResp(0, 8, 12)) },
+		func(m *Machine) {
+			m.Create(4, createReqFor("e", "", 0))
+			m.Create(4, createReqFor("e", "", 0, withID(1)))
+		},
+		func(m *Machine) { e.retry(m) },
 		func(m *Machine) { m.Tick(at(time.Second)) },
-		func(m *Machine) { m.Fetched(7, FetchResult{Header: hdr(12)}) },
-		func(m *Machine) { m.Upstream(Shared, etcdEvents(6, 13, "e")); m.Upstream(Shared, etcdEvents(4, 13, "a")) },
+		func(m *Machine) { e.answer(m, 12, false) },
+		func(m *Machine) { sh(m, "e", etcdEvents(0, 13, "e")); sh(m, "a", etcdEvents(0, 13, "a")) },
 		func(m *Machine) { m.Tick(at(11 * time.Minute)) },
-		func(m *Machine) { m.UpstreamLost(Own) },
+		func(m *Machine) { m.Create(3, createReqFor("a", "", 0)) }, // its read is served at 13...
+		func(m *Machine) {
+			for rev := int64(14); rev <= 17; rev++ {
+				sh(m, "a", evResp(0, rev, putV("a", rev, val)))
+			}
+		},
+		func(m *Machine) { e.answer(m, 13, false) }, // ... and answered after 14..17: own watch
+		func(m *Machine) { own(m, "a", evResp(0, 17, put("a", 14))) },
+		func(m *Machine) { own(m, "a", evResp(0, 17, put("a", 15))) },
+		func(m *Machine) { m.Sent(1, 100000); m.Sent(2, 100000); m.Sent(3, 100000); m.Sent(4, 100000) },
+		func(m *Machine) { m.UpstreamLost(Own); m.UpstreamLost(Shared) },
 		func(m *Machine) { m.CloseStream(2) },
 		func(m *Machine) { m.Cancel(4, 1) },
 		func(m *Machine) { m.CloseStream(1); m.CloseStream(4); m.CloseStream(3) },
@@ -1494,11 +1717,14 @@ func serializeReady(b *bytes.Buffer, rd Ready) {
 
 func runScript(cfg Config) (string, Stats) {
 	m := New(cfg, t0)
+	e := &etcdSim{ids: map[string]int64{}}
 	var b bytes.Buffer
-	for i, step := range determinismScript() {
+	for i, step := range determinismScript(e) {
 		step(m)
+		rd := m.Ready()
+		e.observe(rd)
 		fmt.Fprintf(&b, "-- step %d\n", i)
-		serializeReady(&b, m.Ready())
+		serializeReady(&b, rd)
 		fmt.Fprintf(&b, "%+v %+v\n", m.Stats(), m.Gauges())
 	}
 	return b.String(), m.Stats()
@@ -1508,25 +1734,26 @@ func TestDeterminism(t *testing.T) {
 	cfg := Config{HistoryEvents: 3, StreamBufferBytes: 200, FragmentBytes: 120, RetryInterval: 100 * time.Millisecond, ProgressInterval: 10 * time.Minute}
 	first, st := runScript(cfg)
 	// The script must exercise the machine, not only be repeatable.
-	if st.GroupsOpened < 4 || st.OwnOpened < 2 || st.Merged < 1 || st.Held < 1 || st.Compacted < 2 || st.EventsSent < 20 {
+	if st.GroupsOpened < 5 || st.OwnOpened < 2 || st.Merged < 1 || st.Rewinds < 1 || st.Held < 1 || st.Compacted < 2 || st.EventsSent < 30 || st.Watchers != 0 {
 		t.Errorf("script covers too little: %+v", st)
 	}
-	for _, want := range []string{"up own ", "up shared ", "fetch 7 "} {
+	for _, want := range []string{"up own ", "up shared ", "send 4 ", "fetch "} {
 		if !strings.Contains(first, want) {
 			t.Errorf("script output lacks %q", want)
 		}
 	}
-	for i := 0; i < 5; i++ {
-		again, _ := runScript(cfg)
-		if again != first {
-			a, b := strings.Split(first, "\n"), strings.Split(again, "\n")
-			for j := 0; j < len(a) && j < len(b); j++ {
-				if a[j] != b[j] {
-					t.Fatalf("run %d differs at line %d:\n%s\n%s", i+1, j, a[j], b[j])
-				}
+	second, _ := runScript(cfg)
+	for i := 0; i < 5 && second == first; i++ {
+		second, _ = runScript(cfg) // map order varies between runs
+	}
+	if second != first {
+		a, b := strings.Split(first, "\n"), strings.Split(second, "\n")
+		for j := 0; j < len(a) && j < len(b); j++ {
+			if a[j] != b[j] {
+				t.Fatalf("runs differ at line %d:\n%s\n%s", j, a[j], b[j])
 			}
-			t.Fatalf("run %d differs in length: %d vs %d lines", i+1, len(a), len(b))
 		}
+		t.Fatalf("runs differ in length: %d vs %d lines", len(a), len(b))
 	}
 }
 
@@ -1535,12 +1762,15 @@ func TestDeterminism(t *testing.T) {
 func TestNamespace(t *testing.T) {
 	h := newHarness(t, Config{Prefix: keyspace.New("p/"), HistoryEvents: 1})
 	h.open(1, 2)
+	h.m.OpenStream(3, "tok")
 	h.create(1, "p/a", "p/c", 0, withPrevKV())
 	h.create(2, "p/a", "p/c", 0)
 	h.ready()
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=4"}, 2: {"w0 created rev=4"}})
 	h.expectUp("shared create 1 [p/a,p/c) from 5")
+	h.create(3, "p/a", "p/c", 0, withPrevKV()) // answered late: an own watch
+	h.ready()
 	h.up(Shared, evResp(1, 5, put("p/a", 5), del("p/b", 5)))
 	h.expectSends(h.ready(), out{
 		1: {"w0 rev=5 [a@5 prev=a@4, DEL b@5 prev=b@4]"},
@@ -1548,17 +1778,76 @@ func TestNamespace(t *testing.T) {
 	})
 	h.up(Shared, evResp(1, 6, put("p/a", 6)))
 	h.ready()
-	// Replay from the window: still stripped once.
+	// Replay from the window: stripped once, not twice.
 	h.create(2, "p/a", "p/c", 6, withPrevKV())
 	h.ready()
-	h.answerAll(6)
+	h.answer(h.last.Fetches[0].ID, FetchResult{Header: hdr(6)})
 	h.expectSends(h.ready(), out{2: {"w1 created rev=6", "w1 rev=6 [a@6 prev=a@5]"}})
-	// An own watch is stripped too.
-	h.create(2, "p/a", "p/c", 3, withPrevKV())
+	// The own watch.
+	h.answerAll(4)
+	h.expectSends(h.ready(), out{3: {"w0 created rev=4"}})
+	h.expectUp("own create 2 [p/a,p/c) from 5")
+	h.up(Own, evResp(2, 6, put("p/a", 5), put("p/p/x", 5)))
+	h.expectSends(h.ready(), out{3: {"w0 rev=6 [a@5 prev=a@4, p/x@5 prev=p/x@4]", "w0 rev=6 [a@6 prev=a@5]"}})
+	h.expectUp("own cancel 2")
+	// A rewind.
+	h.create(2, "p/a", "p/c", 3)
 	h.ready()
 	h.answerAll(6)
 	h.ready()
-	h.expectUp("own create 2 [p/a,p/c) from 3")
-	h.up(Own, evResp(2, 6, put("p/b", 3), put("p/a", 5)))
-	h.expectSends(h.ready(), out{2: {"w2 rev=6 [b@3 prev=b@2, a@5 prev=a@4]", "w2 rev=6 [a@6 prev=a@5]"}})
+	h.expectUp("shared cancel 1", "shared create 3 [p/a,p/c) from 3")
+	h.up(Shared, evResp(3, 6, put("p/b", 3)))
+	h.expectSends(h.ready(), out{2: {"w2 rev=6 [b@3]"}})
+}
+
+// ---- ordering of ends and progress answers ----
+
+// A watch's cancel response goes out before a progress answer that its
+// removal allows: the progress answer speaks for every watcher still on the
+// stream, and the cancelled one never reached that revision.
+func TestCancelResponseBeforeProgressItAllows(t *testing.T) {
+	h := staleOwn(t, Config{HistoryEvents: 1}, 8)
+	h.create(2, "b", "", 0)
+	h.ready()
+	h.answerAll(8)
+	h.expectSends(h.ready(), out{2: {"w1 created rev=8"}})
+	h.m.RequestProgress(2)
+	h.ready()
+	h.answerAll(8)
+	h.expectSends(h.ready(), out{}) // w0 is still catching up on its own watch
+	h.m.Cancel(2, 0)
+	h.expectSends(h.ready(), out{2: {"w0 canceled rev=4", "w-1 rev=8"}})
+}
+
+// A replay from the window that takes the stream over its bound in the
+// middle of a batch must resume from where it stopped, not from the next
+// batch.
+func TestReplayStoppedByBoundLosesNothing(t *testing.T) {
+	if !runBugs {
+		t.Skip("BUG: join() and resume() replay the window in a loop that ignores deliver() stopping early when the stream goes over its bound: the rest of that batch is skipped and the next batch is delivered, leaving a gap")
+	}
+	h := newHarness(t, Config{StreamBufferBytes: 1000})
+	h.open(1, 2)
+	h.create(1, "a", "", 0)
+	h.ready()
+	h.answerAll(4)
+	h.ready()
+	big := strings.Repeat("x", 40<<10)
+	var evs []*mvccpb.Event
+	for rev := int64(5); rev <= 10; rev++ {
+		evs = append(evs, putV("a", rev, big))
+	}
+	h.up(Shared, evResp(1, 10, evs...))
+	h.up(Shared, etcdEvents(1, 11, "a"))
+	h.ready()
+	h.create(2, "a", "", 5)
+	h.ready()
+	h.answerAll(11)
+	for i := 0; i < 10; i++ {
+		h.ready()
+		h.ack(1)
+		h.ack(2)
+	}
+	h.expectLog(1, revs(0, "a", 5, 11)...)
+	h.expectLog(2, revs(0, "a", 5, 11)...)
 }

@@ -40,10 +40,11 @@ type watcher struct {
 
 // own is an upstream watch serving a single watcher, on the Own stream.
 type own struct {
-	upID int64
-	w    *watcher
-	rev  int64 // every event up to rev has reached the watcher
-	frag fragments
+	upID    int64
+	w       *watcher
+	rev     int64 // every event up to rev has reached the watcher
+	created bool  // etcd has answered the create
+	frag    fragments
 }
 
 // synced returns the revision up to which the watcher has been given every
@@ -53,6 +54,9 @@ func (w *watcher) synced() (int64, bool) {
 		return 0, false
 	}
 	switch {
+	case w.group != nil && w.group.rewindBase != 0 && w.next <= w.group.rewindBase:
+		// Behind a rewind: it has what came before next, no more.
+		return w.next - 1, true
 	case w.group != nil:
 		return max(w.group.rev, w.next-1), true
 	case w.own != nil:

@@ -1,0 +1,210 @@
+package sim
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"pgregory.net/rapid"
+
+	"github.com/etcdproxy/etcdproxy/core/watch"
+)
+
+// TestMain sets the default number of schedules: SIM_CHECKS, or 1000 when
+// neither it nor -rapid.checks is given.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["rapid.checks"] {
+		n := 1000
+		if v, err := strconv.Atoi(os.Getenv("SIM_CHECKS")); err == nil && v > 0 {
+			n = v
+		}
+		_ = flag.Set("rapid.checks", strconv.Itoa(n))
+	}
+	if !set["rapid.steps"] {
+		_ = flag.Set("rapid.steps", "150")
+	}
+	os.Exit(m.Run())
+}
+
+var keys = []string{"a", "b", "c", "d", "e"}
+
+// drawRange draws a watch range: a single key, a range, a prefix, or
+// everything.
+func drawRange(t *rapid.T) (key, end []byte) {
+	switch rapid.IntRange(0, 4).Draw(t, "range kind") {
+	case 0, 1:
+		return []byte(rapid.SampledFrom(keys).Draw(t, "key")), nil
+	case 2:
+		return []byte("b"), []byte("d")
+	case 3:
+		return []byte("c"), []byte{0}
+	default:
+		return nil, []byte{0}
+	}
+}
+
+// runSchedule drives one world with a rapid-generated schedule and
+// reports every violation of the watch guarantees.
+func runSchedule(t *rapid.T) {
+	cfg := watch.Config{
+		HistoryEvents:     rapid.IntRange(1, 12).Draw(t, "history events"),
+		StreamBufferBytes: rapid.IntRange(150, 4000).Draw(t, "stream buffer bytes"),
+		FragmentBytes:     rapid.IntRange(60, 600).Draw(t, "fragment bytes"),
+		ProgressInterval:  time.Second,
+		RetryInterval:     100 * time.Millisecond,
+	}
+	w := NewWorld(cfg)
+	if os.Getenv("SIM_TRACE") != "" {
+		w.Trace = t.Logf
+	}
+	w.Open()
+	openClients := func() []watch.StreamID {
+		var ids []watch.StreamID
+		for _, id := range w.clientIDs() {
+			if !w.Clients[id].Closed {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	pickClient := func(t *rapid.T) *Client {
+		ids := openClients()
+		if len(ids) == 0 {
+			t.Skip("no client stream open")
+		}
+		return w.Clients[rapid.SampledFrom(ids).Draw(t, "stream")]
+	}
+	t.Repeat(map[string]func(*rapid.T){
+		"open": func(t *rapid.T) {
+			if len(openClients()) >= 4 {
+				t.Skip("enough streams")
+			}
+			w.Open()
+		},
+		"create": func(t *rapid.T) {
+			c := pickClient(t)
+			key, end := drawRange(t)
+			req := &pb.WatchCreateRequest{Key: key, RangeEnd: end,
+				PrevKv: rapid.Bool().Draw(t, "prev_kv"), Fragment: rapid.Bool().Draw(t, "fragment"),
+				ProgressNotify: rapid.Bool().Draw(t, "progress_notify")}
+			switch rapid.IntRange(0, 9).Draw(t, "start kind") {
+			case 0, 1, 2, 3, 4:
+			case 5, 6, 7:
+				req.StartRevision = rapid.Int64Range(1, w.Store.Rev).Draw(t, "past start")
+			case 8:
+				req.StartRevision = w.Store.Rev + rapid.Int64Range(1, 3).Draw(t, "future by")
+			default:
+				req.StartRevision = -1
+			}
+			if rapid.IntRange(0, 9).Draw(t, "filter") == 0 {
+				req.Filters = []pb.WatchCreateRequest_FilterType{pb.WatchCreateRequest_FilterType(rapid.IntRange(0, 1).Draw(t, "filter type"))}
+			}
+			if rapid.IntRange(0, 4).Draw(t, "chosen id") == 0 {
+				// Chosen IDs stay clear of the automatic ones (0, 1, 2...).
+				req.WatchId = rapid.Int64Range(100, 103).Draw(t, "watch id")
+			}
+			w.Create(c.ID, req)
+		},
+		"cancel": func(t *rapid.T) {
+			c := pickClient(t)
+			var live []*ClientWatch
+			for _, id := range sortedIDs(c.watches) {
+				if cw := c.watches[id]; !cw.Ended && !cw.CancelSent {
+					live = append(live, cw)
+				}
+			}
+			if len(live) == 0 {
+				t.Skip("no watch to cancel")
+			}
+			w.Cancel(c.ID, rapid.SampledFrom(live).Draw(t, "watch"))
+		},
+		"progress": func(t *rapid.T) { w.RequestProgress(pickClient(t).ID) },
+		"read":     func(t *rapid.T) { w.Read(pickClient(t).ID) },
+		"pause or resume reading": func(t *rapid.T) {
+			c := pickClient(t)
+			c.Reading = !c.Reading
+		},
+		"close": func(t *rapid.T) { w.Close(pickClient(t).ID) },
+		"write": func(t *rapid.T) {
+			n := rapid.IntRange(1, 3).Draw(t, "ops")
+			var ops []Op
+			seen := map[string]bool{}
+			for i := 0; i < n; i++ {
+				k := rapid.SampledFrom(keys).Draw(t, "write key")
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+				ops = append(ops, Op{Key: k, Value: fmt.Sprint(w.Store.Rev), Delete: rapid.IntRange(0, 3).Draw(t, "delete") == 0})
+			}
+			w.Write(ops...)
+		},
+		"compact": func(t *rapid.T) {
+			if w.Store.Rev <= w.Store.Compacted+1 {
+				t.Skip("nothing to compact")
+			}
+			w.Compact(rapid.Int64Range(w.Store.Compacted+1, w.Store.Rev).Draw(t, "compact at"))
+		},
+		"answer fetch": func(t *rapid.T) {
+			if w.Pending() == 0 {
+				t.Skip("no fetch pending")
+			}
+			w.AnswerFetch(rapid.IntRange(0, w.Pending()-1).Draw(t, "fetch"), rapid.IntRange(0, 9).Draw(t, "retry") == 0)
+		},
+		"etcd sends": func(t *rapid.T) {
+			w.Pump(watch.Upstream(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 3).Draw(t, "revisions"), rapid.Bool().Draw(t, "fragments"))
+		},
+		"deliver": func(t *rapid.T) {
+			w.Deliver(watch.Upstream(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 4).Draw(t, "responses"))
+		},
+		"lose upstream": func(t *rapid.T) {
+			if rapid.IntRange(0, 2).Draw(t, "really") != 0 {
+				t.Skip("rare")
+			}
+			w.Lose(watch.Upstream(rapid.IntRange(0, 1).Draw(t, "upstream")))
+		},
+		"tick": func(t *rapid.T) {
+			w.Tick(time.Duration(rapid.IntRange(1, 12).Draw(t, "tenths of a second")) * 100 * time.Millisecond)
+		},
+		"": func(t *rapid.T) {
+			if len(w.Violations) > 0 {
+				t.Fatalf("watch guarantee violated:\n  %s", strings.Join(w.Violations, "\n  "))
+			}
+		},
+	})
+	w.Settle()
+	w.CheckComplete()
+	w.CloseAll()
+	if len(w.Violations) > 0 {
+		t.Fatalf("watch guarantee violated at the end:\n  %s", strings.Join(w.Violations, "\n  "))
+	}
+}
+
+func sortedIDs(m map[int64]*ClientWatch) []int64 {
+	ids := make([]int64, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	for i := 1; i < len(ids); i++ {
+		for j := i; j > 0 && ids[j] < ids[j-1]; j-- {
+			ids[j], ids[j-1] = ids[j-1], ids[j]
+		}
+	}
+	return ids
+}
+
+// TestCoreSimulation checks the watch machine against the model under
+// rapid-generated schedules. Replay a failure with the seed it prints:
+//
+//	go test ./sim -run TestCoreSimulation -rapid.seed=<seed>
+func TestCoreSimulation(t *testing.T) {
+	rapid.Check(t, runSchedule)
+}

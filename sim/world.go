@@ -1,0 +1,569 @@
+package sim
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/etcdproxy/etcdproxy/core/watch"
+)
+
+// World is one simulated proxy: the watch machine, a model etcd store, the
+// two upstream watch streams, the revision fetches in flight, client
+// streams, and a mock clock. Every step is a method; the checks run as
+// responses reach clients, and Violations collects what went wrong.
+type World struct {
+	M       *watch.Machine
+	Store   *Store
+	Up      [2]*Upstream
+	Clock   *clock.Mock
+	Cfg     watch.Config
+	Clients map[watch.StreamID]*Client
+	fetches []watch.Fetch
+	nextID  watch.StreamID
+
+	Violations []string
+	// Trace, if set, hears every response a client reads and every
+	// upstream request, for debugging a failing schedule.
+	Trace func(format string, args ...any)
+}
+
+// Client is a client watch stream and what it expects.
+type Client struct {
+	ID      watch.StreamID
+	Reading bool
+	Closed  bool
+	inbox   []watch.Send
+	pending []*ClientWatch // creates waiting for their answer, in order
+	watches map[int64]*ClientWatch
+	// progress holds the store revision at each RequestProgress not yet
+	// answered.
+	progress []int64
+	// chosen maps a client-chosen watch ID to the create that holds it.
+	chosen map[int64]*ClientWatch
+}
+
+// ClientWatch is one create request and what came back for it.
+type ClientWatch struct {
+	Req        *pb.WatchCreateRequest
+	RevAtReq   int64 // store revision when the create was sent
+	Refused    bool  // etcd would refuse it at once
+	MayRefuse  bool  // its chosen ID's holder may have been compacted away unseen
+	ID         int64
+	Created    bool
+	CreatedRev int64
+	Start      int64 // first revision it must see
+	Got        int   // events received so far
+	LastRev    int64
+	inFragment bool
+	CancelSent bool
+	Ended      bool
+}
+
+// NewWorld returns a world with cfg's bounds, at time zero.
+func NewWorld(cfg watch.Config) *World {
+	w := &World{Store: NewStore(), Clock: clock.NewMock(), Cfg: cfg, Clients: map[watch.StreamID]*Client{}}
+	w.Clock.Set(time.Unix(0, 0))
+	w.Up[watch.Shared] = NewUpstream(w.Store)
+	w.Up[watch.Own] = NewUpstream(w.Store)
+	w.M = watch.New(cfg, w.Clock.Now())
+	return w
+}
+
+func (w *World) violate(format string, args ...any) {
+	w.Violations = append(w.Violations, fmt.Sprintf(format, args...))
+}
+
+// route carries out what the machine asks for.
+func (w *World) route() {
+	r := w.M.Ready()
+	for _, s := range r.Sends {
+		if c := w.Clients[s.Stream]; c != nil && !c.Closed {
+			c.inbox = append(c.inbox, s)
+		}
+	}
+	for _, u := range r.Upstream {
+		if w.Trace != nil {
+			w.Trace("%v upstream request: %v", u.Stream, u.Req)
+		}
+		w.Up[u.Stream].Request(u.Req)
+	}
+	w.fetches = append(w.fetches, r.Fetches...)
+	w.checkBounds()
+}
+
+// checkBounds: one upstream watch per key range on the shared stream, and
+// no more upstream watches of their own than client watchers.
+func (w *World) checkBounds() {
+	if _, per := w.Up[watch.Shared].Open(); per > 1 {
+		w.violate("%d shared upstream watches on one key range", per)
+	}
+	live := 0
+	for _, c := range w.Clients {
+		for _, cw := range c.watches {
+			if !cw.Ended {
+				live++
+			}
+		}
+		live += len(c.pending)
+	}
+	if n, _ := w.Up[watch.Own].Open(); n > live {
+		w.violate("%d own upstream watches for %d client watchers", n, live)
+	}
+}
+
+// ---- client steps ----
+
+// Open opens a client stream.
+func (w *World) Open() watch.StreamID {
+	w.nextID++
+	id := w.nextID
+	w.Clients[id] = &Client{ID: id, Reading: true, watches: map[int64]*ClientWatch{}, chosen: map[int64]*ClientWatch{}}
+	w.M.OpenStream(id, "")
+	w.route()
+	return id
+}
+
+// Create sends a create request on stream id.
+func (w *World) Create(id watch.StreamID, req *pb.WatchCreateRequest) {
+	c := w.Clients[id]
+	if c == nil || c.Closed {
+		return
+	}
+	cw := &ClientWatch{Req: req, RevAtReq: w.Store.Rev}
+	key, end := req.Key, req.RangeEnd
+	if len(key) == 0 {
+		key = []byte{0}
+	}
+	switch {
+	case req.StartRevision < 0:
+		cw.Refused = true
+	case len(end) > 0 && !(len(end) == 1 && end[0] == 0) && bytes.Compare(key, end) >= 0:
+		cw.Refused = true
+	case req.WatchId != 0:
+		// The ID is taken while its holder is registered: from its create
+		// until its cancel request, or until it ends. A holder that etcd
+		// compacted may have ended without the client having read so yet.
+		if h := c.chosen[req.WatchId]; h != nil && !h.Ended && !h.CancelSent && !h.Refused {
+			if w.mayHaveEnded(h) {
+				cw.MayRefuse = true
+			} else {
+				cw.Refused = true
+			}
+		}
+	}
+	if !cw.Refused && req.WatchId != 0 {
+		c.chosen[req.WatchId] = cw
+	}
+	c.pending = append(c.pending, cw)
+	w.M.Create(id, req)
+	w.route()
+}
+
+// Cancel cancels a created watch.
+func (w *World) Cancel(id watch.StreamID, cw *ClientWatch) {
+	c := w.Clients[id]
+	if c == nil || c.Closed || cw.Ended || cw.CancelSent {
+		return
+	}
+	cw.CancelSent = true
+	w.M.Cancel(id, cw.ID)
+	w.route()
+}
+
+// RequestProgress asks for a progress notification on stream id.
+func (w *World) RequestProgress(id watch.StreamID) {
+	c := w.Clients[id]
+	if c == nil || c.Closed {
+		return
+	}
+	// Like etcd, the proxy answers only a stream that has watchers when
+	// the request comes.
+	// The proxy answers every progress request (etcd drops some), in
+	// order.
+	c.progress = append(c.progress, w.Store.Rev)
+	w.M.RequestProgress(id)
+	w.route()
+}
+
+// Close closes stream id.
+func (w *World) Close(id watch.StreamID) {
+	c := w.Clients[id]
+	if c == nil || c.Closed {
+		return
+	}
+	c.Closed = true
+	w.M.CloseStream(id)
+	w.route()
+}
+
+// Read has stream id take everything waiting for it and tell the machine.
+func (w *World) Read(id watch.StreamID) {
+	c := w.Clients[id]
+	if c == nil || c.Closed || !c.Reading {
+		return
+	}
+	n := 0
+	for len(c.inbox) > 0 {
+		s := c.inbox[0]
+		c.inbox = c.inbox[1:]
+		n += s.Size
+		w.check(c, s.Resp)
+	}
+	if n > 0 {
+		w.M.Sent(id, n)
+		w.route()
+	}
+}
+
+// mayBeCompacted reports whether etcd could have ended cw by compaction
+// without the client having read so yet: it still needs a revision the
+// store has compacted.
+func (w *World) mayBeCompacted(cw *ClientWatch) bool {
+	next := cw.Start
+	if cw.Got > 0 {
+		next = cw.LastRev + 1
+	}
+	return next < w.Store.Compacted
+}
+
+// mayHaveEnded reports whether the proxy may have ended cw (by compaction)
+// before the client read about it: it was created, or asked for a start
+// revision, before the compaction point.
+func (w *World) mayHaveEnded(cw *ClientWatch) bool {
+	if cw.Created {
+		return w.mayBeCompacted(cw)
+	}
+	return cw.Req.StartRevision > 0 && cw.Req.StartRevision < w.Store.Compacted
+}
+
+// ---- etcd steps ----
+
+// Write applies a transaction to the store.
+func (w *World) Write(ops ...Op) { w.Store.Txn(ops...) }
+
+// Compact compacts the store.
+func (w *World) Compact(rev int64) { w.Store.Compact(rev) }
+
+// AnswerFetch answers the i-th pending revision fetch, or asks the machine
+// to try again later.
+func (w *World) AnswerFetch(i int, retry bool) {
+	if len(w.fetches) == 0 {
+		return
+	}
+	i %= len(w.fetches)
+	f := w.fetches[i]
+	w.fetches = append(w.fetches[:i], w.fetches[i+1:]...)
+	res := watch.FetchResult{Retry: retry}
+	if !retry {
+		res.Header = &pb.ResponseHeader{Revision: w.Store.Rev}
+		res.Compacted = f.Revision != 0 && f.Revision < w.Store.Compacted
+	}
+	w.M.Fetched(f.ID, res)
+	w.route()
+}
+
+// Pending is the number of fetches not answered.
+func (w *World) Pending() int { return len(w.fetches) }
+
+// Pump lets upstream stream u produce responses.
+func (w *World) Pump(u watch.Upstream, maxRevs int, fragment bool) { w.Up[u].Pump(maxRevs, fragment) }
+
+// Deliver hands up to n responses of upstream u to the machine.
+func (w *World) Deliver(u watch.Upstream, n int) {
+	for _, r := range w.Up[u].Take(n) {
+		w.M.Upstream(u, r)
+		w.route()
+	}
+}
+
+// Lose breaks upstream stream u, as when the proxy moves to another member.
+func (w *World) Lose(u watch.Upstream) {
+	w.Up[u].Reset()
+	w.M.UpstreamLost(u)
+	w.route()
+}
+
+// Tick advances the clock.
+func (w *World) Tick(d time.Duration) {
+	w.Clock.Add(d)
+	w.M.Tick(w.Clock.Now())
+	w.route()
+}
+
+// ---- checks ----
+
+// expected returns the events watch cw must get, in order.
+func (w *World) expected(cw *ClientWatch) []*mvccpb.Event {
+	key, end := cw.Req.Key, cw.Req.RangeEnd
+	if len(key) == 0 {
+		key = []byte{0}
+	}
+	var out []*mvccpb.Event
+	for _, ev := range w.Store.Events(key, end, cw.Start, w.Store.Rev) {
+		if filtered(cw.Req, ev) {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func filtered(req *pb.WatchCreateRequest, ev *mvccpb.Event) bool {
+	for _, f := range req.Filters {
+		if (f == pb.WatchCreateRequest_NOPUT && ev.Type == mvccpb.PUT) || (f == pb.WatchCreateRequest_NODELETE && ev.Type == mvccpb.DELETE) {
+			return true
+		}
+	}
+	return false
+}
+
+func sameEvent(got, want *mvccpb.Event, prevKV bool) bool {
+	if got.Type != want.Type || !bytes.Equal(got.Kv.Key, want.Kv.Key) || got.Kv.ModRevision != want.Kv.ModRevision || !bytes.Equal(got.Kv.Value, want.Kv.Value) {
+		return false
+	}
+	if !prevKV || want.PrevKv == nil {
+		return got.PrevKv == nil
+	}
+	return got.PrevKv != nil && got.PrevKv.ModRevision == want.PrevKv.ModRevision && bytes.Equal(got.PrevKv.Value, want.PrevKv.Value)
+}
+
+// check verifies one response a client received against the model.
+func (w *World) check(c *Client, r *pb.WatchResponse) {
+	rev := r.Header.GetRevision()
+	if w.Trace != nil {
+		w.Trace("stream %d reads: %v", c.ID, r)
+	}
+	switch {
+	case r.Created:
+		if len(c.pending) == 0 {
+			w.violate("stream %d: created response %v with no create pending", c.ID, r)
+			return
+		}
+		cw := c.pending[0]
+		c.pending = c.pending[1:]
+		refused := r.WatchId == -1 && r.Canceled
+		if cw.MayRefuse {
+			cw.Refused = refused
+		}
+		if cw.Refused != refused {
+			w.violate("stream %d: create %v answered %v (refusal expected: %v)", c.ID, cw.Req, r, cw.Refused)
+			return
+		}
+		if cw.Refused {
+			cw.Ended = true
+			return
+		}
+		if r.Canceled {
+			w.violate("stream %d: create %v cancelled at creation: %q", c.ID, cw.Req, r.CancelReason)
+			return
+		}
+		if old := c.watches[r.WatchId]; old != nil && !old.Ended {
+			w.violate("stream %d: watch ID %d created while still in use", c.ID, r.WatchId)
+		}
+		if cw.Req.WatchId != 0 && r.WatchId != cw.Req.WatchId {
+			w.violate("stream %d: asked for watch ID %d, got %d", c.ID, cw.Req.WatchId, r.WatchId)
+		}
+		if rev < cw.RevAtReq || rev > w.Store.Rev {
+			w.violate("stream %d watch %d: created at revision %d, not within [%d, %d] (request, response)", c.ID, r.WatchId, rev, cw.RevAtReq, w.Store.Rev)
+		}
+		cw.ID, cw.Created, cw.CreatedRev = r.WatchId, true, rev
+		cw.Start = cw.Req.StartRevision
+		if cw.Start == 0 {
+			cw.Start = rev + 1
+		}
+		c.watches[cw.ID] = cw
+	case r.WatchId == -1 && len(r.Events) == 0 && !r.Canceled:
+		if len(c.progress) == 0 {
+			w.violate("stream %d: progress response at %d with no request pending", c.ID, rev)
+			return
+		}
+		asked := c.progress[0]
+		c.progress = c.progress[1:]
+		if rev < asked {
+			w.violate("stream %d: progress at %d for a request made at revision %d", c.ID, rev, asked)
+		}
+		for _, cw := range c.watches {
+			w.checkCaughtUp(c, cw, rev, "progress")
+		}
+	default:
+		cw := c.watches[r.WatchId]
+		if cw == nil {
+			w.violate("stream %d: response for unknown watch %d: %v", c.ID, r.WatchId, r)
+			return
+		}
+		if cw.Ended {
+			w.violate("stream %d watch %d: response after the watch ended: %v", c.ID, cw.ID, r)
+			return
+		}
+		w.checkEvents(c, cw, r)
+		switch {
+		case r.CompactRevision != 0:
+			exp := w.expected(cw)
+			next := cw.Start
+			if cw.Got > 0 {
+				next = cw.LastRev + 1
+			}
+			if cw.Got < len(exp) && exp[cw.Got].Kv.ModRevision < next {
+				next = exp[cw.Got].Kv.ModRevision
+			}
+			if next >= r.CompactRevision || r.CompactRevision > w.Store.Compacted {
+				w.violate("stream %d watch %d: compaction at %d, but it needed revision %d on and the store is compacted at %d", c.ID, cw.ID, r.CompactRevision, next, w.Store.Compacted)
+			}
+			cw.Ended = true
+		case r.Canceled:
+			if !cw.CancelSent {
+				w.violate("stream %d watch %d: cancelled without a request: %v", c.ID, cw.ID, r)
+			}
+			if rev < cw.LastRev {
+				w.violate("stream %d watch %d: cancel at revision %d after an event at %d", c.ID, cw.ID, rev, cw.LastRev)
+			}
+			cw.Ended = true
+		case len(r.Events) == 0:
+			w.checkCaughtUp(c, cw, rev, "progress notification")
+		}
+	}
+}
+
+func (w *World) checkEvents(c *Client, cw *ClientWatch, r *pb.WatchResponse) {
+	if len(r.Events) == 0 {
+		return
+	}
+	exp := w.expected(cw)
+	if first := r.Events[0].Kv.ModRevision; first <= cw.LastRev && !cw.inFragment {
+		w.violate("stream %d watch %d: revision %d split across responses or repeated (last response ended at %d)", c.ID, cw.ID, first, cw.LastRev)
+	}
+	for _, ev := range r.Events {
+		if cw.Got >= len(exp) {
+			w.violate("stream %d watch %d: unexpected event %s %s@%d (expected only %d)", c.ID, cw.ID, ev.Type, ev.Kv.Key, ev.Kv.ModRevision, len(exp))
+			return
+		}
+		if want := exp[cw.Got]; !sameEvent(ev, want, cw.Req.PrevKv) {
+			w.violate("stream %d watch %d (%v): event %d is %s %s=%s@%d prev=%v, want %s %s=%s@%d prev=%v", c.ID, cw.ID, cw.Req, cw.Got,
+				ev.Type, ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision, ev.PrevKv != nil, want.Type, want.Kv.Key, want.Kv.Value, want.Kv.ModRevision, want.PrevKv != nil)
+			return
+		}
+		cw.Got++
+		cw.LastRev = ev.Kv.ModRevision
+	}
+	last := r.Events[len(r.Events)-1].Kv.ModRevision
+	if !r.Fragment && cw.Got < len(exp) && exp[cw.Got].Kv.ModRevision == last {
+		w.violate("stream %d watch %d: revision %d split across responses", c.ID, cw.ID, last)
+	}
+	cw.inFragment = r.Fragment
+}
+
+// checkCaughtUp: a progress claim at rev means every event up to rev was
+// delivered.
+func (w *World) checkCaughtUp(c *Client, cw *ClientWatch, rev int64, what string) {
+	if !cw.Created || cw.Ended {
+		return
+	}
+	exp := w.expected(cw)
+	if cw.Got < len(exp) && exp[cw.Got].Kv.ModRevision <= rev {
+		w.violate("stream %d watch %d: %s at %d before event at %d was delivered", c.ID, cw.ID, what, rev, exp[cw.Got].Kv.ModRevision)
+	}
+}
+
+// ---- the end of a schedule ----
+
+// Settle runs everything to quiescence: fetches answered, upstream streams
+// pumped and delivered, clients reading, time passing for retries.
+func (w *World) Settle() {
+	for _, c := range w.Clients {
+		c.Reading = true
+	}
+	for i := 0; i < 1000; i++ {
+		before := w.activity()
+		for w.Pending() > 0 {
+			w.AnswerFetch(0, false)
+		}
+		for u := watch.Upstream(0); u < 2; u++ {
+			w.Pump(u, 1<<30, false)
+			w.Deliver(u, 1<<30)
+		}
+		for _, id := range w.clientIDs() {
+			w.Read(id)
+		}
+		w.Tick(w.Cfg.RetryInterval)
+		if w.activity() == before && w.Pending() == 0 && w.Up[0].Queued() == 0 && w.Up[1].Queued() == 0 && w.Up[0].Synced() && w.Up[1].Synced() {
+			return
+		}
+	}
+	w.violate("the world did not settle")
+}
+
+// activity is a fingerprint of progress, to detect quiescence.
+func (w *World) activity() string {
+	n := 0
+	for _, c := range w.Clients {
+		n += len(c.inbox) + len(c.pending) + len(c.progress)
+		for _, cw := range c.watches {
+			n += cw.Got
+		}
+	}
+	return fmt.Sprint(n, w.Up[0].Creates, w.Up[1].Creates, w.Store.Rev)
+}
+
+func (w *World) clientIDs() []watch.StreamID {
+	ids := make([]watch.StreamID, 0, len(w.Clients))
+	for i := watch.StreamID(1); i <= w.nextID; i++ {
+		if w.Clients[i] != nil {
+			ids = append(ids, i)
+		}
+	}
+	return ids
+}
+
+// CheckComplete, after Settle: every live watch has every event, every
+// create was answered, and progress requests on streams with watchers
+// were answered.
+func (w *World) CheckComplete() {
+	for _, id := range w.clientIDs() {
+		c := w.Clients[id]
+		if c.Closed {
+			continue
+		}
+		if len(c.pending) > 0 {
+			w.violate("stream %d: %d creates never answered", id, len(c.pending))
+		}
+		live := 0
+		for _, cw := range c.watches {
+			if cw.Ended {
+				continue
+			}
+			live++
+			if exp := w.expected(cw); cw.Got != len(exp) {
+				w.violate("stream %d watch %d (%v): got %d of %d events", id, cw.ID, cw.Req, cw.Got, len(exp))
+			}
+		}
+		if len(c.progress) > 0 {
+			w.violate("stream %d: %d progress requests never answered", id, len(c.progress))
+		}
+	}
+}
+
+// CloseAll closes every stream, settles, and checks that nothing is left
+// behind: no upstream watch, no history, no queued bytes, no stream.
+func (w *World) CloseAll() {
+	for _, id := range w.clientIDs() {
+		w.Close(id)
+	}
+	w.Settle()
+	g := w.M.Gauges()
+	if g.Groups != 0 || g.Own != 0 || g.WindowEvents != 0 || g.Streams != 0 || g.QueuedBytes != 0 || g.PendingFetch != 0 {
+		w.violate("left behind after every client closed: %+v", g)
+	}
+	if s := w.M.Stats(); s.Watchers != 0 {
+		w.violate("%d watchers counted after every client closed", s.Watchers)
+	}
+	for u := range w.Up {
+		if n, _ := w.Up[u].Open(); n != 0 {
+			w.violate("%d upstream watches left open on %v", n, watch.Upstream(u))
+		}
+	}
+}
