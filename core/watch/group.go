@@ -69,10 +69,11 @@ func (b *batch) slice(keep func(rev int64) bool) *batch {
 // group is the client watchers on one key range, fed by one upstream watch
 // on the shared upstream stream.
 type group struct {
-	rk        rangeKey
-	key, end  []byte
-	upID      int64 // upstream watch ID
-	upCreated bool  // etcd has answered the upstream watch's create
+	rk         rangeKey
+	key, end   []byte
+	upID       int64 // upstream watch ID
+	upCreated  bool  // etcd has answered the upstream watch's create
+	confirmSeq int64 // upstream progress requests sent before that answer
 	// rev is the group's progress: every event of the range up to rev has
 	// reached the group. base is where the window starts: the window holds
 	// every event in (base, rev].
@@ -110,6 +111,13 @@ func (f *fragments) add(r *pb.WatchResponse) ([]*mvccpb.Event, bool) {
 // record appends a batch to the window and evicts the oldest batches beyond
 // limit events, always keeping the newest.
 func (g *group) record(b *batch, limit int) {
+	if b.last <= g.rev {
+		return // a rewound upstream watch bringing again what the window has
+	}
+	if first := b.events[0].Kv.ModRevision; first <= g.rev {
+		rev := g.rev
+		b = b.slice(func(r int64) bool { return r > rev })
+	}
 	g.window = append(g.window, b)
 	g.windowLen += len(b.events)
 	g.evict(limit)

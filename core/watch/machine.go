@@ -44,11 +44,16 @@ type Machine struct {
 	nextFetch uint64
 	batch     *fetch // tokenless "latest revision" fetch being assembled
 
-	progressWanted [numUpstreams]bool
-	progressSentAt [numUpstreams]time.Time
-	lastNotify     time.Time
-	lastRev        int64              // highest revision seen anywhere
-	lastHeader     *pb.ResponseHeader // cluster, member and term of the latest answer
+	// Upstream progress requests: when one was last sent, how many were
+	// sent on the current stream, and how many answered. etcd answers
+	// them in order and drops some, so the k-th answer is for the k-th
+	// request or a later one.
+	progressSentAt   [numUpstreams]time.Time
+	progressSent     [numUpstreams]int64
+	progressAnswered [numUpstreams]int64
+	lastNotify       time.Time
+	lastRev          int64              // highest revision seen anywhere
+	lastHeader       *pb.ResponseHeader // cluster, member and term of the latest answer
 
 	stats Stats
 	ready Ready
@@ -235,6 +240,9 @@ func (m *Machine) Cancel(id StreamID, watchID int64) {
 	rev, _ := w.synced()
 	rev = max(rev, w.next-1, m.groupRev(w))
 	m.reply(s, &pb.WatchResponse{Header: m.header(rev), WatchId: watchID, Canceled: true})
+	if fault("event-after-cancel") && w.group != nil {
+		return
+	}
 	m.drop(w)
 }
 
@@ -330,7 +338,12 @@ func (m *Machine) created(w *watcher, r FetchResult) {
 	}
 	rev := r.Header.GetRevision()
 	w.state = live
+	if fault("stale-created") && rev > 1 {
+		rev--
+		r.Header = m.header(rev)
+	}
 	m.reply(s, &pb.WatchResponse{Header: r.Header, WatchId: w.id, Created: true})
+	w.sentRev = rev
 	if w.cancelAfterCreate {
 		m.reply(s, &pb.WatchResponse{Header: r.Header, WatchId: w.id, Canceled: true})
 		m.drop(w)
@@ -431,20 +444,22 @@ func (m *Machine) closeOwn(w *watcher) {
 func (m *Machine) join(w *watcher, g *group) {
 	w.group = g
 	g.watchers = append(g.watchers, w)
-	if w.s.held {
-		return
-	}
+	m.replay(w, g)
+}
+
+// replay gives w what g holds from w.next on; the rest reaches it live. A
+// watcher behind a rewind gets only what the rewound upstream watch has
+// brought so far: the window would skip the part still to come. Replay
+// stops where the stream goes over its bound.
+func (m *Machine) replay(w *watcher, g *group) {
+	held := g.window
 	if g.rewindBase != 0 && w.next <= g.rewindBase {
-		// Behind a rewind: what the rewound upstream watch has brought so
-		// far, then the rest as it comes, in order.
-		for _, b := range g.prefix {
-			if b.last >= w.next {
-				m.deliver(w, b)
-			}
-		}
-		return
+		held = g.prefix
 	}
-	for _, b := range g.window {
+	for _, b := range held {
+		if w.s.held {
+			return
+		}
 		if b.last >= w.next {
 			m.deliver(w, b)
 		}
@@ -462,6 +477,9 @@ func (m *Machine) leave(w *watcher) {
 	if len(g.watchers) == 0 {
 		delete(m.groups, g.rk)
 		delete(m.shared, g.upID)
+		if fault("leak-upstream") {
+			return
+		}
 		m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{Shared, cancelReq(g.upID)})
 	}
 }
@@ -485,11 +503,7 @@ func (m *Machine) resume(w *watcher) {
 		return // still waiting, or its own upstream watch never stopped
 	}
 	if g := w.group; g != nil && g.covers(w.next) {
-		for _, b := range g.window {
-			if b.last >= w.next {
-				m.deliver(w, b)
-			}
-		}
+		m.replay(w, g)
 		return
 	}
 	m.leave(w)
@@ -523,30 +537,28 @@ func (m *Machine) Upstream(u Upstream, r *pb.WatchResponse) {
 // progressAll handles a progress notification for every watch on stream u:
 // etcd sends it only when all of them have been sent every event up to rev.
 func (m *Machine) progressAll(u Upstream, rev int64) {
-	m.progressWanted[u] = false
-	// A watch whose created response has not come yet may have been opened
-	// after etcd sent this notification: it learns nothing from it.
+	m.progressAnswered[u]++
+	k := m.progressAnswered[u]
+	// The answer speaks for a watch only if its request went out after
+	// etcd confirmed the watch's creation: an earlier request may have
+	// been answered before the watch existed. (etcd's created responses
+	// and progress answers travel on different channels inside etcd, so
+	// their order on the stream proves nothing.)
 	if u == Shared {
 		for _, g := range m.sortedGroups() {
-			if g.upCreated {
+			if g.upCreated && k > g.confirmSeq {
 				g.progress(rev, m.cfg.HistoryEvents)
 			}
 		}
 	} else {
 		for _, o := range m.owns {
-			if o.created && rev > o.rev {
+			if o.created && k > o.confirmSeq && rev > o.rev {
 				o.rev = rev
 			}
 		}
 		m.mergeOwns()
 	}
 	m.checkAllProgress()
-	if m.anyProgressPending() {
-		// The answer may predate a request still waiting; ask again on
-		// the next tick rather than at once, so a watcher that lags for
-		// long does not set off a storm of requests.
-		m.progressWanted[u] = true
-	}
 }
 
 func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
@@ -555,7 +567,7 @@ func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
 		return
 	}
 	if r.Created {
-		g.upCreated = true
+		g.upCreated, g.confirmSeq = true, m.progressSent[Shared]
 		return
 	}
 	evs, done := g.frag.add(r)
@@ -640,7 +652,7 @@ func (m *Machine) ownResponse(o *own, r *pb.WatchResponse) {
 		return
 	}
 	if r.Created {
-		o.created = true
+		o.created, o.confirmSeq = true, m.progressSent[Own]
 		return
 	}
 	evs, done := o.frag.add(r)
@@ -700,8 +712,8 @@ func (m *Machine) mergeOwns() {
 // UpstreamLost reports that upstream stream u broke; every watch on it is
 // opened again on a new stream from where it stood.
 func (m *Machine) UpstreamLost(u Upstream) {
-	m.progressWanted[u] = m.progressWanted[u] || m.anyProgressPending()
 	m.progressSentAt[u] = time.Time{}
+	m.progressSent[u], m.progressAnswered[u] = 0, 0
 	if u == Shared {
 		for _, g := range m.sortedGroups() {
 			delete(m.shared, g.upID)
@@ -709,6 +721,12 @@ func (m *Machine) UpstreamLost(u Upstream) {
 			from := g.rev + 1
 			if g.rewindBase != 0 {
 				from, g.prefix = g.base+1, nil // start the rewind over
+			}
+			if fault("duplicate-across-failover") {
+				for _, w := range g.watchers {
+					w.next = min(w.next, g.rev)
+				}
+				from = min(from, g.rev)
 			}
 			m.openGroup(g, from)
 		}
@@ -762,6 +780,9 @@ func (m *Machine) deliver(w *watcher, b *batch) {
 	for i < len(evs) {
 		rev := evs[i].Kv.ModRevision
 		for ; i < len(evs) && evs[i].Kv.ModRevision == rev; i++ {
+			if fault("skip-event") && rev%7 == 3 {
+				continue
+			}
 			if w.passes(evs[i]) {
 				chunk = append(chunk, evs[i])
 				size += protowire.SizeTag(11) + protowire.SizeBytes(sizes[i])
@@ -785,6 +806,7 @@ func (m *Machine) sendEvents(w *watcher, h *pb.ResponseHeader, evs []*mvccpb.Eve
 		return
 	}
 	w.eventsSinceNotify = true
+	w.sentRev = max(w.sentRev, h.GetRevision())
 	m.stats.EventsSent += int64(len(evs))
 	resp := &pb.WatchResponse{Header: h, WatchId: w.id, Events: evs}
 	if !w.fragment || size <= m.cfg.FragmentBytes {
@@ -832,15 +854,33 @@ func (m *Machine) strip(evs []*mvccpb.Event) []*mvccpb.Event {
 // ---- progress ----
 
 // wantProgress asks etcd for progress on the upstream streams that s
-// depends on.
+// depends on now, unless it was asked there very recently.
 func (m *Machine) wantProgress(s *stream) {
+	var need [numUpstreams]bool
+	m.progressNeeds(s, &need)
+	m.requestProgressOn(need)
+}
+
+// progressNeeds marks the upstream streams whose progress the watchers of
+// s wait for. It is worked out afresh each time: watchers move between
+// their group and an upstream watch of their own.
+func (m *Machine) progressNeeds(s *stream, need *[numUpstreams]bool) {
+	if len(s.progress) == 0 {
+		return
+	}
 	for _, w := range s.order {
-		u := Shared
-		if w.own != nil {
-			u = Own
+		switch {
+		case w.own != nil:
+			need[Own] = true
+		case w.group != nil:
+			need[Shared] = true
 		}
-		if !m.progressWanted[u] {
-			m.progressWanted[u] = true
+	}
+}
+
+func (m *Machine) requestProgressOn(need [numUpstreams]bool) {
+	for u := Upstream(0); u < numUpstreams; u++ {
+		if need[u] && (m.progressSentAt[u].IsZero() || !m.now.Before(m.progressSentAt[u].Add(m.cfg.RetryInterval))) {
 			m.requestUpstreamProgress(u)
 		}
 	}
@@ -848,6 +888,7 @@ func (m *Machine) wantProgress(s *stream) {
 
 func (m *Machine) requestUpstreamProgress(u Upstream) {
 	m.progressSentAt[u] = m.now
+	m.progressSent[u]++
 	m.ready.Upstream = append(m.ready.Upstream, UpstreamRequest{u, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}})
 }
 
@@ -891,11 +932,11 @@ func (m *Machine) checkProgress(s *stream) {
 // notifications get one.
 func (m *Machine) Tick(now time.Time) {
 	m.now = now
-	for u := Upstream(0); u < numUpstreams; u++ {
-		if m.progressWanted[u] && !now.Before(m.progressSentAt[u].Add(m.cfg.RetryInterval)) {
-			m.requestUpstreamProgress(u)
-		}
+	var need [numUpstreams]bool
+	for _, s := range m.sortedStreams() {
+		m.progressNeeds(s, &need)
 	}
+	m.requestProgressOn(need)
 	var retry []uint64
 	for id, f := range m.fetches {
 		if !f.sent && f != m.batch && !now.Before(f.retryAt) {
@@ -917,8 +958,11 @@ func (m *Machine) Tick(now time.Time) {
 					w.eventsSinceNotify = false
 					continue
 				}
-				if rev, ok := w.synced(); ok {
+				// Never a revision below one the watcher has been told:
+				// a watcher still catching up gets nothing, as from etcd.
+				if rev, ok := w.synced(); ok && rev >= w.sentRev {
 					m.reply(s, &pb.WatchResponse{Header: m.header(rev), WatchId: w.id})
+					w.sentRev = rev
 				}
 			}
 		}

@@ -607,9 +607,6 @@ func TestRewindingWatcherIsNotSynced(t *testing.T) {
 // etcd sends a watcher no progress notification before it has caught up,
 // and the revisions of a stream's responses never go down.
 func TestNoIdleProgressNotifyWhileRewinding(t *testing.T) {
-	if !runBugs {
-		t.Skip("BUG: Tick sends a progress_notify watcher that is behind a rewind a notification at next-1 (here rev=2), below the created revision (9) it was already sent; etcd sends none to a watcher that is not synced")
-	}
 	h := windowOf(t, Config{HistoryEvents: 2, ProgressInterval: time.Minute}, 9, 2)
 	h.create(2, "a", "", 3, withProgressNotify())
 	h.ready()
@@ -627,9 +624,6 @@ func TestNoIdleProgressNotifyWhileRewinding(t *testing.T) {
 // A held stream that drains while its group is rewinding must not skip the
 // events between its place and where the window began.
 func TestSlowClientResumedDuringRewind(t *testing.T) {
-	if !runBugs {
-		t.Skip("BUG: resume() during a rewind replays g.window (events after rewindBase) to a held watcher whose next is <= rewindBase, skipping the events in between for good")
-	}
 	h := newHarness(t, Config{HistoryEvents: 2, StreamBufferBytes: 150})
 	h.open(1, 2, 3)
 	h.create(1, "a", "", 0)
@@ -989,6 +983,7 @@ func staleOwn(t *testing.T, cfg Config, last int64) *harness {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
+	h.up(Shared, createdResp(1, 4))
 	h.create(2, "a", "", 0)
 	h.ready()
 	for rev := int64(5); rev <= last; rev++ {
@@ -1068,7 +1063,7 @@ func TestCreateErrorsAndWatchIDs(t *testing.T) {
 // refused for permission consumes no ID.
 func TestRefusedCreateConsumesNoAutoID(t *testing.T) {
 	if !runBugs {
-		t.Skip("BUG: an automatic watch ID is consumed by a create that the fetch refuses (permission denied); etcd assigns it to the next create")
+		t.Skip("KNOWN GAP: an automatic watch ID is consumed by a create that the fetch refuses (permission denied), where etcd gives it to the next create. Only streams with an auth token are refused this way, and the shell relays those streams instead of using the machine.")
 	}
 	h := newHarness(t, Config{})
 	h.m.OpenStream(1, "tok")
@@ -1204,9 +1199,6 @@ func TestRequestProgressWaitsForOwnWatch(t *testing.T) {
 // requested after it. A notification that answers a progress request sent
 // before a group's upstream create must not count as progress of that group.
 func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
-	if !runBugs {
-		t.Skip("BUG: a shared progress notification answering a request etcd handled before a group's upstream create still advances that group when etcd's created response overtakes it (upCreated does not order them), so RequestProgress is answered before the group's events")
-	}
 	h := newHarness(t, Config{})
 	h.open(1)
 	h.m.OpenStream(2, "tok")
@@ -1261,9 +1253,6 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 // A stream's progress request waits on the upstream stream its watchers are
 // on now, not the one they were on when it was made.
 func TestProgressRequestFollowsWatcherIntoGroup(t *testing.T) {
-	if !runBugs {
-		t.Skip("BUG: a pending RequestProgress is retried upstream only on the stream(s) its watchers were on when its fetch was answered; after an own watch merges into a group no shared progress request is ever made and the client waits for etcd's periodic notification or a new event")
-	}
 	h := staleOwn(t, Config{HistoryEvents: 1, RetryInterval: 100 * time.Millisecond}, 8)
 	h.m.RequestProgress(2)
 	h.ready()
@@ -1289,9 +1278,6 @@ func TestProgressRequestFollowsWatcherIntoGroup(t *testing.T) {
 }
 
 func TestProgressRequestFollowsWatcherToOwnWatch(t *testing.T) {
-	if !runBugs {
-		t.Skip("BUG: a pending RequestProgress is only ever retried upstream on the stream(s) its watchers were on when the fetch was answered; a watcher moved to an own watch on resume never gets an own progress request")
-	}
 	h := newHarness(t, Config{HistoryEvents: 1, StreamBufferBytes: 150, RetryInterval: 100 * time.Millisecond})
 	h.open(1)
 	h.create(1, "a", "", 0)
@@ -1418,6 +1404,7 @@ func TestSlowClient(t *testing.T) {
 	h.ack(1)
 	event(20)
 	h.ack(1)
+	h.ready() // what the last acknowledgement let through
 	var want []string
 	for rev := 5; rev <= 20; rev++ {
 		want = append(want, fmt.Sprintf("w0:a@%d", rev))
@@ -1823,9 +1810,6 @@ func TestCancelResponseBeforeProgressItAllows(t *testing.T) {
 // middle of a batch must resume from where it stopped, not from the next
 // batch.
 func TestReplayStoppedByBoundLosesNothing(t *testing.T) {
-	if !runBugs {
-		t.Skip("BUG: join() and resume() replay the window in a loop that ignores deliver() stopping early when the stream goes over its bound: the rest of that batch is skipped and the next batch is delivered, leaving a gap")
-	}
 	h := newHarness(t, Config{StreamBufferBytes: 1000})
 	h.open(1, 2)
 	h.create(1, "a", "", 0)

@@ -35,16 +35,18 @@ type watcher struct {
 	result            *FetchResult // the fetched revision, until the create's turn
 	cancelAfterCreate bool
 	eventsSinceNotify bool
+	sentRev           int64 // highest header revision the watcher has been sent
 	lastNotify        time.Time
 }
 
 // own is an upstream watch serving a single watcher, on the Own stream.
 type own struct {
-	upID    int64
-	w       *watcher
-	rev     int64 // every event up to rev has reached the watcher
-	created bool  // etcd has answered the create
-	frag    fragments
+	upID       int64
+	w          *watcher
+	rev        int64 // every event up to rev has reached the watcher
+	created    bool  // etcd has answered the create
+	confirmSeq int64 // upstream progress requests sent before that answer
+	frag       fragments
 }
 
 // synced returns the revision up to which the watcher has been given every
