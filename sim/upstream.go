@@ -154,3 +154,15 @@ func (u *Upstream) Reset() {
 	u.watches = map[int64]*upWatch{}
 	u.queue = nil
 }
+
+// Kill ends a watch from etcd's side with a reason, as etcd does when it
+// can no longer serve it (lost leader, revoked permission).
+func (u *Upstream) Kill(id int64, reason string) {
+	if _, ok := u.watches[id]; ok {
+		delete(u.watches, id)
+		u.queue = append(u.queue, &pb.WatchResponse{Header: u.header(), WatchId: id, Canceled: true, CancelReason: reason})
+	}
+}
+
+// IDs lists the open watches' IDs in order.
+func (u *Upstream) IDs() []int64 { return u.ids() }

@@ -416,8 +416,9 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 			}
 			cw.Ended = true
 		case r.Canceled:
-			if !cw.CancelSent {
-				w.violate("stream %d watch %d: cancelled without a request: %v", c.ID, cw.ID, r)
+			// Without a request, only etcd can end a watch, and it says why.
+			if !cw.CancelSent && r.CancelReason == "" {
+				w.violate("stream %d watch %d: cancelled without a request or a reason: %v", c.ID, cw.ID, r)
 			}
 			if rev < cw.LastRev {
 				w.violate("stream %d watch %d: cancel at revision %d after an event at %d", c.ID, cw.ID, rev, cw.LastRev)

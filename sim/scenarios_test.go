@@ -1,0 +1,218 @@
+package sim
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/etcdproxy/etcdproxy/core/watch"
+)
+
+func scenarioConfig() watch.Config {
+	return watch.Config{HistoryEvents: 8, StreamBufferBytes: 1 << 20, FragmentBytes: 1 << 20,
+		ProgressInterval: time.Second, RetryInterval: 100 * time.Millisecond}
+}
+
+// finish settles the world, checks completeness and that nothing leaks, and
+// fails on any violated guarantee.
+func finish(t *testing.T, w *World) {
+	t.Helper()
+	w.Settle()
+	w.CheckComplete()
+	w.CloseAll()
+	if len(w.Violations) > 0 {
+		t.Fatalf("watch guarantee violated:\n  %s", strings.Join(w.Violations, "\n  "))
+	}
+}
+
+func put(k string) Op { return Op{Key: k, Value: k} }
+
+// watchOf returns the only watch created on a stream.
+func watchOf(t *testing.T, w *World, id watch.StreamID) *ClientWatch {
+	t.Helper()
+	for _, cw := range w.Clients[id].watches {
+		return cw
+	}
+	t.Fatalf("stream %d has no watch", id)
+	return nil
+}
+
+// etcd-io/etcd#15220: a progress notification overtook events of the same
+// revision. Here the client asks for progress while an event waits
+// upstream, and a group is created between etcd's progress answer and its
+// delivery: the answer must follow the event and must not speak for the
+// new group.
+func TestScenarioProgressOvertakingEvents(t *testing.T) {
+	w := NewWorld(scenarioConfig())
+	s := w.Open()
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
+	w.AnswerFetch(0, false)
+	w.Deliver(watch.Shared, 10)
+	w.Write(put("a"), put("b")) // revision 2
+	w.RequestProgress(s)
+	w.AnswerFetch(0, false)           // progress wanted at 2; upstream asked
+	w.Up[watch.Shared].Pump(1, false) // etcd: the event, then its progress answer
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("b"), StartRevision: 2})
+	w.AnswerFetch(0, false) // a group for b opens from 2
+	w.Deliver(watch.Shared, 10)
+	w.Read(s)
+	finish(t, w)
+}
+
+// etcd-io/etcd#15271: a watch went back in time after a partition. The
+// upstream stream breaks with events undelivered; the proxy reopens from
+// where each group stood: nothing is repeated, nothing skipped.
+func TestScenarioNoTimeTravelAfterPartition(t *testing.T) {
+	w := NewWorld(scenarioConfig())
+	s := w.Open()
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a"), PrevKv: true})
+	w.AnswerFetch(0, false)
+	for i := 0; i < 4; i++ {
+		w.Write(put("a")) // 2..5
+	}
+	w.Pump(watch.Shared, 1, false)
+	w.Deliver(watch.Shared, 2) // created, then the event at 2
+	w.Pump(watch.Shared, 3, false)
+	w.Lose(watch.Shared) // 3..5 were still on their way
+	w.Read(s)
+	finish(t, w)
+	if cw := watchOf(t, w, s); cw.Got != 4 || cw.LastRev != 5 {
+		t.Fatalf("watch got %d events up to %d, want 4 up to 5", cw.Got, cw.LastRev)
+	}
+}
+
+// etcd-io/etcd#17529: events were lost when a stream was starved. A client
+// stops reading past its buffer bound while writes go on; when it reads
+// again it gets every event, from the window or a catch-up watch.
+func TestScenarioStarvedStreamLosesNothing(t *testing.T) {
+	cfg := scenarioConfig()
+	cfg.StreamBufferBytes, cfg.HistoryEvents = 200, 3
+	w := NewWorld(cfg)
+	slow, fast := w.Open(), w.Open()
+	for _, s := range []watch.StreamID{slow, fast} {
+		w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
+		w.AnswerFetch(0, false)
+	}
+	w.Clients[slow].Reading = false
+	for i := 0; i < 30; i++ {
+		w.Write(Op{Key: "a", Value: strings.Repeat("v", 40)})
+		w.Pump(watch.Shared, 1, false)
+		w.Deliver(watch.Shared, 10)
+		w.Read(fast)
+	}
+	if s := w.M.Stats(); s.Held == 0 {
+		t.Fatalf("the slow stream was never held back")
+	}
+	finish(t, w)
+}
+
+// etcd-io/etcd#18089 and #19179: events were dropped around compaction.
+// The upstream stream breaks and etcd compacts exactly at the revision the
+// group needs next: etcd compacts only revisions below that, so the
+// watcher must get its events, not a compaction.
+func TestScenarioCompactionAtTheNextRevision(t *testing.T) {
+	w := NewWorld(scenarioConfig())
+	s := w.Open()
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
+	w.AnswerFetch(0, false)
+	for i := 0; i < 4; i++ {
+		w.Write(put("a")) // 2..5
+	}
+	w.Pump(watch.Shared, 2, false) // 2..3
+	w.Deliver(watch.Shared, 10)
+	w.Lose(watch.Shared)
+	w.Compact(4) // the group reopens from 4
+	w.Read(s)
+	finish(t, w)
+	if cw := watchOf(t, w, s); cw.Ended || cw.LastRev != 5 {
+		t.Fatalf("watch ended=%v at %d, want all events up to 5", cw.Ended, cw.LastRev)
+	}
+}
+
+// etcd-io/etcd#20221: a watch on a future revision returned old events.
+func TestScenarioFutureStartGetsNoOldEvents(t *testing.T) {
+	w := NewWorld(scenarioConfig())
+	s := w.Open()
+	w.Write(put("a")) // 2
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a"), StartRevision: 4})
+	w.AnswerFetch(0, false)
+	for i := 0; i < 3; i++ {
+		w.Write(put("a")) // 3..5
+	}
+	finish(t, w)
+	if cw := watchOf(t, w, s); cw.Got != 2 {
+		t.Fatalf("watch from 4 got %d events, want 2 (4 and 5)", cw.Got)
+	}
+}
+
+// etcd's proxy, etcd-io/etcd#21813: a group whose upstream watch had died
+// kept accepting new watchers that then never got an event. Here etcd
+// ends the group's watch; its watcher gets etcd's reason, and a watcher
+// created afterwards gets a working upstream watch.
+func TestScenarioDeadGroupIsNotReused(t *testing.T) {
+	w := NewWorld(scenarioConfig())
+	s := w.Open()
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
+	w.AnswerFetch(0, false)
+	w.Deliver(watch.Shared, 10)
+	id := w.Up[watch.Shared].IDs()[0]
+	w.Up[watch.Shared].Kill(id, "etcdserver: no leader")
+	w.Deliver(watch.Shared, 10)
+	w.Read(s)
+	first := watchOf(t, w, s)
+	if !first.Ended {
+		t.Fatalf("the watcher of the dead group was not ended")
+	}
+	s2 := w.Open()
+	w.Create(s2, &pb.WatchCreateRequest{Key: []byte("a")})
+	w.AnswerFetch(0, false)
+	w.Write(put("a"))
+	finish(t, w)
+	if cw := watchOf(t, w, s2); cw.Got != 1 {
+		t.Fatalf("a watcher created after the group died got %d events, want 1", cw.Got)
+	}
+}
+
+// etcd's proxy, PR etcd-io/etcd#21881: after etcd restarted, the re-created
+// upstream watch's `created` reached clients a second time and they bound
+// later events to the wrong watch. The model fails on any created response
+// without a create pending, and on events of one watch reaching another.
+func TestScenarioNoSecondCreatedAfterRestart(t *testing.T) {
+	w := NewWorld(scenarioConfig())
+	s := w.Open()
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("b")})
+	w.AnswerFetch(0, false)
+	w.AnswerFetch(0, false)
+	w.Write(put("a"), put("b"))
+	w.Lose(watch.Shared)
+	w.Lose(watch.Shared)
+	w.Write(put("b"))
+	finish(t, w)
+}
+
+// etcd's proxy, etcd-io/etcd#10650: after a compaction and a proxy restart,
+// re-created client watches never received events again. A fresh machine
+// (the restarted proxy) over a compacted store serves a watch resuming
+// after the compaction point.
+func TestScenarioWatchAfterCompactionAndRestart(t *testing.T) {
+	w := NewWorld(scenarioConfig())
+	for i := 0; i < 5; i++ {
+		w.Write(put("a")) // 2..6
+	}
+	w.Compact(6)
+	s := w.Open()
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a"), StartRevision: 7})
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
+	w.AnswerFetch(0, false)
+	w.AnswerFetch(0, false)
+	w.Write(put("a")) // 7
+	finish(t, w)
+	for _, cw := range w.Clients[s].watches {
+		if cw.Got != 1 || cw.Ended {
+			t.Fatalf("watch %v got %d events (ended %v), want the write at 7", cw.Req, cw.Got, cw.Ended)
+		}
+	}
+}
