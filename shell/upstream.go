@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,7 +70,30 @@ func dialUpstream(cfg *Config) (*upstream, error) {
 	u.client = c
 	u.conn = c.ActiveConnection()
 	go u.monitor(c.Ctx())
+	if cfg.EndpointsAutoSyncInterval > 0 {
+		go u.reportSync(c.Ctx(), cfg.EndpointsAutoSyncInterval)
+	}
 	return u, nil
+}
+
+// reportSync logs the endpoint list whenever --endpoints-auto-sync-interval
+// changes it, so that operators (and etcd's own e2e tests) see which
+// members the proxy now knows.
+func (u *upstream) reportSync(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(min(interval, time.Second))
+	defer t.Stop()
+	last := strings.Join(u.client.Endpoints(), ",")
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if eps := u.client.Endpoints(); strings.Join(eps, ",") != last {
+			last = strings.Join(eps, ",")
+			u.lg.Info("etcd endpoints updated by auto-sync", zap.Strings("endpoints", eps))
+		}
+	}
 }
 
 // trackMember notes which member served each unary call, so that a switch
