@@ -9,8 +9,11 @@
 //   - keyspace: the namespace translation (--namespace) between a client's
 //     keys and etcd's, with the guarantee that no translated request reaches
 //     a key outside the prefix.
+//   - watch: the watch fan-out state machine, which merges client watchers
+//     on one key range into one upstream etcd watcher with etcd's exact
+//     revision semantics.
 //
-// The watch fan-out, lease keep-alive coalescing and read cache state
-// machines join this tree as they are built; the network shell (package
-// shell) feeds them inputs and executes their outputs.
+// The network shell (package shell) feeds the machines inputs from one
+// event loop and executes their outputs. Lease keep-alive coalescing and
+// the read cache will join this tree as machines of the same shape.
 package core
