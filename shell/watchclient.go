@@ -21,7 +21,6 @@ type clientQueue struct {
 	mu     sync.Mutex
 	items  []watch.Send
 	wake   chan struct{}
-	closed bool
 }
 
 func (q *clientQueue) push(s watch.Send) {
