@@ -18,9 +18,9 @@ import (
 // its sender writes them. The machine bounds how many bytes it hands out
 // before the sender reports them written, so the queue is bounded too.
 type clientQueue struct {
-	mu     sync.Mutex
-	items  []watch.Send
-	wake   chan struct{}
+	mu    sync.Mutex
+	items []watch.Send
+	wake  chan struct{}
 }
 
 func (q *clientQueue) push(s watch.Send) {
