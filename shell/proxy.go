@@ -156,6 +156,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		grpc.MaxRecvMsgSize(cfg.MaxSendBytes + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(cfg.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.ForceServerCodecV2(newWatchCodec()),
 	}
 	if cfg.GRPCKeepAliveMinTime > 0 {
 		opts = append(opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.GRPCKeepAliveMinTime}))

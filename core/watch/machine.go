@@ -775,23 +775,34 @@ func (m *Machine) deliver(w *watcher, b *batch) {
 	if w.id != 0 {
 		base += protowire.SizeTag(2) + protowire.SizeVarint(uint64(w.id))
 	}
+	// Without filters a chunk is a run of the batch's own slice, the same
+	// slice for every watcher that gets it, so that the shell can encode it
+	// once for all of them; with filters it is a slice of its own.
+	filtering := w.noPut || w.noDelete
 	var chunk []*mvccpb.Event
+	start := i
 	size := base
 	for i < len(evs) {
 		rev := evs[i].Kv.ModRevision
 		for ; i < len(evs) && evs[i].Kv.ModRevision == rev; i++ {
 			if fault("skip-event") && rev%7 == 3 {
+				filtering = true
 				continue
 			}
 			if w.passes(evs[i]) {
-				chunk = append(chunk, evs[i])
+				if filtering {
+					chunk = append(chunk, evs[i])
+				}
 				size += protowire.SizeTag(11) + protowire.SizeBytes(sizes[i])
 			}
 		}
 		w.next = rev + 1
 		if size >= chunkBytes || i == len(evs) {
+			if !filtering {
+				chunk = evs[start:i:i]
+			}
 			m.sendEvents(w, b.header, chunk, size)
-			chunk, size = nil, base
+			chunk, size, start = nil, base, i
 			if w.s.held && i < len(evs) {
 				return
 			}
