@@ -15,14 +15,14 @@ import (
 	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
-// TestMain sets the default number of schedules: SIM_CHECKS, or 1000 when
+// TestMain sets the default number of schedules: SIM_CHECKS, or 2000 when
 // neither it nor -rapid.checks is given.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if !set["rapid.checks"] {
-		n := 1000
+		n := 2000
 		if v, err := strconv.Atoi(os.Getenv("SIM_CHECKS")); err == nil && v > 0 {
 			n = v
 		}

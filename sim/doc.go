@@ -29,7 +29,7 @@
 // progress request answered, and once every client has gone no upstream
 // watch, history window, queued byte or revision fetch left behind.
 //
-// The default run checks 1000 schedules of about 150 steps (under a
+// The default run checks 2000 schedules of about 150 steps (under a
 // minute on 2 cores). More: SIM_CHECKS=20000 go test ./sim -run
 // TestCoreSimulation, or -rapid.checks=N.
 //
