@@ -3,7 +3,9 @@ package sim
 import (
 	"flag"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -188,18 +190,7 @@ func runSchedule(t *rapid.T) {
 	}
 }
 
-func sortedIDs(m map[int64]*ClientWatch) []int64 {
-	ids := make([]int64, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	for i := 1; i < len(ids); i++ {
-		for j := i; j > 0 && ids[j] < ids[j-1]; j-- {
-			ids[j], ids[j-1] = ids[j-1], ids[j]
-		}
-	}
-	return ids
-}
+func sortedIDs(m map[int64]*ClientWatch) []int64 { return slices.Sorted(maps.Keys(m)) }
 
 // TestCoreSimulation checks the watch machine against the model under
 // rapid-generated schedules. Replay a failure with the seed it prints:

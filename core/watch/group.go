@@ -1,6 +1,8 @@
 package watch
 
 import (
+	"slices"
+
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"google.golang.org/protobuf/proto"
@@ -141,13 +143,8 @@ func (g *group) evict(limit int) {
 func (g *group) covers(next int64) bool { return next > g.base }
 
 func (g *group) remove(w *watcher) {
-	for i, x := range g.watchers {
-		if x == w {
-			copy(g.watchers[i:], g.watchers[i+1:])
-			g.watchers[len(g.watchers)-1] = nil
-			g.watchers = g.watchers[:len(g.watchers)-1]
-			return
-		}
+	if i := slices.Index(g.watchers, w); i >= 0 {
+		g.watchers = slices.Delete(g.watchers, i, i+1)
 	}
 }
 

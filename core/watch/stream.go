@@ -1,6 +1,10 @@
 package watch
 
-import pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+import (
+	"slices"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
 
 // stream is one client watch stream.
 type stream struct {
@@ -37,13 +41,8 @@ func (s *stream) add(w *watcher) {
 
 func (s *stream) remove(w *watcher) {
 	delete(s.watchers, w.id)
-	for i, x := range s.order {
-		if x == w {
-			copy(s.order[i:], s.order[i+1:])
-			s.order[len(s.order)-1] = nil
-			s.order = s.order[:len(s.order)-1]
-			return
-		}
+	if i := slices.Index(s.order, w); i >= 0 {
+		s.order = slices.Delete(s.order, i, i+1)
 	}
 }
 
