@@ -92,6 +92,16 @@ func (w *World) route() {
 		}
 		w.Up[u.Stream].Request(u.Req)
 	}
+	if w.Trace != nil {
+		for _, f := range r.Fetches {
+			w.Trace("fetch %d asked (revision %d)", f.ID, f.Revision)
+		}
+		for _, x := range r.Sends {
+			if x.Resp.WatchId == -1 && !x.Resp.Created {
+				w.Trace("stream %d is sent progress at %d", x.Stream, x.Resp.Header.GetRevision())
+			}
+		}
+	}
 	w.fetches = append(w.fetches, r.Fetches...)
 	w.checkBounds()
 }
@@ -262,6 +272,9 @@ func (w *World) AnswerFetch(i int, retry bool) {
 	if !retry {
 		res.Header = &pb.ResponseHeader{Revision: w.Store.Rev}
 		res.Compacted = f.Revision != 0 && f.Revision < w.Store.Compacted
+	}
+	if w.Trace != nil {
+		w.Trace("fetch %d answered: %+v at store revision %d", f.ID, res.Retry, w.Store.Rev)
 	}
 	w.M.Fetched(f.ID, res)
 	w.route()
@@ -491,7 +504,7 @@ func (w *World) Settle() {
 			w.Read(id)
 		}
 		w.Tick(w.Cfg.RetryInterval)
-		if w.activity() == before && w.Pending() == 0 && w.Up[0].Queued() == 0 && w.Up[1].Queued() == 0 && w.Up[0].Synced() && w.Up[1].Synced() {
+		if w.activity() == before && w.Pending() == 0 && w.inboxesEmpty() && w.Up[0].Queued() == 0 && w.Up[1].Queued() == 0 && w.Up[0].Synced() && w.Up[1].Synced() {
 			return
 		}
 	}
@@ -500,14 +513,25 @@ func (w *World) Settle() {
 
 // activity is a fingerprint of progress, to detect quiescence.
 func (w *World) activity() string {
-	n := 0
+	var inbox, pending, progress, got int
 	for _, c := range w.Clients {
-		n += len(c.inbox) + len(c.pending) + len(c.progress)
+		inbox += len(c.inbox)
+		pending += len(c.pending)
+		progress += len(c.progress)
 		for _, cw := range c.watches {
-			n += cw.Got
+			got += cw.Got
 		}
 	}
-	return fmt.Sprint(n, w.Up[0].Creates, w.Up[1].Creates, w.Store.Rev)
+	return fmt.Sprint(inbox, pending, progress, got, w.Up[0].Creates, w.Up[1].Creates, w.Store.Rev)
+}
+
+func (w *World) inboxesEmpty() bool {
+	for _, c := range w.Clients {
+		if !c.Closed && len(c.inbox) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (w *World) clientIDs() []watch.StreamID {
