@@ -51,4 +51,16 @@
 // The named scenarios (scenarios_test.go) replay the bug classes etcd's
 // robustness tests found in etcd and the bugs of etcd's own proxy as fixed
 // schedules.
+//
+// TestRealEtcdSchedules (real_test.go) is the second level: the whole proxy
+// in-process in front of an embedded 3-member etcd cluster, with rapid
+// schedules of writes, transactions, watches (made through the proxy and
+// again directly on a member, with the same start revision), cancels,
+// compactions and a stop and restart of the member the proxy uses. Every
+// proxy watch must receive exactly what its direct twin receives, KV
+// operations through the proxy must be linearizable (porcupine, as etcd's
+// robustness tests check), and nothing may be left behind. The default run
+// checks 4 schedules (SIM_REAL_CHECKS for more); replay one with
+//
+//	SIM_REAL_CHECKS=1 go test ./sim -run 'TestRealEtcdSchedules$' -rapid.seed=<seed> -rapid.shrinktime=0s
 package sim
