@@ -3,6 +3,7 @@ package shell_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,7 +121,7 @@ func TestFailover(t *testing.T) {
 	if len(want) < written {
 		t.Fatalf("direct watch saw %d events for %d writes", len(want), written)
 	}
-	if !equalStrings(got, want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("watch through the proxy differs from a direct watch:\n proxy:  %d events %q\n direct: %d events %q", len(got), got, len(want), want)
 	}
 }

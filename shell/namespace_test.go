@@ -3,6 +3,7 @@ package shell_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -22,18 +23,6 @@ func keysOf(r *clientv3.GetResponse) []string {
 		ks = append(ks, string(kv.Key))
 	}
 	return ks
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestNamespaceKeyspaceBoundary shows, from a client of namespace "p/", that
@@ -81,7 +70,7 @@ func TestNamespaceKeyspaceBoundary(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		if got := keysOf(r); !equalStrings(got, c.want) {
+		if got := keysOf(r); !slices.Equal(got, c.want) {
 			t.Errorf("%s: keys %q, want %q", c.name, got, c.want)
 		}
 	}
@@ -97,7 +86,7 @@ func TestNamespaceKeyspaceBoundary(t *testing.T) {
 	if err != nil || !tr.Succeeded {
 		t.Fatalf("txn: %v %v", tr, err)
 	}
-	if got := keysOf((*clientv3.GetResponse)(tr.Responses[1].GetResponseRange())); !equalStrings(got, []string{"a", "b", "c", "t"}) {
+	if got := keysOf((*clientv3.GetResponse)(tr.Responses[1].GetResponseRange())); !slices.Equal(got, []string{"a", "b", "c", "t"}) {
 		t.Errorf("txn range: %q", got)
 	}
 
@@ -109,7 +98,7 @@ func TestNamespaceKeyspaceBoundary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := keysOf(r); !equalStrings(got, []string{"o/x", "p", "p/", "p0", "q/x"}) {
+	if got := keysOf(r); !slices.Equal(got, []string{"o/x", "p", "p/", "p0", "q/x"}) {
 		t.Errorf("keys left in etcd: %q", got)
 	}
 
@@ -129,7 +118,7 @@ func TestNamespaceKeyspaceBoundary(t *testing.T) {
 		}
 	}
 	want := []string{"PUT a", "PUT b", "PUT c", "PUT t", "DELETE a", "DELETE b", "DELETE c", "DELETE t"}
-	if !equalStrings(seen, want) {
+	if !slices.Equal(seen, want) {
 		t.Errorf("watch events %q, want %q", seen, want)
 	}
 }
@@ -151,7 +140,7 @@ func TestNamespaceEndingIn0xff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := keysOf(r); !equalStrings(got, []string{"1", "\xff"}) {
+	if got := keysOf(r); !slices.Equal(got, []string{"1", "\xff"}) {
 		t.Errorf("keys %q, want [1 \\xff]", got)
 	}
 	dr, err := ns.Delete(ctx, "\x00", clientv3.WithFromKey())

@@ -1,6 +1,7 @@
 package shell_test
 
 import (
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -41,19 +42,19 @@ func TestResolverRegistration(t *testing.T) {
 		sort.Strings(urls)
 		return urls
 	}
-	eventually(t, 10*time.Second, "both proxies listed", func() bool { return equalStrings(listed(), want) })
+	eventually(t, 10*time.Second, "both proxies listed", func() bool { return slices.Equal(listed(), want) })
 
 	if err := c.Sync(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	eps := c.Endpoints()
 	sort.Strings(eps)
-	if !equalStrings(eps, want) {
+	if !slices.Equal(eps, want) {
 		t.Errorf("endpoints after Sync: %q, want %q", eps, want)
 	}
 
 	p2.Close()
 	eventually(t, 10*time.Second, "the stopped proxy leaves the list", func() bool {
-		return equalStrings(listed(), []string{p1.Addr()})
+		return slices.Equal(listed(), []string{p1.Addr()})
 	})
 }

@@ -2,6 +2,7 @@ package shell_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,24 +61,13 @@ func TestWatchAcrossEtcdRestart(t *testing.T) {
 		3: "rev=5 created|PUT:a=3@6",
 	}
 	for id, w := range want {
-		if got := joinLines(l.byID[id]); got != w {
+		if got := strings.Join(l.byID[id], "|"); got != w {
 			t.Errorf("watch %d: %s, want %s", id, got, w)
 		}
 	}
 	if len(l.violations) > 0 {
 		t.Errorf("atomicity: %v", l.violations)
 	}
-}
-
-func joinLines(ls []string) string {
-	out := ""
-	for i, l := range ls {
-		if i > 0 {
-			out += "|"
-		}
-		out += l
-	}
-	return out
 }
 
 // TestWatchAfterCompactionAndProxyRestart covers etcd-io/etcd#10650: after
