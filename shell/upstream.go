@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
@@ -55,6 +56,12 @@ func dialUpstream(cfg *Config) (*upstream, error) {
 			grpc.WithDisableServiceConfig(),
 			grpc.WithDefaultServiceConfig(pickFirst),
 			grpc.WithChainUnaryInterceptor(u.trackMember),
+			// gRPC's default reconnect backoff grows to two minutes; a
+			// proxy must notice a member coming back within seconds.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: 5 * time.Second,
+			}),
 		},
 	}
 	tlsCfg, err := upstreamTLS(cfg, u.lg)

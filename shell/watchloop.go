@@ -214,13 +214,27 @@ func (u *upstreamStream) run() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		// Requests queued for the broken stream are void: the machine
-		// opens every watch again once it hears the stream was lost.
-		u.mu.Lock()
-		u.queue = nil
-		u.mu.Unlock()
 		if !first {
-			l.input(func(m *watch.Machine) { m.UpstreamLost(u.which) })
+			// Everything the machine asked of the broken stream is void: on
+			// the loop, in order with every other input, drop what is
+			// queued and tell the machine, which then opens every watch
+			// again. Nothing goes out on the new stream before that, so no
+			// stale request can reach it. (Before the first stream nothing
+			// was sent, so its queue is kept.)
+			lost := make(chan struct{})
+			l.input(func(m *watch.Machine) {
+				u.mu.Lock()
+				u.queue = nil
+				u.mu.Unlock()
+				m.UpstreamLost(u.which)
+				close(lost)
+			})
+			select {
+			case <-lost:
+			case <-l.ctx.Done():
+				cancel()
+				return
+			}
 		}
 		first = false
 		recvDone := make(chan struct{})
