@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -40,6 +41,15 @@ func TestNoClusterYet(t *testing.T) {
 		t.Logf("deadline %v: %v after %v", deadline, status.Convert(err).Message(), took)
 	}
 
+	// A watch asked for while no member is up is created once one is, and
+	// then gets events. (clientv3's Watch returns only once the watch is
+	// created, so it is asked for on a goroutine.)
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer wcancel()
+	wc := newClient(t, p.Addr())
+	watched := make(chan clientv3.WatchChan, 1)
+	go func() { watched <- wc.Watch(wctx, "w") }()
+
 	peerAddr, err := etcdtest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
@@ -60,5 +70,18 @@ func TestNoClusterYet(t *testing.T) {
 	t.Logf("first successful put %v after etcd came up", time.Since(up))
 	if lastErr != nil && !errors.Is(lastErr, context.DeadlineExceeded) {
 		t.Fatal(lastErr)
+	}
+	var wch clientv3.WatchChan
+	select {
+	case wch = <-watched:
+	case <-wctx.Done():
+		t.Fatal("a watch asked for before etcd was up was never created")
+	}
+	t.Logf("watch created %v after etcd came up", time.Since(up))
+	if _, err := kv.Put(ctxT(t, 5*time.Second), &pb.PutRequest{Key: []byte("w"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if wr := <-wch; wr.Err() != nil || len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != "w" {
+		t.Fatalf("watch asked for before etcd was up: got %+v, want the put of w", wr)
 	}
 }
