@@ -1,6 +1,7 @@
 package shell_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -28,22 +29,7 @@ func TestSlowClientHurtsNobody(t *testing.T) {
 	value := strings.Repeat("v", 1024)
 
 	// The slow client: small flow-control windows and no reads for now.
-	slowConn, err := grpc.NewClient(p.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slowConn.Close()
-	slow, err := pb.NewWatchClient(slowConn).Watch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := slow.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("k")}}}); err != nil {
-		t.Fatal(err)
-	}
-	if r, err := slow.Recv(); err != nil || !r.Created {
-		t.Fatalf("slow client's created: %v %v", r, err)
-	}
+	slow := openSlowWatch(t, ctx, p.Addr(), "k")
 
 	fast := openWatchLog(t, ctx, rawConn(t, p.Addr()))
 	fast.create(t, ctx, &pb.WatchCreateRequest{Key: []byte("k")})
@@ -92,4 +78,28 @@ func TestSlowClientHurtsNobody(t *testing.T) {
 	}
 	s2, _ := p.WatchState()
 	t.Logf("after catching up: catch-up watches opened %d, merged back %d", s2.OwnOpened, s2.Merged)
+}
+
+// openSlowWatch opens a watch on key through a connection with small
+// flow-control windows, so that a client that stops reading soon makes the
+// proxy's sends block, and returns the stream once the watch is created.
+func openSlowWatch(t *testing.T, ctx context.Context, addr, key string) pb.Watch_WatchClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	st, err := pb.NewWatchClient(conn).Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte(key)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); err != nil || !r.Created {
+		t.Fatalf("slow client's created: %v %v", r, err)
+	}
+	return st
 }

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/etcdproxy/etcdproxy/shell"
 )
@@ -96,22 +94,7 @@ func TestHeldWatcherCompactedMeanwhile(t *testing.T) {
 		c.WatchHistoryEvents = 10
 	})
 	ctx := ctxT(t, 60*time.Second)
-	conn, err := grpc.NewClient(p.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	slow, err := pb.NewWatchClient(conn).Watch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := slow.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("k")}}}); err != nil {
-		t.Fatal(err)
-	}
-	if r, err := slow.Recv(); err != nil || !r.Created {
-		t.Fatalf("created: %v %v", r, err)
-	}
+	slow := openSlowWatch(t, ctx, p.Addr(), "k")
 	kv := pb.NewKVClient(rawConn(t, m.ClientURL))
 	value := make([]byte, 2048)
 	var last int64
