@@ -10,14 +10,14 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/etcdproxy/etcdproxy/shell"
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // TestEndpointsAutoSync: given one member and --endpoints-auto-sync-interval,
 // the proxy learns the others from the cluster and logs the new list (etcd's
 // e2e test TestGrpcProxyAutoSync waits for such a line).
 func TestEndpointsAutoSync(t *testing.T) {
-	cl, err := etcdtest.StartCluster(t.TempDir(), 3, etcdtest.Options{NoFsync: true})
+	cl, err := embedetcd.StartCluster(t.TempDir(), 3, embedetcd.Options{NoFsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

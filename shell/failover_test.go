@@ -10,7 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // failoverBound is the longest a client may see requests through the proxy
@@ -22,7 +22,7 @@ const failoverBound = 2 * time.Second
 // how long writes fail. The proxy must switch to another member within
 // failoverBound, and the watch must see every write exactly once, in order.
 func TestFailover(t *testing.T) {
-	cl, err := etcdtest.StartCluster(t.TempDir(), 3, etcdtest.Options{NoFsync: true})
+	cl, err := embedetcd.StartCluster(t.TempDir(), 3, embedetcd.Options{NoFsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestFailover(t *testing.T) {
 	wch := c.Watch(ctx, "w/", clientv3.WithPrefix(), clientv3.WithRev(first.Header.Revision))
 
 	inUse := p.UpstreamMember()
-	var victim *etcdtest.Member
+	var victim *embedetcd.Member
 	for _, m := range cl.Members {
 		if strings.HasSuffix(m.ClientURL, "//"+inUse) {
 			victim = m
@@ -110,7 +110,7 @@ func TestFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	end := last.Header.Revision
-	var survivor *etcdtest.Member
+	var survivor *embedetcd.Member
 	for _, m := range cl.Members {
 		if m != victim {
 			survivor = m

@@ -12,28 +12,28 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/etcdproxy/etcdproxy/shell"
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // startMember starts a one-member etcd cluster for the test.
-func startMember(t *testing.T) *etcdtest.Member { return startMemberB(t) }
+func startMember(t *testing.T) *embedetcd.Member { return startMemberB(t) }
 
-func startMemberB(t testing.TB) *etcdtest.Member {
-	return startMemberWith(t, etcdtest.Options{NoFsync: true})
+func startMemberB(t testing.TB) *embedetcd.Member {
+	return startMemberWith(t, embedetcd.Options{NoFsync: true})
 }
 
 // startMemberWith starts a one-member etcd cluster with opts.
-func startMemberWith(t testing.TB, opts etcdtest.Options) *etcdtest.Member {
+func startMemberWith(t testing.TB, opts embedetcd.Options) *embedetcd.Member {
 	t.Helper()
-	ca, err := etcdtest.FreeAddr()
+	ca, err := embedetcd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pa, err := etcdtest.FreeAddr()
+	pa, err := embedetcd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := etcdtest.StartMember("m", t.TempDir(), "http://"+ca, "http://"+pa, opts)
+	m, err := embedetcd.StartMember("m", t.TempDir(), "http://"+ca, "http://"+pa, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/etcdproxy/etcdproxy/shell"
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 func httpGet(t *testing.T, url string) (int, string) {
@@ -27,7 +27,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 // metrics (/metrics), the proxy's own (/proxy/metrics) and health checks.
 func TestHTTPEndpoints(t *testing.T) {
 	m := startMember(t)
-	maddr, err := etcdtest.FreeAddr()
+	maddr, err := embedetcd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}

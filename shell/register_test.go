@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/etcdproxy/etcdproxy/shell"
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // TestResolverRegistration: proxies started with --resolver-prefix find each
@@ -16,7 +16,7 @@ import (
 func TestResolverRegistration(t *testing.T) {
 	m := startMember(t)
 	start := func() *shell.Proxy {
-		addr, err := etcdtest.FreeAddr()
+		addr, err := embedetcd.FreeAddr()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdproxy/etcdproxy/shell"
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // testCA issues certificates for loopback servers and clients.
@@ -91,12 +91,12 @@ func (ca *testCA) issue(t *testing.T, name string, serial int64) (certFile, keyF
 
 // startTLSMember starts etcd serving clients only over TLS with client
 // certificate authentication.
-func startTLSMember(t *testing.T, ca *testCA) *etcdtest.Member {
+func startTLSMember(t *testing.T, ca *testCA) *embedetcd.Member {
 	t.Helper()
 	srvCert, srvKey := ca.issue(t, "etcd", 2)
-	ca1, _ := etcdtest.FreeAddr()
-	pa, _ := etcdtest.FreeAddr()
-	m, err := etcdtest.StartMember("tls", t.TempDir(), "https://"+ca1, "http://"+pa, etcdtest.Options{
+	ca1, _ := embedetcd.FreeAddr()
+	pa, _ := embedetcd.FreeAddr()
+	m, err := embedetcd.StartMember("tls", t.TempDir(), "https://"+ca1, "http://"+pa, embedetcd.Options{
 		NoFsync: true,
 		Configure: func(c *embed.Config) {
 			c.ClientTLSInfo = transport.TLSInfo{CertFile: srvCert, KeyFile: srvKey, TrustedCAFile: ca.file, ClientCertAuth: true}

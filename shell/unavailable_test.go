@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // TestNoClusterYet starts the proxy with no etcd member reachable: it must
@@ -19,7 +19,7 @@ import (
 // deadline instead of hanging, and serve as soon as a member comes up,
 // without a restart.
 func TestNoClusterYet(t *testing.T) {
-	clientAddr, err := etcdtest.FreeAddr()
+	clientAddr, err := embedetcd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +50,11 @@ func TestNoClusterYet(t *testing.T) {
 	watched := make(chan clientv3.WatchChan, 1)
 	go func() { watched <- wc.Watch(wctx, "w") }()
 
-	peerAddr, err := etcdtest.FreeAddr()
+	peerAddr, err := embedetcd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := etcdtest.StartMember("late", t.TempDir(), "http://"+clientAddr, "http://"+peerAddr, etcdtest.Options{NoFsync: true})
+	m, err := embedetcd.StartMember("late", t.TempDir(), "http://"+clientAddr, "http://"+peerAddr, embedetcd.Options{NoFsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/etcdproxy/etcdproxy/shell"
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // watchLog reads a raw watch stream and keeps what arrives, per watch ID.
@@ -197,7 +197,7 @@ func TestWatchParityWithDirectEtcd(t *testing.T) {
 	// A small request limit, on etcd and on the proxy alike, so that a
 	// transaction's events come in fragments.
 	const limit = 4096
-	small := etcdtest.Options{NoFsync: true, Configure: func(c *embed.Config) { c.MaxRequestBytes = limit }}
+	small := embedetcd.Options{NoFsync: true, Configure: func(c *embed.Config) { c.MaxRequestBytes = limit }}
 	direct, behind := startMemberWith(t, small), startMemberWith(t, small)
 	p := startProxy(t, []string{behind.ClientURL}, func(c *shell.Config) { c.MaxSendBytes = limit })
 	run := func(cc *grpc.ClientConn) string {

@@ -25,7 +25,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/etcdproxy/etcdproxy/shell"
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // TestRealEtcdSchedules is level 2 of the simulation: the whole proxy,
@@ -367,7 +367,7 @@ func drawRealSchedule(t *rapid.T) []realStep {
 
 type realEnv struct {
 	t         *testing.T
-	cl        *etcdtest.Cluster
+	cl        *embedetcd.Cluster
 	p         *shell.Proxy
 	proxyCC   *grpc.ClientConn
 	memberCC  []*grpc.ClientConn
@@ -388,7 +388,7 @@ func realDial(t *testing.T, addr string) *grpc.ClientConn {
 }
 
 func startRealEnv(t *testing.T) *realEnv {
-	cl, err := etcdtest.StartCluster(t.TempDir(), 3, etcdtest.Options{NoFsync: true})
+	cl, err := embedetcd.StartCluster(t.TempDir(), 3, embedetcd.Options{NoFsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

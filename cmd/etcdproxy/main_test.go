@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 var bins struct {
@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	bins.dir = dir
 	bins.proxy = filepath.Join(dir, "etcdproxy")
 	bins.etcdctl = filepath.Join(dir, "etcdctl")
-	for _, b := range []struct{ out, pkg string }{{bins.proxy, "."}, {bins.etcdctl, "../../shell/etcdtest/etcdctl"}} {
+	for _, b := range []struct{ out, pkg string }{{bins.proxy, "."}, {bins.etcdctl, "../../bench/etcdctl"}} {
 		if out, err := exec.Command("go", "build", "-o", b.out, b.pkg).CombinedOutput(); err != nil {
 			bins.buildErr = err
 			os.Stderr.Write(out)
@@ -56,7 +56,7 @@ func needBins(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	a, err := etcdtest.FreeAddr()
+	a, err := embedetcd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/etcdproxy/etcdproxy/shell"
-	"github.com/etcdproxy/etcdproxy/shell/etcdtest"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // notImplemented lists flags of `etcd grpc-proxy start` that are accepted
@@ -160,7 +160,7 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 }
 
 // startEmbedded starts the in-process etcd member for --embedded-etcd.
-func (o *startOptions) startEmbedded(cmd *cobra.Command, lg *zap.Logger) (*etcdtest.Member, func(), error) {
+func (o *startOptions) startEmbedded(cmd *cobra.Command, lg *zap.Logger) (*embedetcd.Member, func(), error) {
 	dir := o.cfg.DataDir
 	temp := !cmd.Flags().Changed("data-dir")
 	if temp {
@@ -174,7 +174,7 @@ func (o *startOptions) startEmbedded(cmd *cobra.Command, lg *zap.Logger) (*etcdt
 	if o.cfg.Debug {
 		level = "debug"
 	}
-	m, err := etcdtest.StartMember("embedded", dir+"/member", o.embeddedClientURL, o.embeddedPeerURL, etcdtest.Options{LogLevel: level})
+	m, err := embedetcd.StartMember("embedded", dir+"/member", o.embeddedClientURL, o.embeddedPeerURL, embedetcd.Options{LogLevel: level})
 	if err != nil {
 		if temp {
 			os.RemoveAll(dir)

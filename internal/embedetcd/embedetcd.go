@@ -1,8 +1,8 @@
-// Package etcdtest starts real etcd members in-process (go.etcd.io/etcd's
+// Package embedetcd starts real etcd members in-process (go.etcd.io/etcd's
 // embed package) on loopback addresses: single members for the proxy's
 // --embedded-etcd mode, and multi-member clusters for tests. Ports are picked
 // free on 127.0.0.1 unless given.
-package etcdtest
+package embedetcd
 
 import (
 	"errors"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Watch fan-out benchmark for EVAL.md ("Watch fan-out"): bash sim/watchbench/run.sh
+# Watch fan-out benchmark for EVAL.md ("Watch fan-out"): bash bench/watchfanout/run.sh
 #
-# Builds etcd (shell/etcdtest/etcd), this proxy (cmd/etcdproxy) and the load
-# generator (sim/watchbench) into a temporary directory, starts one etcd
+# Builds etcd (bench/etcd), this proxy (cmd/etcdproxy) and the load
+# generator (bench/watchfanout) into a temporary directory, starts one etcd
 # member, etcd's grpc-proxy and this proxy in front of it, then:
 #
 #  1. RSS per idle watcher on the fresh processes: for each of etcd (direct
@@ -37,7 +37,7 @@ IDLE_KEYS=${IDLE_KEYS:-10000}
 PHASE_TIMEOUT=${PHASE_TIMEOUT:-120s}
 SETTLE=${SETTLE:-3}
 
-OUT=$(mktemp -d /tmp/watchbench.XXXXXX)
+OUT=$(mktemp -d /tmp/watchfanout.XXXXXX)
 PIDS=()
 
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -96,9 +96,9 @@ wait_for() {
 }
 
 log "building into $OUT (source $ROOT, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-git))"
-(cd "$ROOT" && go build -o "$OUT/etcd" ./shell/etcdtest/etcd &&
+(cd "$ROOT" && go build -o "$OUT/etcd" ./bench/etcd &&
 	go build -o "$OUT/etcdproxy" ./cmd/etcdproxy &&
-	go build -o "$OUT/watchbench" ./sim/watchbench) || die "build failed"
+	go build -o "$OUT/watchfanout" ./bench/watchfanout) || die "build failed"
 git -C "$ROOT" status --short >"$OUT/git-status.txt" 2>/dev/null
 
 EP=$(free_port)
@@ -159,17 +159,17 @@ idle_rss() {
 		f="$OUT/idle-$round-$t.out"
 		sleep "$SETTLE"
 		rss0=$(vmrss_kb "$pid")
-		"$OUT/watchbench" --endpoints="$(addr_of "$t")" --idle-keys="$IDLE_KEYS" --conns="$CONNS" \
+		"$OUT/watchfanout" --endpoints="$(addr_of "$t")" --idle-keys="$IDLE_KEYS" --conns="$CONNS" \
 			--key="idle/$round/$t" --idle-settle=3s --idle-hold=6s --json >"$f" 2>"$f.err" &
 		g=$!
 		PIDS+=("$g")
-		wait_for "$f" '"phase":"connected"' 60 "$g" "watchbench idle $t"
+		wait_for "$f" '"phase":"connected"' 60 "$g" "watchfanout idle $t"
 		sleep 2
 		rss1=$(vmrss_kb "$pid")
-		wait_for "$f" '"phase":"ready"' 120 "$g" "watchbench idle $t"
+		wait_for "$f" '"phase":"ready"' 120 "$g" "watchfanout idle $t"
 		sleep 3
 		rss2=$(vmrss_kb "$pid")
-		wait "$g" || log "watchbench idle $t exited $?; see $f.err"
+		wait "$g" || log "watchfanout idle $t exited $?; see $f.err"
 		jq -c --arg round "$round" --arg t "$t" --argjson r0 "$rss0" --argjson r1 "$rss1" --argjson r2 "$rss2" \
 			--argjson k "$IDLE_KEYS" 'select(.phase == "ready") | {round: $round, target: $t,
 				rss_before_kb: $r0, rss_conns_kb: $r1, rss_watchers_kb: $r2, watchers: .watchers, not_ok: .not_ok,
@@ -207,7 +207,7 @@ for W in $WATCHERS; do
 		c0=$(cpu_ticks "$pid")
 		e0=$(cpu_ticks "$ETCD_PID")
 		log "W=$W $t: running (load $load)"
-		"$OUT/watchbench" --endpoints="$(addr_of "$t")" --put-endpoint="$ETCD" --watchers="$W" --conns="$CONNS" \
+		"$OUT/watchfanout" --endpoints="$(addr_of "$t")" --put-endpoint="$ETCD" --watchers="$W" --conns="$CONNS" \
 			--key="wb/$W/$t" --burst="$BURST" --paced="$PACED" --rate="$RATE" --value-size="$VALUE_SIZE" \
 			--phase-timeout="$PHASE_TIMEOUT" --json --label="$t" >"$f.json" 2>"$f.err" &
 		g=$!
@@ -220,7 +220,7 @@ for W in $WATCHERS; do
 		h1=$(vmhwm_kb "$pid")
 		eh1=$(vmhwm_kb "$ETCD_PID")
 		if [ "$rc" != 0 ] || ! jq -e . "$f.json" >/dev/null 2>&1; then
-			log "W=$W $t: watchbench failed (exit $rc); see $f.err"
+			log "W=$W $t: watchfanout failed (exit $rc); see $f.err"
 			jq -nc --arg t "$t" --argjson w "$W" --argjson rc "$rc" '{label: $t, watchers: $w, failed: $rc}' >>"$OUT/results.jsonl"
 			continue
 		fi

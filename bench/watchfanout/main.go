@@ -1,5 +1,5 @@
-// Command watchbench is the watch fan-out load generator used by EVAL.md
-// (section "Watch fan-out", driven by sim/watchbench/run.sh).
+// Command watchfanout is the watch fan-out load generator used by EVAL.md
+// (section "Watch fan-out", driven by bench/watchfanout/run.sh).
 //
 // It opens --conns gRPC connections to one target (etcd itself, etcd's
 // grpc-proxy or this proxy), opens one raw etcdserverpb Watch stream per
@@ -75,7 +75,7 @@ func main() {
 	flag.StringVar(&o.endpoints, "endpoints", "127.0.0.1:2379", "target to watch through (comma separated; connections are spread over them)")
 	flag.IntVar(&o.watchers, "watchers", 1000, "watches on --key")
 	flag.IntVar(&o.conns, "conns", 100, "client gRPC connections, one watch stream each; watches are spread evenly")
-	flag.StringVar(&o.key, "key", "watchbench/key", "key to watch and write (with --idle-keys, the prefix of the keys)")
+	flag.StringVar(&o.key, "key", "watchfanout/key", "key to watch and write (with --idle-keys, the prefix of the keys)")
 	flag.IntVar(&o.burst, "burst", 200, "puts issued as fast as possible")
 	flag.IntVar(&o.paced, "paced", 200, "puts issued at --rate after the burst phase")
 	flag.Float64Var(&o.rate, "rate", 100, "paced puts per second")
@@ -92,7 +92,7 @@ func main() {
 	flag.StringVar(&o.label, "label", "", "label copied into the result")
 	flag.Parse()
 	if o.conns < 1 || o.watchers < 0 || o.burst < 0 || o.paced < 0 || (o.paced > 0 && o.rate <= 0) {
-		fmt.Fprintln(os.Stderr, "watchbench: invalid flags")
+		fmt.Fprintln(os.Stderr, "watchfanout: invalid flags")
 		os.Exit(2)
 	}
 	if o.putEndpoint == "" {
@@ -101,7 +101,7 @@ func main() {
 	// The whole-run deadline is enforced even if something below ignores ctx.
 	go func() {
 		time.Sleep(o.timeout + 30*time.Second)
-		fmt.Fprintln(os.Stderr, "watchbench: hard deadline passed, exiting")
+		fmt.Fprintln(os.Stderr, "watchfanout: hard deadline passed, exiting")
 		os.Exit(3)
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
@@ -113,7 +113,7 @@ func main() {
 		err = runFanout(ctx, o)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "watchbench:", err)
+		fmt.Fprintln(os.Stderr, "watchfanout:", err)
 		os.Exit(1)
 	}
 }
@@ -450,7 +450,7 @@ func runFanout(ctx context.Context, o options) error {
 	}
 	created, took, cerr := createWatches(streams, sh.base, o.createTimeout)
 	if cerr != nil {
-		fmt.Fprintln(os.Stderr, "watchbench: creating watches:", cerr)
+		fmt.Fprintln(os.Stderr, "watchfanout: creating watches:", cerr)
 	}
 	res := result{Label: o.label, Target: o.endpoints, Watchers: o.watchers, Conns: o.conns,
 		Created: created, CreateSeconds: took.Seconds(), StartRevision: sh.base}
