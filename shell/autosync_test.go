@@ -9,8 +9,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/etcdproxy/etcdproxy/shell"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/shell"
 )
 
 // TestEndpointsAutoSync: given one member and --endpoints-auto-sync-interval,

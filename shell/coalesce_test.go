@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
 // etcdWatchers reads etcd's own gauge of open watchers
@@ -168,19 +170,20 @@ func TestCoalescingAtScale(t *testing.T) {
 		c.mu.Unlock()
 	}
 
-	stats, gauges := p.WatchState()
-	t.Logf("watchers %d, upstream watch creates %d (rewinds %d, catch-ups %d), open now: groups %d, own %d; etcd watchers %v; events received %d, sent %d",
-		stats.Watchers, stats.GroupsOpened+stats.OwnOpened, stats.Rewinds, stats.OwnOpened, gauges.Groups, gauges.Own, etcdWatchers(t)-base, stats.EventsReceived, stats.EventsSent)
+	st, g := p.CoreState()
+	stats, gauges := st.Watch, g.Watch
+	t.Logf("watchers %d, upstream watch creates %d (rewinds %d, catch-ups %d), open now: groups %d, catch-ups %d; etcd watchers %v; events received %d, sent %d",
+		stats.Watchers, stats.GroupsOpened+stats.CatchUpsOpened, stats.Rewinds, stats.CatchUpsOpened, gauges.Groups, gauges.CatchUps, etcdWatchers(t)-base, stats.EventsReceived, stats.EventsSent)
 	if stats.Watchers != conns*perConn {
 		t.Errorf("proxy counts %d watchers, want %d", stats.Watchers, conns*perConn)
 	}
 	// One upstream watcher; a watcher starting before the group's first
 	// revision may rewind it once or twice (cancel and create again).
-	if n := stats.GroupsOpened + stats.OwnOpened; n > 3 {
+	if n := stats.GroupsOpened + stats.CatchUpsOpened; n > 3 {
 		t.Errorf("proxy sent %d upstream watch creates, want a handful (at most 3)", n)
 	}
-	if gauges.Groups != 1 || gauges.Own != 0 {
-		t.Errorf("upstream watches open: %d groups, %d own; want 1 group", gauges.Groups, gauges.Own)
+	if gauges.Groups != 1 || gauges.CatchUps != 0 {
+		t.Errorf("upstream watches open: %d groups, %d catch-ups; want 1 group", gauges.Groups, gauges.CatchUps)
 	}
 	if n := etcdWatchers(t) - base; n != 1 {
 		t.Errorf("etcd has %v watchers for the proxy, want 1", n)
@@ -196,8 +199,8 @@ func TestCoalescingAtScale(t *testing.T) {
 	cancel()
 	wg.Wait()
 	eventually(t, 10*time.Second, "nothing left once every client is gone", func() bool {
-		s, g := p.WatchState()
-		return s.Watchers == 0 && g.Groups == 0 && g.Own == 0 && g.WindowEvents == 0 && g.Streams == 0 && g.QueuedBytes == 0
+		s, g := p.CoreState()
+		return s.Watch.Watchers == 0 && g.Watch == (watch.Gauges{}) && g.Flow.Streams == 0 && g.Flow.QueuedBytes == 0
 	})
 	eventually(t, 10*time.Second, "etcd's watcher released", func() bool { return etcdWatchers(t)-base == 0 })
 }

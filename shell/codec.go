@@ -3,7 +3,6 @@ package shell
 import (
 	"fmt"
 	"sync"
-	"unsafe"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -14,51 +13,29 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// watchCodec is the proxy server's gRPC codec. It is gRPC's own protobuf
-// codec, except that the events of a watch response are encoded once and
-// the bytes reused for every watcher that gets the same events: the watch
-// machine hands all watchers of a range the very same slice of events, and
-// only the header fields (watch ID above all) differ between their
-// responses. At 10,000 watchers on a key that turns 10,000 encodings of an
-// event into one.
+// watchCodec is the proxy server's gRPC codec: gRPC's own protobuf codec,
+// plus one message type of the proxy's, sharedWatchResponse, a watch
+// response whose events are encoded once for every watcher that gets them.
+// The node says which events those are (port.SharedEvents); only the header
+// fields (the watch ID above all) differ between the watchers' responses.
+// At 10,000 watchers on a key that turns 10,000 encodings of an event into
+// one.
 type watchCodec struct {
 	proto encoding.CodecV2
-
-	mu    sync.Mutex
-	cache map[eventsKey]*encodedEvents
-	order []eventsKey // insertion order, for eviction
 }
 
-// eventsKey names a slice of events by the address of its first element
-// and its length. The cache holds the slice itself, so its backing array
-// cannot be freed and reused while the entry exists.
-type eventsKey struct {
-	first unsafe.Pointer
-	n     int
-}
-
-type encodedEvents struct {
-	events []*mvccpb.Event // keeps the backing array alive
-	bytes  []byte
-}
-
-// codecCacheEntries bounds the cache; the slices it names are the last few
-// event batches, which is all a fan-out needs.
-const codecCacheEntries = 256
-
-func newWatchCodec() *watchCodec {
-	return &watchCodec{proto: encoding.GetCodecV2("proto"), cache: map[eventsKey]*encodedEvents{}}
-}
+func newWatchCodec() *watchCodec { return &watchCodec{proto: encoding.GetCodecV2("proto")} }
 
 func (c *watchCodec) Name() string { return "proto" }
 
 func (c *watchCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
 
 func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
-	r, ok := v.(*pb.WatchResponse)
-	if !ok || len(r.Events) == 0 {
+	s, ok := v.(*sharedWatchResponse)
+	if !ok {
 		return c.proto.Marshal(v)
 	}
+	r := s.resp
 	head := &pb.WatchResponse{
 		Header: r.Header, WatchId: r.WatchId, Created: r.Created, Canceled: r.Canceled,
 		CompactRevision: r.CompactRevision, CancelReason: r.CancelReason, Fragment: r.Fragment,
@@ -67,7 +44,7 @@ func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if err != nil {
 		return nil, err
 	}
-	eb, err := c.events(r.Events)
+	eb, err := s.events.encoded()
 	if err != nil {
 		return nil, err
 	}
@@ -75,34 +52,35 @@ func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(hb), mem.SliceBuffer(eb)}, nil
 }
 
-// events returns the encoding of evs as repeated field 11, from the cache
-// when the same slice was encoded before.
-func (c *watchCodec) events(evs []*mvccpb.Event) ([]byte, error) {
-	key := eventsKey{unsafe.Pointer(&evs[0]), len(evs)}
-	c.mu.Lock()
-	e := c.cache[key]
-	c.mu.Unlock()
-	if e != nil {
-		return e.bytes, nil
-	}
-	var b []byte
-	for _, ev := range evs {
-		b = protowire.AppendTag(b, 11, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(proto.Size(ev)))
-		var err error
-		if b, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(b, ev); err != nil {
-			return nil, fmt.Errorf("encoding a watch event: %w", err)
+// sharedWatchResponse is a watch response whose events (resp.Events) are
+// encoded by events, once for every response that shares them.
+type sharedWatchResponse struct {
+	resp   *pb.WatchResponse
+	events *sharedEncoding
+}
+
+// sharedEncoding is the encoding of a run of events as repeated field 11 of
+// a WatchResponse, made by the first sender that needs it.
+type sharedEncoding struct {
+	events []*mvccpb.Event
+	once   sync.Once
+	bytes  []byte
+	err    error
+}
+
+func (e *sharedEncoding) encoded() ([]byte, error) {
+	e.once.Do(func() {
+		var b []byte
+		for _, ev := range e.events {
+			b = protowire.AppendTag(b, 11, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(proto.Size(ev)))
+			var err error
+			if b, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(b, ev); err != nil {
+				e.err = fmt.Errorf("encoding a watch event: %w", err)
+				return
+			}
 		}
-	}
-	c.mu.Lock()
-	if _, ok := c.cache[key]; !ok {
-		c.cache[key] = &encodedEvents{events: evs, bytes: b}
-		c.order = append(c.order, key)
-		if len(c.order) > codecCacheEntries {
-			delete(c.cache, c.order[0])
-			c.order = c.order[1:]
-		}
-	}
-	c.mu.Unlock()
-	return b, nil
+		e.bytes = b
+	})
+	return e.bytes, e.err
 }

@@ -78,12 +78,14 @@ type Config struct {
 	// WatchStreamBufferBytes bounds the bytes queued for one client watch
 	// stream; beyond it the stream's watchers pause and catch up later.
 	WatchStreamBufferBytes int
-	// WatchProgressInterval is how often idle watchers that asked for
-	// progress notifications get one.
+	// WatchProgressInterval, when positive, is the proxy's own interval of
+	// progress notifications to idle watchers that asked for them. Zero
+	// (the default) passes on etcd's, at the cadence of the cluster's
+	// --watch-progress-notify-interval.
 	WatchProgressInterval time.Duration
 
-	// Clock is the time source of the watch machine; nil means the wall
-	// clock.
+	// Clock is the time source of the core and its loop (ticks, fetch
+	// timeouts, reconnect backoff); nil means the wall clock.
 	Clock clock.Clock
 
 	// Logger receives the proxy's logs; nil means no logging.
@@ -113,7 +115,6 @@ func DefaultConfig() Config {
 		TLSMinVersion:          "TLS1.2",
 		WatchHistoryEvents:     4096,
 		WatchStreamBufferBytes: 4 << 20,
-		WatchProgressInterval:  10 * time.Minute,
 	}
 }
 
@@ -160,8 +161,8 @@ func (c *Config) Validate() error {
 	if c.WatchStreamBufferBytes <= 0 {
 		return fmt.Errorf("invalid --watch-stream-buffer-bytes %d: must be positive", c.WatchStreamBufferBytes)
 	}
-	if c.WatchProgressInterval <= 0 {
-		return fmt.Errorf("invalid --watch-progress-notify-interval %v: must be positive", c.WatchProgressInterval)
+	if c.WatchProgressInterval < 0 {
+		return fmt.Errorf("invalid --watch-progress-notify-interval %v: must not be negative", c.WatchProgressInterval)
 	}
 	if c.MaxRecvBytes <= 0 {
 		return fmt.Errorf("invalid --max-recv-bytes %d: must be positive", c.MaxRecvBytes)

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdproxy/etcdproxy/shell"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/shell"
 )
 
 func httpGet(t *testing.T, url string) (int, string) {

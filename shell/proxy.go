@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
+	"github.com/etcdproxy/etcdproxy/core/node"
+	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
@@ -44,7 +46,7 @@ type Proxy struct {
 	mux      cmux.CMux
 	registry *prometheus.Registry
 	reg      *registration
-	watch    *watchLoop
+	loop     *loop
 	tlsInfo  *transport.TLSInfo
 	self     *clientv3.Client // client of this proxy, for /proxy/health
 	errc     chan error
@@ -174,15 +176,17 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	if clk == nil {
 		clk = clock.New()
 	}
-	p.watch = newWatchLoop(p.lg.Named("watch"), clk, watch.Config{
-		Prefix:            ns,
-		HistoryEvents:     cfg.WatchHistoryEvents,
-		StreamBufferBytes: cfg.WatchStreamBufferBytes,
-		FragmentBytes:     cfg.MaxSendBytes,
-		ProgressInterval:  cfg.WatchProgressInterval,
+	p.loop = newLoop(p.lg.Named("core"), clk, node.Config{
+		Port: port.Config{StreamBufferBytes: cfg.WatchStreamBufferBytes},
+		Watch: watch.Config{
+			Prefix:           ns,
+			HistoryEvents:    cfg.WatchHistoryEvents,
+			FragmentBytes:    cfg.MaxSendBytes,
+			ProgressInterval: cfg.WatchProgressInterval,
+		},
 	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn))
-	registerWatchMetrics(p.registry, p.watch)
-	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns, loop: p.watch})
+	p.registry.MustRegister(newNodeCollector(p.loop))
+	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns, loop: p.loop})
 	pb.RegisterLeaseServer(s, &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns})
 	cluster := &clusterServer{up: clientv3.RetryClusterClient(c), nsActive: nsActive, advertise: cfg.AdvertiseClientURL}
 	if p.reg != nil {
@@ -223,8 +227,8 @@ func (p *Proxy) Close() error {
 		if p.grpc != nil {
 			p.grpc.Stop()
 		}
-		if p.watch != nil {
-			p.watch.close()
+		if p.loop != nil {
+			p.loop.close()
 		}
 		if p.http != nil {
 			p.http.Close()
@@ -249,6 +253,8 @@ func (p *Proxy) Close() error {
 	return p.closeErr
 }
 
-// WatchState returns the watch machine's counters and gauges as of its
-// last step.
-func (p *Proxy) WatchState() (watch.Stats, watch.Gauges) { return p.watch.snapshot() }
+// CoreState returns the core node's counters and gauges now.
+func (p *Proxy) CoreState() (node.Stats, node.Gauges) {
+	s := p.loop.snapshot()
+	return s.Stats, s.Gauges
+}

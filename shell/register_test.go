@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdproxy/etcdproxy/shell"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/shell"
 )
 
 // TestResolverRegistration: proxies started with --resolver-prefix find each

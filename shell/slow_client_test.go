@@ -49,14 +49,14 @@ func TestSlowClientHurtsNobody(t *testing.T) {
 		t.Errorf("fast client got %d events, want %d", got, n)
 	}
 
-	stats, gauges := p.WatchState()
-	t.Logf("while the slow client does not read: holds %d, held streams %d, queued %d bytes, own catch-ups %d",
-		stats.Held, gauges.HeldStreams, gauges.QueuedBytes, gauges.Own)
-	if stats.Held == 0 {
+	stats, gauges := p.CoreState()
+	t.Logf("while the slow client does not read: holds %d, held streams %d, queued %d bytes, catch-ups %d",
+		stats.Holds, gauges.Flow.HeldStreams, gauges.Flow.QueuedBytes, gauges.Watch.CatchUps)
+	if stats.Holds == 0 {
 		t.Errorf("the slow stream was never held back")
 	}
-	if limit := 64<<10 + 64<<10; gauges.QueuedBytes > limit {
-		t.Errorf("%d bytes queued for the slow client, more than its bound allows (%d)", gauges.QueuedBytes, limit)
+	if limit := 64<<10 + 64<<10; gauges.Flow.QueuedBytes > limit {
+		t.Errorf("%d bytes queued for the slow client, more than its bound allows (%d)", gauges.Flow.QueuedBytes, limit)
 	}
 
 	// Now it reads: every event, in order, once.
@@ -76,8 +76,8 @@ func TestSlowClientHurtsNobody(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(revs) {
 		t.Fatalf("slow client got %d events %v..., want %d", len(got), got[:min(10, len(got))], len(revs))
 	}
-	s2, _ := p.WatchState()
-	t.Logf("after catching up: catch-up watches opened %d, merged back %d", s2.OwnOpened, s2.Merged)
+	s2, _ := p.CoreState()
+	t.Logf("after catching up: catch-up watches opened %d, merged back %d", s2.Watch.CatchUpsOpened, s2.Watch.Merged)
 }
 
 // openSlowWatch opens a watch on key through a connection with small

@@ -19,8 +19,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/etcdproxy/etcdproxy/shell"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/shell"
 )
 
 // testCA issues certificates for loopback servers and clients.

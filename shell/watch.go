@@ -2,17 +2,15 @@ package shell
 
 import (
 	"context"
-	"sync/atomic"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
-	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
 // watchServer serves client watch streams. Streams without an auth token go
-// through the watch machine, which merges watchers on the same range into
+// through the core's watch machine, which merges watchers on the same range into
 // one upstream watcher. A stream with a token is relayed to an upstream
 // stream of its own carrying that token, so that etcd checks every event
 // against the client's own permissions and nothing is shared across auth
@@ -21,14 +19,12 @@ type watchServer struct {
 	pb.UnimplementedWatchServer
 	up   pb.WatchClient
 	ns   keyspace.Prefix
-	loop *watchLoop
-	next atomic.Uint64
+	loop *loop
 }
 
 func (s *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse]) error {
 	if s.loop != nil && !hasToken(stream.Context()) {
-		id := watch.StreamID(s.next.Add(1))
-		return s.loop.serveCoalesced(id, stream, s.ns.WatchCreateRequest)
+		return s.loop.serveWatch(stream, s.ns.WatchCreateRequest)
 	}
 	return relay(stream,
 		func(ctx context.Context) (grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse], error) {

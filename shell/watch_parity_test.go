@@ -12,8 +12,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
 
-	"github.com/etcdproxy/etcdproxy/shell"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/shell"
 )
 
 // watchLog reads a raw watch stream and keeps what arrives, per watch ID.

@@ -105,7 +105,7 @@ func TestHeldWatcherCompactedMeanwhile(t *testing.T) {
 		}
 		last = r.Header.Revision
 	}
-	eventually(t, 10*time.Second, "the slow stream is held", func() bool { s, _ := p.WatchState(); return s.Held > 0 })
+	eventually(t, 10*time.Second, "the slow stream is held", func() bool { s, _ := p.CoreState(); return s.Holds > 0 })
 	if _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: last, Physical: true}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,21 +11,30 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/etcdproxy/etcdproxy/core/watch"
+	"github.com/etcdproxy/etcdproxy/core/node"
+	"github.com/etcdproxy/etcdproxy/core/port"
 )
 
-// clientQueue holds the responses the machine gave one client stream until
-// its sender writes them. The machine bounds how many bytes it hands out
-// before the sender reports them written, so the queue is bounded too.
+// outMsg is one response for a client stream, as the loop hands it to the
+// stream's sender.
+type outMsg struct {
+	resp   *pb.WatchResponse
+	shared *sharedEncoding // the encoding of resp.Events, shared with other watchers
+	size   int
+}
+
+// clientQueue holds the responses the node gave one client stream until its
+// sender writes them. The node bounds how many bytes it hands out before the
+// sender reports them written, so the queue is bounded too.
 type clientQueue struct {
 	mu    sync.Mutex
-	items []watch.Send
+	items []outMsg
 	wake  chan struct{}
 }
 
-func (q *clientQueue) push(s watch.Send) {
+func (q *clientQueue) push(ms []outMsg) {
 	q.mu.Lock()
-	q.items = append(q.items, s)
+	q.items = append(q.items, ms...)
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -33,7 +42,7 @@ func (q *clientQueue) push(s watch.Send) {
 	}
 }
 
-func (q *clientQueue) take() []watch.Send {
+func (q *clientQueue) take() []outMsg {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	items := q.items
@@ -41,17 +50,18 @@ func (q *clientQueue) take() []watch.Send {
 	return items
 }
 
-// serveCoalesced serves one client watch stream through the watch machine.
-func (l *watchLoop) serveCoalesced(id watch.StreamID, stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse], translate func(*pb.WatchCreateRequest)) error {
+// serveWatch serves one client watch stream through the node.
+func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse], translate func(*pb.WatchCreateRequest)) error {
+	id := l.newStreamID()
 	q := &clientQueue{wake: make(chan struct{}, 1)}
 	l.mu.Lock()
-	l.streams[id] = q
+	l.clients[id] = q
 	l.mu.Unlock()
-	l.input(func(m *watch.Machine) { m.OpenStream(id, "") })
+	l.input(node.OpenStream{Stream: id})
 	defer func() {
-		l.input(func(m *watch.Machine) { m.CloseStream(id) })
+		l.input(node.CloseStream{Stream: id})
 		l.mu.Lock()
-		delete(l.streams, id)
+		delete(l.clients, id)
 		l.mu.Unlock()
 	}()
 
@@ -70,15 +80,19 @@ func (l *watchLoop) serveCoalesced(id watch.StreamID, stream grpc.BidiStreamingS
 			// loop hears from every stream, and 10,000 watchers make
 			// 10,000 responses per event.
 			n := 0
-			for _, s := range q.take() {
-				if err := stream.Send(s.Resp); err != nil {
+			for _, m := range q.take() {
+				var msg any = m.resp
+				if m.shared != nil {
+					msg = &sharedWatchResponse{resp: m.resp, events: m.shared}
+				}
+				if err := stream.SendMsg(msg); err != nil {
 					sendErr <- err
 					return
 				}
-				n += s.Size
+				n += m.size
 			}
 			if n > 0 {
-				l.input(func(m *watch.Machine) { m.Sent(id, n) })
+				l.input(node.Written{Stream: id, Bytes: n})
 			}
 		}
 	}()
@@ -91,32 +105,15 @@ func (l *watchLoop) serveCoalesced(id watch.StreamID, stream grpc.BidiStreamingS
 				recvErr <- err
 				return
 			}
-			switch r := req.RequestUnion.(type) {
-			case *pb.WatchRequest_CreateRequest:
-				if r.CreateRequest == nil {
-					continue
-				}
-				translate(r.CreateRequest)
-				cr := r.CreateRequest
-				l.input(func(m *watch.Machine) { m.Create(id, cr) })
-			case *pb.WatchRequest_CancelRequest:
-				if r.CancelRequest == nil {
-					continue
-				}
-				wid := r.CancelRequest.WatchId
-				l.input(func(m *watch.Machine) { m.Cancel(id, wid) })
-			case *pb.WatchRequest_ProgressRequest:
-				l.input(func(m *watch.Machine) { m.RequestProgress(id) })
+			if in := watchInput(id, req, translate); in != nil {
+				l.input(in)
 			}
 		}
 	}()
 
 	select {
 	case err := <-recvErr:
-		if err == context.Canceled || ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) || ctx.Err() != nil {
 			return nil
 		}
 		return err
@@ -125,6 +122,27 @@ func (l *watchLoop) serveCoalesced(id watch.StreamID, stream grpc.BidiStreamingS
 	case <-l.ctx.Done():
 		return rpctypes.ErrGRPCStopped
 	}
+}
+
+// watchInput turns a client's watch request into the node's input, or nil
+// for a request with nothing in it (etcd ignores those).
+func watchInput(id port.StreamID, req *pb.WatchRequest, translate func(*pb.WatchCreateRequest)) node.Input {
+	switch r := req.RequestUnion.(type) {
+	case *pb.WatchRequest_CreateRequest:
+		if r.CreateRequest != nil {
+			translate(r.CreateRequest)
+			return node.WatchCreate{Stream: id, Req: r.CreateRequest}
+		}
+	case *pb.WatchRequest_CancelRequest:
+		if r.CancelRequest != nil {
+			return node.WatchCancel{Stream: id, WatchID: r.CancelRequest.WatchId}
+		}
+	case *pb.WatchRequest_ProgressRequest:
+		if r.ProgressRequest != nil {
+			return node.WatchProgress{Stream: id}
+		}
+	}
+	return nil
 }
 
 // hasToken reports whether a client stream carries an auth token.

@@ -14,6 +14,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"pgregory.net/rapid"
 
+	"github.com/etcdproxy/etcdproxy/core/node"
+	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
@@ -56,20 +58,23 @@ func drawRange(t *rapid.T) (key, end []byte) {
 // runSchedule drives one world with a rapid-generated schedule and
 // reports every violation of the watch guarantees.
 func runSchedule(t *rapid.T) {
-	cfg := watch.Config{
-		HistoryEvents:     rapid.IntRange(1, 12).Draw(t, "history events"),
-		StreamBufferBytes: rapid.IntRange(150, 4000).Draw(t, "stream buffer bytes"),
-		FragmentBytes:     rapid.IntRange(60, 600).Draw(t, "fragment bytes"),
-		ProgressInterval:  time.Second,
-		RetryInterval:     100 * time.Millisecond,
+	retry := 100 * time.Millisecond
+	cfg := node.Config{
+		Port: port.Config{StreamBufferBytes: rapid.IntRange(150, 4000).Draw(t, "stream buffer bytes"), RetryInterval: retry},
+		Watch: watch.Config{
+			HistoryEvents:    rapid.IntRange(1, 12).Draw(t, "history events"),
+			FragmentBytes:    rapid.IntRange(60, 600).Draw(t, "fragment bytes"),
+			ProgressInterval: time.Second,
+			RetryInterval:    retry,
+		},
 	}
 	w := NewWorld(cfg)
 	if os.Getenv("SIM_TRACE") != "" {
 		w.Trace = t.Logf
 	}
 	w.Open()
-	openClients := func() []watch.StreamID {
-		var ids []watch.StreamID
+	openClients := func() []port.StreamID {
+		var ids []port.StreamID
 		for _, id := range w.clientIDs() {
 			if !w.Clients[id].Closed {
 				ids = append(ids, id)
@@ -119,7 +124,7 @@ func runSchedule(t *rapid.T) {
 			c := pickClient(t)
 			var live []*ClientWatch
 			for _, id := range sortedIDs(c.watches) {
-				if cw := c.watches[id]; !cw.Ended && !cw.CancelSent {
+				if cw := c.watches[id]; !cw.CancelSent {
 					live = append(live, cw)
 				}
 			}
@@ -162,16 +167,16 @@ func runSchedule(t *rapid.T) {
 			w.AnswerFetch(rapid.IntRange(0, w.Pending()-1).Draw(t, "fetch"), rapid.IntRange(0, 9).Draw(t, "retry") == 0)
 		},
 		"etcd sends": func(t *rapid.T) {
-			w.Pump(watch.Upstream(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 3).Draw(t, "revisions"), rapid.Bool().Draw(t, "fragments"))
+			w.Pump(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 3).Draw(t, "revisions"), rapid.Bool().Draw(t, "fragments"))
 		},
 		"deliver": func(t *rapid.T) {
-			w.Deliver(watch.Upstream(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 4).Draw(t, "responses"))
+			w.Deliver(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 4).Draw(t, "responses"))
 		},
 		"lose upstream": func(t *rapid.T) {
 			if rapid.IntRange(0, 2).Draw(t, "really") != 0 {
 				t.Skip("rare")
 			}
-			w.Lose(watch.Upstream(rapid.IntRange(0, 1).Draw(t, "upstream")))
+			w.Lose(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")))
 		},
 		"tick": func(t *rapid.T) {
 			w.Tick(time.Duration(rapid.IntRange(1, 12).Draw(t, "tenths of a second")) * 100 * time.Millisecond)

@@ -24,8 +24,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"pgregory.net/rapid"
 
-	"github.com/etcdproxy/etcdproxy/shell"
+	"github.com/etcdproxy/etcdproxy/core/watch"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/shell"
 )
 
 // TestRealEtcdSchedules is level 2 of the simulation: the whole proxy,
@@ -74,7 +75,7 @@ import (
 //     effect, so it is pending: return time infinity, any result; a failed
 //     read constrains nothing and is left out);
 //   - once the schedule's streams are closed, the proxy's watch machine
-//     holds nothing (WatchState gauges) and etcd has no watcher left
+//     holds nothing (CoreState gauges) and etcd has no watcher left
 //     (etcd_debugging_mvcc_watcher_total of the in-process members).
 //
 // The cluster and the proxy are started once per test; each schedule works
@@ -117,8 +118,8 @@ func TestRealEtcdSchedules(t *testing.T) {
 
 	e := startRealEnv(t)
 	rapid.Check(t, e.schedule)
-	stats, _ := e.p.WatchState()
-	t.Logf("the proxy's watch machine over every schedule: %+v", stats)
+	stats, _ := e.p.CoreState()
+	t.Logf("the proxy's core over every schedule: %+v", stats)
 }
 
 // TestRealKVModelCatchesStaleRead shows the linearizability check can fail:
@@ -1137,8 +1138,8 @@ func (s *realRun) finish() {
 	}
 	deadline := time.Now().Add(realLeakWait)
 	for {
-		_, g := s.e.p.WatchState()
-		if g.Streams == 0 && g.Groups == 0 && g.Own == 0 && g.WindowEvents == 0 && g.PendingFetch == 0 && g.QueuedBytes == 0 {
+		_, g := s.e.p.CoreState()
+		if g.Watch == (watch.Gauges{}) && g.Flow.Streams == 0 && g.Flow.PendingFetches == 0 && g.Flow.QueuedBytes == 0 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -7,12 +7,16 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/etcdproxy/etcdproxy/core/node"
+	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
-func scenarioConfig() watch.Config {
-	return watch.Config{HistoryEvents: 8, StreamBufferBytes: 1 << 20, FragmentBytes: 1 << 20,
-		ProgressInterval: time.Second, RetryInterval: 100 * time.Millisecond}
+func scenarioConfig() node.Config {
+	return node.Config{
+		Port:  port.Config{StreamBufferBytes: 1 << 20, RetryInterval: 100 * time.Millisecond},
+		Watch: watch.Config{HistoryEvents: 8, FragmentBytes: 1 << 20, ProgressInterval: time.Second, RetryInterval: 100 * time.Millisecond},
+	}
 }
 
 // finish settles the world, checks completeness and that nothing leaks, and
@@ -30,7 +34,7 @@ func finish(t *testing.T, w *World) {
 func put(k string) Op { return Op{Key: k, Value: k} }
 
 // watchOf returns the only watch created on a stream.
-func watchOf(t *testing.T, w *World, id watch.StreamID) *ClientWatch {
+func watchOf(t *testing.T, w *World, id port.StreamID) *ClientWatch {
 	t.Helper()
 	for _, cw := range w.Clients[id].watches {
 		return cw
@@ -49,14 +53,14 @@ func TestScenarioProgressOvertakingEvents(t *testing.T) {
 	s := w.Open()
 	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
 	w.AnswerFetch(0, false)
-	w.Deliver(watch.Shared, 10)
+	w.Deliver(port.WatchShared, 10)
 	w.Write(put("a"), put("b")) // revision 2
 	w.RequestProgress(s)
-	w.AnswerFetch(0, false)           // progress wanted at 2; upstream asked
-	w.Up[watch.Shared].Pump(1, false) // etcd: the event, then its progress answer
+	w.AnswerFetch(0, false)               // progress wanted at 2; upstream asked
+	w.Up[port.WatchShared].Pump(1, false) // etcd: the event, then its progress answer
 	w.Create(s, &pb.WatchCreateRequest{Key: []byte("b"), StartRevision: 2})
 	w.AnswerFetch(0, false) // a group for b opens from 2
-	w.Deliver(watch.Shared, 10)
+	w.Deliver(port.WatchShared, 10)
 	w.Read(s)
 	finish(t, w)
 }
@@ -72,10 +76,10 @@ func TestScenarioNoTimeTravelAfterPartition(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		w.Write(put("a")) // 2..5
 	}
-	w.Pump(watch.Shared, 1, false)
-	w.Deliver(watch.Shared, 2) // created, then the event at 2
-	w.Pump(watch.Shared, 3, false)
-	w.Lose(watch.Shared) // 3..5 were still on their way
+	w.Pump(port.WatchShared, 1, false)
+	w.Deliver(port.WatchShared, 2) // created, then the event at 2
+	w.Pump(port.WatchShared, 3, false)
+	w.Lose(port.WatchShared) // 3..5 were still on their way
 	w.Read(s)
 	finish(t, w)
 	if cw := watchOf(t, w, s); cw.Got != 4 || cw.LastRev != 5 {
@@ -88,21 +92,21 @@ func TestScenarioNoTimeTravelAfterPartition(t *testing.T) {
 // again it gets every event, from the window or a catch-up watch.
 func TestScenarioStarvedStreamLosesNothing(t *testing.T) {
 	cfg := scenarioConfig()
-	cfg.StreamBufferBytes, cfg.HistoryEvents = 200, 3
+	cfg.Port.StreamBufferBytes, cfg.Watch.HistoryEvents = 200, 3
 	w := NewWorld(cfg)
 	slow, fast := w.Open(), w.Open()
-	for _, s := range []watch.StreamID{slow, fast} {
+	for _, s := range []port.StreamID{slow, fast} {
 		w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
 		w.AnswerFetch(0, false)
 	}
 	w.Clients[slow].Reading = false
 	for i := 0; i < 30; i++ {
 		w.Write(Op{Key: "a", Value: strings.Repeat("v", 40)})
-		w.Pump(watch.Shared, 1, false)
-		w.Deliver(watch.Shared, 10)
+		w.Pump(port.WatchShared, 1, false)
+		w.Deliver(port.WatchShared, 10)
 		w.Read(fast)
 	}
-	if s := w.M.Stats(); s.Held == 0 {
+	if s := w.N.Stats(); s.Holds == 0 {
 		t.Fatalf("the slow stream was never held back")
 	}
 	finish(t, w)
@@ -120,9 +124,9 @@ func TestScenarioCompactionAtTheNextRevision(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		w.Write(put("a")) // 2..5
 	}
-	w.Pump(watch.Shared, 2, false) // 2..3
-	w.Deliver(watch.Shared, 10)
-	w.Lose(watch.Shared)
+	w.Pump(port.WatchShared, 2, false) // 2..3
+	w.Deliver(port.WatchShared, 10)
+	w.Lose(port.WatchShared)
 	w.Compact(4) // the group reopens from 4
 	w.Read(s)
 	finish(t, w)
@@ -156,10 +160,10 @@ func TestScenarioDeadGroupIsNotReused(t *testing.T) {
 	s := w.Open()
 	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
 	w.AnswerFetch(0, false)
-	w.Deliver(watch.Shared, 10)
-	id := w.Up[watch.Shared].IDs()[0]
-	w.Up[watch.Shared].Kill(id, "etcdserver: no leader")
-	w.Deliver(watch.Shared, 10)
+	w.Deliver(port.WatchShared, 10)
+	id := w.Up[port.WatchShared].IDs()[0]
+	w.Up[port.WatchShared].Kill(id, "etcdserver: no leader")
+	w.Deliver(port.WatchShared, 10)
 	w.Read(s)
 	first := watchOf(t, w, s)
 	if !first.Ended {
@@ -187,8 +191,8 @@ func TestScenarioNoSecondCreatedAfterRestart(t *testing.T) {
 	w.AnswerFetch(0, false)
 	w.AnswerFetch(0, false)
 	w.Write(put("a"), put("b"))
-	w.Lose(watch.Shared)
-	w.Lose(watch.Shared)
+	w.Lose(port.WatchShared)
+	w.Lose(port.WatchShared)
 	w.Write(put("b"))
 	finish(t, w)
 }

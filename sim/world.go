@@ -9,22 +9,28 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/etcdproxy/etcdproxy/core/node"
+	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
-// World is one simulated proxy: the watch machine, a model etcd store, the
-// two upstream watch streams, the revision fetches in flight, client
-// streams, and a mock clock. Every step is a method; the checks run as
+// World is one simulated proxy: the core's composite node, a model etcd
+// store, the two upstream watch streams, the revision fetches in flight,
+// client streams, and a mock clock. Every step is a method; the checks run as
 // responses reach clients, and Violations collects what went wrong.
 type World struct {
-	M       *watch.Machine
+	N       *node.Node
 	Store   *Store
-	Up      [2]*Upstream
+	Up      [port.NumUpstreams]*Upstream
 	Clock   *clock.Mock
-	Cfg     watch.Config
-	Clients map[watch.StreamID]*Client
-	fetches []watch.Fetch
-	nextID  watch.StreamID
+	Cfg     node.Config
+	Clients map[port.StreamID]*Client
+	fetches []port.Fetch
+	nextID  port.StreamID
 
 	Violations []string
 	// Trace, if set, hears every response a client reads and every
@@ -34,10 +40,10 @@ type World struct {
 
 // Client is a client watch stream and what it expects.
 type Client struct {
-	ID      watch.StreamID
+	ID      port.StreamID
 	Reading bool
 	Closed  bool
-	inbox   []watch.Send
+	inbox   []port.Send
 	pending []*ClientWatch // creates waiting for their answer, in order
 	watches map[int64]*ClientWatch
 	// progress holds the store revision at each RequestProgress not yet
@@ -52,7 +58,6 @@ type ClientWatch struct {
 	Req        *pb.WatchCreateRequest
 	RevAtReq   int64 // store revision when the create was sent
 	Refused    bool  // etcd would refuse it at once
-	MayRefuse  bool  // its chosen ID's holder may have been compacted away unseen
 	ID         int64
 	Created    bool
 	CreatedRev int64
@@ -62,15 +67,17 @@ type ClientWatch struct {
 	inFragment bool
 	CancelSent bool
 	Ended      bool
+	CancelDone bool // the cancel of a watch that had ended was confirmed
 }
 
 // NewWorld returns a world with cfg's bounds, at time zero.
-func NewWorld(cfg watch.Config) *World {
-	w := &World{Store: NewStore(), Clock: clock.NewMock(), Cfg: cfg, Clients: map[watch.StreamID]*Client{}}
+func NewWorld(cfg node.Config) *World {
+	w := &World{Store: NewStore(), Clock: clock.NewMock(), Cfg: cfg, Clients: map[port.StreamID]*Client{}}
 	w.Clock.Set(time.Unix(0, 0))
-	w.Up[watch.Shared] = NewUpstream(w.Store)
-	w.Up[watch.Own] = NewUpstream(w.Store)
-	w.M = watch.New(cfg, w.Clock.Now())
+	for u := range w.Up {
+		w.Up[u] = NewUpstream(w.Store)
+	}
+	w.N = node.New(cfg, w.Clock.Now())
 	return w
 }
 
@@ -78,9 +85,20 @@ func (w *World) violate(format string, args ...any) {
 	w.Violations = append(w.Violations, fmt.Sprintf(format, args...))
 }
 
-// route carries out what the machine asks for.
+// step feeds the node one input and carries out what it asks for.
+func (w *World) step(in node.Input) {
+	w.N.Step(in)
+	w.route()
+}
+
+// route carries out what the node asks for, as the shell's loop does.
 func (w *World) route() {
-	r := w.M.Ready()
+	if !w.N.HasReady() {
+		w.checkBounds()
+		return
+	}
+	r := w.N.Ready()
+	w.N.Advance()
 	for _, s := range r.Sends {
 		if c := w.Clients[s.Stream]; c != nil && !c.Closed {
 			c.inbox = append(c.inbox, s)
@@ -88,17 +106,17 @@ func (w *World) route() {
 	}
 	for _, u := range r.Upstream {
 		if w.Trace != nil {
-			w.Trace("%v upstream request: %v", u.Stream, u.Req)
+			w.Trace("%v upstream request: %v", u.Upstream, u.Watch)
 		}
-		w.Up[u.Stream].Request(u.Req)
+		w.Up[u.Upstream].Request(u.Watch)
 	}
 	if w.Trace != nil {
 		for _, f := range r.Fetches {
-			w.Trace("fetch %d asked (revision %d)", f.ID, f.Revision)
+			w.Trace("%v asked", f)
 		}
 		for _, x := range r.Sends {
-			if x.Resp.WatchId == -1 && !x.Resp.Created {
-				w.Trace("stream %d is sent progress at %d", x.Stream, x.Resp.Header.GetRevision())
+			if x.Watch.WatchId == -1 && !x.Watch.Created {
+				w.Trace("stream %d is sent progress at %d", x.Stream, x.Watch.Header.GetRevision())
 			}
 		}
 	}
@@ -109,7 +127,7 @@ func (w *World) route() {
 // checkBounds: one upstream watch per key range on the shared stream, and
 // no more upstream watches of their own than client watchers.
 func (w *World) checkBounds() {
-	if _, per := w.Up[watch.Shared].Open(); per > 1 {
+	if _, per := w.Up[port.WatchShared].Open(); per > 1 {
 		w.violate("%d shared upstream watches on one key range", per)
 	}
 	live := 0
@@ -121,7 +139,7 @@ func (w *World) checkBounds() {
 		}
 		live += len(c.pending)
 	}
-	if n, _ := w.Up[watch.Own].Open(); n > live {
+	if n, _ := w.Up[port.WatchCatchUp].Open(); n > live {
 		w.violate("%d own upstream watches for %d client watchers", n, live)
 	}
 }
@@ -129,17 +147,16 @@ func (w *World) checkBounds() {
 // ---- client steps ----
 
 // Open opens a client stream.
-func (w *World) Open() watch.StreamID {
+func (w *World) Open() port.StreamID {
 	w.nextID++
 	id := w.nextID
 	w.Clients[id] = &Client{ID: id, Reading: true, watches: map[int64]*ClientWatch{}, chosen: map[int64]*ClientWatch{}}
-	w.M.OpenStream(id, "")
-	w.route()
+	w.step(node.OpenStream{Stream: id})
 	return id
 }
 
 // Create sends a create request on stream id.
-func (w *World) Create(id watch.StreamID, req *pb.WatchCreateRequest) {
+func (w *World) Create(id port.StreamID, req *pb.WatchCreateRequest) {
 	c := w.Clients[id]
 	if c == nil || c.Closed {
 		return
@@ -155,38 +172,32 @@ func (w *World) Create(id watch.StreamID, req *pb.WatchCreateRequest) {
 	case len(end) > 0 && !(len(end) == 1 && end[0] == 0) && bytes.Compare(key, end) >= 0:
 		cw.Refused = true
 	case req.WatchId != 0:
-		// The ID is taken while its holder is registered: from its create
-		// until its cancel request, or until it ends. A holder that etcd
-		// compacted may have ended without the client having read so yet.
-		if h := c.chosen[req.WatchId]; h != nil && !h.Ended && !h.CancelSent && !h.Refused {
-			if w.mayHaveEnded(h) {
-				cw.MayRefuse = true
-			} else {
-				cw.Refused = true
-			}
+		// The ID is taken from its holder's create until the client
+		// cancels it, even after etcd ended the watch (as etcd keeps it).
+		if h := c.chosen[req.WatchId]; h != nil && !h.CancelSent && !h.Refused {
+			cw.Refused = true
 		}
 	}
 	if !cw.Refused && req.WatchId != 0 {
 		c.chosen[req.WatchId] = cw
 	}
 	c.pending = append(c.pending, cw)
-	w.M.Create(id, req)
-	w.route()
+	w.step(node.WatchCreate{Stream: id, Req: req})
 }
 
-// Cancel cancels a created watch.
-func (w *World) Cancel(id watch.StreamID, cw *ClientWatch) {
+// Cancel cancels a watch: a live one, or one that etcd ended (which frees
+// its ID).
+func (w *World) Cancel(id port.StreamID, cw *ClientWatch) {
 	c := w.Clients[id]
-	if c == nil || c.Closed || cw.Ended || cw.CancelSent {
+	if c == nil || c.Closed || cw.CancelSent {
 		return
 	}
 	cw.CancelSent = true
-	w.M.Cancel(id, cw.ID)
-	w.route()
+	w.step(node.WatchCancel{Stream: id, WatchID: cw.ID})
 }
 
 // RequestProgress asks for a progress notification on stream id.
-func (w *World) RequestProgress(id watch.StreamID) {
+func (w *World) RequestProgress(id port.StreamID) {
 	c := w.Clients[id]
 	if c == nil || c.Closed {
 		return
@@ -196,23 +207,21 @@ func (w *World) RequestProgress(id watch.StreamID) {
 	// The proxy answers every progress request (etcd drops some), in
 	// order.
 	c.progress = append(c.progress, w.Store.Rev)
-	w.M.RequestProgress(id)
-	w.route()
+	w.step(node.WatchProgress{Stream: id})
 }
 
 // Close closes stream id.
-func (w *World) Close(id watch.StreamID) {
+func (w *World) Close(id port.StreamID) {
 	c := w.Clients[id]
 	if c == nil || c.Closed {
 		return
 	}
 	c.Closed = true
-	w.M.CloseStream(id)
-	w.route()
+	w.step(node.CloseStream{Stream: id})
 }
 
 // Read has stream id take everything waiting for it and tell the machine.
-func (w *World) Read(id watch.StreamID) {
+func (w *World) Read(id port.StreamID) {
 	c := w.Clients[id]
 	if c == nil || c.Closed || !c.Reading {
 		return
@@ -222,33 +231,11 @@ func (w *World) Read(id watch.StreamID) {
 		s := c.inbox[0]
 		c.inbox = c.inbox[1:]
 		n += s.Size
-		w.check(c, s.Resp)
+		w.check(c, s.Watch)
 	}
 	if n > 0 {
-		w.M.Sent(id, n)
-		w.route()
+		w.step(node.Written{Stream: id, Bytes: n})
 	}
-}
-
-// mayBeCompacted reports whether etcd could have ended cw by compaction
-// without the client having read so yet: it still needs a revision the
-// store has compacted.
-func (w *World) mayBeCompacted(cw *ClientWatch) bool {
-	next := cw.Start
-	if cw.Got > 0 {
-		next = cw.LastRev + 1
-	}
-	return next < w.Store.Compacted
-}
-
-// mayHaveEnded reports whether the proxy may have ended cw (by compaction)
-// before the client read about it: it was created, or asked for a start
-// revision, before the compaction point.
-func (w *World) mayHaveEnded(cw *ClientWatch) bool {
-	if cw.Created {
-		return w.mayBeCompacted(cw)
-	}
-	return cw.Req.StartRevision > 0 && cw.Req.StartRevision < w.Store.Compacted
 }
 
 // ---- etcd steps ----
@@ -259,8 +246,8 @@ func (w *World) Write(ops ...Op) { w.Store.Txn(ops...) }
 // Compact compacts the store.
 func (w *World) Compact(rev int64) { w.Store.Compact(rev) }
 
-// AnswerFetch answers the i-th pending revision fetch, or asks the machine
-// to try again later.
+// AnswerFetch answers the i-th pending revision fetch as etcd would now, or
+// with a transport error (retry), which makes the node try again later.
 func (w *World) AnswerFetch(i int, retry bool) {
 	if len(w.fetches) == 0 {
 		return
@@ -268,44 +255,46 @@ func (w *World) AnswerFetch(i int, retry bool) {
 	i %= len(w.fetches)
 	f := w.fetches[i]
 	w.fetches = append(w.fetches[:i], w.fetches[i+1:]...)
-	res := watch.FetchResult{Retry: retry}
-	if !retry {
+	var res port.FetchResult
+	switch {
+	case retry:
+		res.Err = status.Error(codes.Unavailable, "connection refused")
+	case f.Revision != 0 && f.Revision < w.Store.Compacted:
+		res.Err = rpctypes.ErrGRPCCompacted
+	case f.Revision > w.Store.Rev:
+		res.Err = rpctypes.ErrGRPCFutureRev
+	default:
 		res.Header = &pb.ResponseHeader{Revision: w.Store.Rev}
-		res.Compacted = f.Revision != 0 && f.Revision < w.Store.Compacted
 	}
 	if w.Trace != nil {
-		w.Trace("fetch %d answered: %+v at store revision %d", f.ID, res.Retry, w.Store.Rev)
+		w.Trace("fetch %d answered: %v at store revision %d", f.ID, res, w.Store.Rev)
 	}
-	w.M.Fetched(f.ID, res)
-	w.route()
+	w.step(node.Fetched{ID: f.ID, Result: res})
 }
 
 // Pending is the number of fetches not answered.
 func (w *World) Pending() int { return len(w.fetches) }
 
 // Pump lets upstream stream u produce responses.
-func (w *World) Pump(u watch.Upstream, maxRevs int, fragment bool) { w.Up[u].Pump(maxRevs, fragment) }
+func (w *World) Pump(u port.UpstreamID, maxRevs int, fragment bool) { w.Up[u].Pump(maxRevs, fragment) }
 
 // Deliver hands up to n responses of upstream u to the machine.
-func (w *World) Deliver(u watch.Upstream, n int) {
+func (w *World) Deliver(u port.UpstreamID, n int) {
 	for _, r := range w.Up[u].Take(n) {
-		w.M.Upstream(u, r)
-		w.route()
+		w.step(node.UpstreamResponse{Upstream: u, Watch: r})
 	}
 }
 
 // Lose breaks upstream stream u, as when the proxy moves to another member.
-func (w *World) Lose(u watch.Upstream) {
+func (w *World) Lose(u port.UpstreamID) {
 	w.Up[u].Reset()
-	w.M.UpstreamLost(u)
-	w.route()
+	w.step(node.UpstreamLost{Upstream: u})
 }
 
 // Tick advances the clock.
 func (w *World) Tick(d time.Duration) {
 	w.Clock.Add(d)
-	w.M.Tick(w.Clock.Now())
-	w.route()
+	w.step(node.Tick{Now: w.Clock.Now()})
 }
 
 // ---- checks ----
@@ -360,9 +349,6 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 		cw := c.pending[0]
 		c.pending = c.pending[1:]
 		refused := r.WatchId == -1 && r.Canceled
-		if cw.MayRefuse {
-			cw.Refused = refused
-		}
 		if cw.Refused != refused {
 			w.violate("stream %d: create %v answered %v (refusal expected: %v)", c.ID, cw.Req, r, cw.Refused)
 			return
@@ -410,6 +396,12 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 			return
 		}
 		if cw.Ended {
+			// etcd keeps an ended watch's ID until the client cancels it,
+			// and confirms that cancel.
+			if cw.CancelSent && !cw.CancelDone && r.Canceled && r.CompactRevision == 0 && len(r.Events) == 0 {
+				cw.CancelDone = true
+				return
+			}
 			w.violate("stream %d watch %d: response after the watch ended: %v", c.ID, cw.ID, r)
 			return
 		}
@@ -496,14 +488,14 @@ func (w *World) Settle() {
 		for w.Pending() > 0 {
 			w.AnswerFetch(0, false)
 		}
-		for u := watch.Upstream(0); u < 2; u++ {
+		for u := range port.NumUpstreams {
 			w.Pump(u, 1<<30, false)
 			w.Deliver(u, 1<<30)
 		}
 		for _, id := range w.clientIDs() {
 			w.Read(id)
 		}
-		w.Tick(w.Cfg.RetryInterval)
+		w.Tick(w.Cfg.Port.RetryInterval)
 		if w.activity() == before && w.Pending() == 0 && w.inboxesEmpty() && w.Up[0].Queued() == 0 && w.Up[1].Queued() == 0 && w.Up[0].Synced() && w.Up[1].Synced() {
 			return
 		}
@@ -534,9 +526,9 @@ func (w *World) inboxesEmpty() bool {
 	return true
 }
 
-func (w *World) clientIDs() []watch.StreamID {
-	ids := make([]watch.StreamID, 0, len(w.Clients))
-	for i := watch.StreamID(1); i <= w.nextID; i++ {
+func (w *World) clientIDs() []port.StreamID {
+	ids := make([]port.StreamID, 0, len(w.Clients))
+	for i := port.StreamID(1); i <= w.nextID; i++ {
 		if w.Clients[i] != nil {
 			ids = append(ids, i)
 		}
@@ -579,16 +571,16 @@ func (w *World) CloseAll() {
 		w.Close(id)
 	}
 	w.Settle()
-	g := w.M.Gauges()
-	if g.Groups != 0 || g.Own != 0 || g.WindowEvents != 0 || g.Streams != 0 || g.QueuedBytes != 0 || g.PendingFetch != 0 {
+	g := w.N.Gauges()
+	if g.Watch != (watch.Gauges{}) || g.Flow.Streams != 0 || g.Flow.QueuedBytes != 0 || g.Flow.PendingFetches != 0 {
 		w.violate("left behind after every client closed: %+v", g)
 	}
-	if s := w.M.Stats(); s.Watchers != 0 {
-		w.violate("%d watchers counted after every client closed", s.Watchers)
+	if s := w.N.Stats(); s.Watch.Watchers != 0 {
+		w.violate("%d watchers counted after every client closed", s.Watch.Watchers)
 	}
 	for u := range w.Up {
 		if n, _ := w.Up[u].Open(); n != 0 {
-			w.violate("%d upstream watches left open on %v", n, watch.Upstream(u))
+			w.violate("%d upstream watches left open on %v", n, port.UpstreamID(u))
 		}
 	}
 }

@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap/zapgrpc"
 	"google.golang.org/grpc/grpclog"
 
-	"github.com/etcdproxy/etcdproxy/shell"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/shell"
 )
 
 // notImplemented lists flags of `etcd grpc-proxy start` that are accepted
@@ -88,7 +88,7 @@ func newStartCommand() *cobra.Command {
 
 	f.IntVar(&c.WatchHistoryEvents, "watch-history-events", c.WatchHistoryEvents, "events of recent history kept per watched key range; a watcher starting within it shares the range's upstream watcher")
 	f.IntVar(&c.WatchStreamBufferBytes, "watch-stream-buffer-bytes", c.WatchStreamBufferBytes, "bytes of watch responses queued per client stream before its watchers pause and catch up later")
-	f.DurationVar(&c.WatchProgressInterval, "watch-progress-notify-interval", c.WatchProgressInterval, "interval of progress notifications to idle watchers that asked for them (etcd's default)")
+	f.DurationVar(&c.WatchProgressInterval, "watch-progress-notify-interval", c.WatchProgressInterval, "the proxy's own interval of progress notifications to idle watchers that asked for them; 0 passes on etcd's, at the cluster's --watch-progress-notify-interval")
 
 	f.StringVar(&o.discoverySrv, "discovery-srv", "", "domain name to query for SRV records describing cluster endpoints (not implemented yet)")
 	f.StringVar(&o.discoverySrvName, "discovery-srv-name", "", "service name to query when using DNS discovery (not implemented yet)")

@@ -4,78 +4,19 @@ import (
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/etcdproxy/etcdproxy/core/port"
 )
 
 // rangeKey identifies a key range exactly as clients asked for it.
 type rangeKey struct{ key, end string }
 
-// batch is the events of one upstream response: whole revisions. The
-// events and their encoded sizes are computed once and shared by every
-// watcher the batch reaches; so is the variant without prev_kv.
-type batch struct {
-	header     *pb.ResponseHeader
-	headerSize int
-	events     []*mvccpb.Event
-	sizes      []int
-	last       int64 // revision of the last event
-
-	bare      []*mvccpb.Event // events without prev_kv, made on first need
-	bareSizes []int
-}
-
-func newBatch(h *pb.ResponseHeader, evs []*mvccpb.Event) *batch {
-	b := &batch{header: h, headerSize: proto.Size(h), events: evs, sizes: make([]int, len(evs)), last: evs[len(evs)-1].Kv.ModRevision}
-	for i, ev := range evs {
-		b.sizes[i] = proto.Size(ev)
-	}
-	return b
-}
-
-// variant returns the events with or without prev_kv, and their sizes.
-func (b *batch) variant(prevKV bool) ([]*mvccpb.Event, []int) {
-	if prevKV {
-		return b.events, b.sizes
-	}
-	if b.bare == nil {
-		b.bare = make([]*mvccpb.Event, len(b.events))
-		b.bareSizes = make([]int, len(b.events))
-		for i, ev := range b.events {
-			if ev.PrevKv != nil {
-				ev = &mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
-				b.bareSizes[i] = proto.Size(ev)
-			} else {
-				b.bareSizes[i] = b.sizes[i]
-			}
-			b.bare[i] = ev
-		}
-	}
-	return b.bare, b.bareSizes
-}
-
-// slice returns a batch of the events of b in revisions keep accepts.
-func (b *batch) slice(keep func(rev int64) bool) *batch {
-	var evs []*mvccpb.Event
-	for _, ev := range b.events {
-		if keep(ev.Kv.ModRevision) {
-			evs = append(evs, ev)
-		}
-	}
-	if len(evs) == 0 {
-		return nil
-	}
-	return newBatch(b.header, evs)
-}
-
 // group is the client watchers on one key range, fed by one upstream watch
 // on the shared upstream stream.
 type group struct {
-	rk         rangeKey
-	key, end   []byte
-	upID       int64 // upstream watch ID
-	upCreated  bool  // etcd has answered the upstream watch's create
-	confirmSeq int64 // upstream progress requests sent before that answer
+	up       upWatch
+	rk       rangeKey
+	key, end []byte
 	// rev is the group's progress: every event of the range up to rev has
 	// reached the group. base is where the window starts: the window holds
 	// every event in (base, rev].
@@ -83,7 +24,6 @@ type group struct {
 	window    []*batch
 	windowLen int // events in window
 	watchers  []*watcher
-	frag      fragments
 	// While the upstream watch is rewound (see Machine.rewind), rewindBase
 	// is where the window began before, and prefix collects the older
 	// events until the upstream watch has passed rewindBase.
@@ -91,23 +31,110 @@ type group struct {
 	prefix     []*batch
 }
 
-// fragments reassembles an upstream response sent in fragments.
-type fragments struct {
-	events []*mvccpb.Event
+// newGroup opens a group for a range, its upstream watch starting at from.
+func (m *Machine) newGroup(rk rangeKey, key, end []byte, from int64) *group {
+	g := &group{rk: rk, key: key, end: end, rev: from - 1, base: from - 1}
+	m.groups[rk] = g
+	m.openGroupWatch(g, from)
+	return g
 }
 
-// add returns the complete event list once the last fragment is in.
-func (f *fragments) add(r *pb.WatchResponse) ([]*mvccpb.Event, bool) {
-	if !r.Fragment && len(f.events) == 0 {
-		return r.Events, true
+// openGroupWatch opens g's upstream watch from revision from.
+func (m *Machine) openGroupWatch(g *group, from int64) {
+	g.up = upWatch{id: m.upID()}
+	m.shared[g.up.id] = g
+	m.stats.GroupsOpened++
+	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchShared, Watch: createReq(g.up.id, g.key, g.end, from)})
+}
+
+// closeGroup forgets a group that has no watchers left.
+func (m *Machine) closeGroup(g *group) {
+	delete(m.groups, g.rk)
+	delete(m.shared, g.up.id)
+	if fault("leak-upstream") {
+		return
 	}
-	f.events = append(f.events, r.Events...)
-	if r.Fragment {
-		return nil, false
+	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchShared, Watch: cancelReq(g.up.id)})
+}
+
+// rewind reopens g's upstream watch from an earlier revision. Events the
+// group already has are delivered again only to watchers that have not
+// seen them (each watcher skips what lies before its next revision); events
+// older than the window are collected and put in front of it once the
+// upstream watch has caught up with where the window began.
+func (m *Machine) rewind(g *group, from int64) {
+	if g.rewindBase == 0 {
+		g.rewindBase = g.base
 	}
-	evs := f.events
-	f.events = nil
-	return evs, true
+	g.prefix = nil
+	g.base = from - 1
+	delete(m.shared, g.up.id)
+	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchShared, Watch: cancelReq(g.up.id)})
+	m.stats.Rewinds++
+	m.openGroupWatch(g, from)
+}
+
+// groupResponse handles a response for a group's upstream watch.
+func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
+	switch kind, b := m.decode(port.WatchShared, &g.up, r); kind {
+	case upEnded:
+		m.groupEnded(g, r)
+	case upProgress:
+		g.progress(r.Header.GetRevision(), m.cfg.HistoryEvents)
+		m.relayProgress(g.watchers, r.Header.GetRevision())
+		m.checkAllProgress()
+	case upEvents:
+		if g.rewindBase != 0 {
+			g.recordRewound(b, m.cfg.HistoryEvents)
+		} else {
+			g.record(b, m.cfg.HistoryEvents)
+		}
+		for _, w := range g.watchers {
+			if !w.s.held() {
+				m.deliver(w, b)
+			}
+		}
+		m.checkAllProgress()
+	}
+}
+
+// groupEnded handles etcd ending a group's upstream watch: compaction, or a
+// cancel with a reason. Watchers that etcd would have ended too get etcd's
+// response; the rest move to a new group.
+func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
+	delete(m.shared, g.up.id)
+	delete(m.groups, g.rk)
+	watchers := g.watchers
+	g.watchers = nil
+	var survivors []*watcher
+	for _, w := range watchers {
+		w.group = nil
+		if r.CompactRevision != 0 && m.survives(w, r.CompactRevision) {
+			survivors = append(survivors, w)
+			continue
+		}
+		m.endWatcher(w, r)
+	}
+	if len(survivors) > 0 {
+		from := survivors[0].next
+		for _, w := range survivors {
+			from = min(from, w.next)
+		}
+		ng := m.newGroup(g.rk, g.key, g.end, from)
+		for _, w := range survivors {
+			m.join(w, ng)
+		}
+	}
+}
+
+// survives reports whether a watcher outlives the compaction of its
+// group's upstream watch at rev: etcd compacts only revisions below rev, so
+// a watcher that needs nothing older goes on.
+func (m *Machine) survives(w *watcher, rev int64) bool {
+	if fault("compaction-boundary") {
+		return w.next > rev
+	}
+	return w.next >= rev
 }
 
 // record appends a batch to the window and evicts the oldest batches beyond

@@ -1,11 +1,10 @@
-package watch
+package watch_test
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,43 +14,95 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/protobuf/proto"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
+	"github.com/etcdproxy/etcdproxy/core/node"
+	"github.com/etcdproxy/etcdproxy/core/port"
+	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
 // ---- harness ----
 
 var t0 = time.Unix(1_000_000, 0)
 
-// runBugs runs the tests that expose known bugs (skipped otherwise):
-// WATCH_RUN_BUGS=1 go test ./core/watch
-var runBugs = os.Getenv("WATCH_RUN_BUGS") != ""
-
-// out is the client responses of one Ready, described, grouped per stream.
-type out map[StreamID][]string
-
-// harness drives a Machine by hand, playing etcd's part.
-type harness struct {
-	t   *testing.T
-	m   *Machine
-	now time.Time
-
-	last    Ready    // the last Ready
-	ups     []string // the last Ready's upstream requests, described
-	pending []Fetch  // fetches handed out and not answered yet
-	allUps  []UpstreamRequest
-	queued  map[StreamID]int      // bytes handed out and not acknowledged
-	log     map[StreamID][]string // every event delivered, as "w<id>:<key>@<rev>"
+// conf is the bounds a test sets: the watch machine's and the node's.
+type conf struct {
+	Prefix            keyspace.Prefix
+	HistoryEvents     int
+	StreamBufferBytes int
+	FragmentBytes     int
+	ProgressInterval  time.Duration
+	RetryInterval     time.Duration
 }
 
-func newHarness(t *testing.T, cfg Config) *harness {
-	t.Helper()
-	return &harness{
-		t: t, m: New(cfg, t0), now: t0,
-		queued: map[StreamID]int{}, log: map[StreamID][]string{},
+func (c conf) node() node.Config {
+	return node.Config{
+		Port: port.Config{StreamBufferBytes: c.StreamBufferBytes, RetryInterval: c.RetryInterval},
+		Watch: watch.Config{Prefix: c.Prefix, HistoryEvents: c.HistoryEvents, FragmentBytes: c.FragmentBytes,
+			ProgressInterval: c.ProgressInterval, RetryInterval: c.RetryInterval},
 	}
 }
 
-func (h *harness) open(ids ...StreamID) {
+// unavailable is a transport error: a fetch that gets it is tried again.
+var unavailable = status.Error(codes.Unavailable, "connection refused")
+
+// out is the client responses of one port.Ready, described, grouped per stream.
+type out map[port.StreamID][]string
+
+// driver turns calls into the node's inputs.
+type driver struct{ n *node.Node }
+
+func (d driver) OpenStream(id port.StreamID, token string) {
+	d.n.Step(node.OpenStream{Stream: id, Token: token})
+}
+func (d driver) CloseStream(id port.StreamID) { d.n.Step(node.CloseStream{Stream: id}) }
+func (d driver) Create(id port.StreamID, r *pb.WatchCreateRequest) {
+	d.n.Step(node.WatchCreate{Stream: id, Req: r})
+}
+func (d driver) Cancel(id port.StreamID, w int64) { d.n.Step(node.WatchCancel{Stream: id, WatchID: w}) }
+func (d driver) RequestProgress(id port.StreamID) { d.n.Step(node.WatchProgress{Stream: id}) }
+func (d driver) Sent(id port.StreamID, n int)     { d.n.Step(node.Written{Stream: id, Bytes: n}) }
+func (d driver) Upstream(u port.UpstreamID, r *pb.WatchResponse) {
+	d.n.Step(node.UpstreamResponse{Upstream: u, Watch: r})
+}
+func (d driver) UpstreamLost(u port.UpstreamID) { d.n.Step(node.UpstreamLost{Upstream: u}) }
+func (d driver) Fetched(id port.FetchID, r port.FetchResult) {
+	d.n.Step(node.Fetched{ID: id, Result: r})
+}
+func (d driver) Tick(now time.Time)  { d.n.Tick(now) }
+func (d driver) Stats() node.Stats   { return d.n.Stats() }
+func (d driver) Gauges() node.Gauges { return d.n.Gauges() }
+func (d driver) Ready() port.Ready {
+	rd := d.n.Ready()
+	d.n.Advance()
+	return rd
+}
+
+// harness drives the node by hand, playing etcd's part.
+type harness struct {
+	t   *testing.T
+	m   driver
+	now time.Time
+
+	last    port.Ready // the last port.Ready
+	ups     []string   // the last port.Ready's upstream requests, described
+	pending []port.Fetch
+	allUps  []port.UpstreamRequest
+	queued  map[port.StreamID]int      // bytes handed out and not acknowledged
+	log     map[port.StreamID][]string // every event delivered, as "w<id>:<key>@<rev>"
+}
+
+func newHarness(t *testing.T, cfg conf) *harness {
+	t.Helper()
+	return &harness{
+		t: t, m: driver{node.New(cfg.node(), t0)}, now: t0,
+		queued: map[port.StreamID]int{}, log: map[port.StreamID][]string{},
+	}
+}
+
+func (h *harness) open(ids ...port.StreamID) {
 	for _, id := range ids {
 		h.m.OpenStream(id, "")
 	}
@@ -81,11 +132,11 @@ func createReqFor(key, end string, startRev int64, opts ...createOpt) *pb.WatchC
 }
 
 // create sends a client create request on stream s.
-func (h *harness) create(s StreamID, key, end string, startRev int64, opts ...createOpt) {
+func (h *harness) create(s port.StreamID, key, end string, startRev int64, opts ...createOpt) {
 	h.m.Create(s, createReqFor(key, end, startRev, opts...))
 }
 
-// ready collects the machine's Ready, records it and returns the client
+// ready collects the machine's port.Ready, records it and returns the client
 // responses described per stream.
 func (h *harness) ready() out {
 	h.t.Helper()
@@ -95,13 +146,13 @@ func (h *harness) ready() out {
 	for _, s := range rd.Sends {
 		// Size may be estimated, but never below the encoded size, so
 		// that the stream's bound holds, and not far above it.
-		if n := proto.Size(s.Resp); s.Size < n || s.Size > n+16+5*len(s.Resp.Events) {
+		if n := proto.Size(s.Watch); s.Size < n || s.Size > n+16+5*len(s.Watch.Events) {
 			h.t.Errorf("send to stream %d: Size %d, encoded size %d", s.Stream, s.Size, n)
 		}
 		h.queued[s.Stream] += s.Size
-		res[s.Stream] = append(res[s.Stream], desc(s.Resp))
-		for _, ev := range s.Resp.Events {
-			h.log[s.Stream] = append(h.log[s.Stream], fmt.Sprintf("w%d:%s@%d", s.Resp.WatchId, ev.Kv.Key, ev.Kv.ModRevision))
+		res[s.Stream] = append(res[s.Stream], desc(s.Watch))
+		for _, ev := range s.Watch.Events {
+			h.log[s.Stream] = append(h.log[s.Stream], fmt.Sprintf("w%d:%s@%d", s.Watch.WatchId, ev.Kv.Key, ev.Kv.ModRevision))
 		}
 	}
 	h.ups = nil
@@ -113,19 +164,19 @@ func (h *harness) ready() out {
 	return res
 }
 
-// sends returns the raw responses of the last Ready for stream s.
-func (h *harness) sends(s StreamID) []*pb.WatchResponse {
+// sends returns the raw responses of the last port.Ready for stream s.
+func (h *harness) sends(s port.StreamID) []*pb.WatchResponse {
 	var rs []*pb.WatchResponse
 	for _, x := range h.last.Sends {
 		if x.Stream == s {
-			rs = append(rs, x.Resp)
+			rs = append(rs, x.Watch)
 		}
 	}
 	return rs
 }
 
 // answer answers fetch id with the store revision rev.
-func (h *harness) answer(id uint64, r FetchResult) {
+func (h *harness) answer(id port.FetchID, r port.FetchResult) {
 	for i, f := range h.pending {
 		if f.ID == id {
 			h.pending = append(h.pending[:i:i], h.pending[i+1:]...)
@@ -140,14 +191,14 @@ func (h *harness) answerAll(rev int64) {
 	p := h.pending
 	h.pending = nil
 	for _, f := range p {
-		h.m.Fetched(f.ID, FetchResult{Header: hdr(rev)})
+		h.m.Fetched(f.ID, port.FetchResult{Header: hdr(rev)})
 	}
 }
 
-func (h *harness) up(u Upstream, r *pb.WatchResponse) { h.m.Upstream(u, r) }
+func (h *harness) up(u port.UpstreamID, r *pb.WatchResponse) { h.m.Upstream(u, r) }
 
 // ack reports every byte handed out for stream s as written.
-func (h *harness) ack(s StreamID) {
+func (h *harness) ack(s port.StreamID) {
 	n := h.queued[s]
 	h.queued[s] = 0
 	h.m.Sent(s, n)
@@ -159,10 +210,10 @@ func (h *harness) tick(d time.Duration) {
 }
 
 // creates counts the upstream create requests handed out so far on u.
-func (h *harness) creates(u Upstream) int {
+func (h *harness) creates(u port.UpstreamID) int {
 	n := 0
 	for _, r := range h.allUps {
-		if r.Stream == u && r.Req.GetCreateRequest() != nil {
+		if r.Upstream == u && r.Watch.GetCreateRequest() != nil {
 			n++
 		}
 	}
@@ -189,7 +240,7 @@ func (h *harness) expectUp(want ...string) {
 	}
 }
 
-func (h *harness) expectLog(s StreamID, want ...string) {
+func (h *harness) expectLog(s port.StreamID, want ...string) {
 	h.t.Helper()
 	if !reflect.DeepEqual(h.log[s], want) {
 		h.t.Errorf("events delivered on stream %d:\n got: %v\nwant: %v", s, h.log[s], want)
@@ -198,7 +249,7 @@ func (h *harness) expectLog(s StreamID, want ...string) {
 
 func fmtOut(o out) string {
 	var b strings.Builder
-	for s := StreamID(0); s < 100; s++ {
+	for s := port.StreamID(0); s < 100; s++ {
 		if rs, ok := o[s]; ok {
 			fmt.Fprintf(&b, "\n  stream %d: %q", s, rs)
 		}
@@ -250,21 +301,22 @@ func descEv(ev *mvccpb.Event) string {
 	return s
 }
 
-func descUp(u UpstreamRequest) string {
-	switch x := u.Req.RequestUnion.(type) {
+func descUp(u port.UpstreamRequest) string {
+	name := map[port.UpstreamID]string{port.WatchShared: "shared", port.WatchCatchUp: "catch-up"}[u.Upstream]
+	switch x := u.Watch.RequestUnion.(type) {
 	case *pb.WatchRequest_CreateRequest:
 		c := x.CreateRequest
 		rng := string(c.Key)
 		if len(c.RangeEnd) > 0 {
 			rng = fmt.Sprintf("[%s,%s)", c.Key, c.RangeEnd)
 		}
-		return fmt.Sprintf("%s create %d %s from %d", u.Stream, c.WatchId, rng, c.StartRevision)
+		return fmt.Sprintf("%s create %d %s from %d", name, c.WatchId, rng, c.StartRevision)
 	case *pb.WatchRequest_CancelRequest:
-		return fmt.Sprintf("%s cancel %d", u.Stream, x.CancelRequest.WatchId)
+		return fmt.Sprintf("%s cancel %d", name, x.CancelRequest.WatchId)
 	case *pb.WatchRequest_ProgressRequest:
-		return fmt.Sprintf("%s progress", u.Stream)
+		return name + " progress"
 	}
-	return fmt.Sprintf("%s ??? %v", u.Stream, u.Req)
+	return fmt.Sprintf("%s ??? %v", name, u.Watch)
 }
 
 // ---- etcd's side ----
@@ -323,7 +375,7 @@ func compactResp(upID, compactRev, rev int64) *pb.WatchResponse {
 // ---- 1. coalescing ----
 
 func TestSharedGroupForWatchersCreatedAtDifferentTimes(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1, 2, 3)
 
 	h.create(1, "a", "", 0)
@@ -334,7 +386,7 @@ func TestSharedGroupForWatchersCreatedAtDifferentTimes(t *testing.T) {
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=4"}})
 	h.expectUp("shared create 1 a from 5")
-	c := h.last.Upstream[0].Req.GetCreateRequest()
+	c := h.last.Upstream[0].Watch.GetCreateRequest()
 	if !c.PrevKv || !c.ProgressNotify || !c.Fragment || len(c.RangeEnd) != 0 || len(c.Filters) != 0 {
 		t.Errorf("upstream create = %v, want prev_kv, progress_notify, fragment, no filters", c)
 	}
@@ -342,9 +394,9 @@ func TestSharedGroupForWatchersCreatedAtDifferentTimes(t *testing.T) {
 		t.Errorf("created header = %v, want the fetched header", got)
 	}
 
-	h.up(Shared, createdResp(1, 4))
-	h.up(Shared, etcdEvents(1, 5, "a"))
-	h.up(Shared, etcdEvents(1, 6, "a"))
+	h.up(port.WatchShared, createdResp(1, 4))
+	h.up(port.WatchShared, etcdEvents(1, 5, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 6, "a"))
 	h.expectSends(h.ready(), out{1: {"w0 rev=5 [a@5]", "w0 rev=6 [a@6]"}})
 
 	// A second watcher after events 5 and 6: the store is at 6.
@@ -365,29 +417,29 @@ func TestSharedGroupForWatchersCreatedAtDifferentTimes(t *testing.T) {
 	h.expectSends(h.ready(), out{3: {"w0 created rev=8"}})
 	h.expectUp()
 
-	h.up(Shared, etcdEvents(1, 7, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 7, "a"))
 	h.expectSends(h.ready(), out{1: {"w0 rev=7 [a@7]"}, 2: {"w0 rev=7 [a@7]"}})
-	h.up(Shared, etcdEvents(1, 8, "a"))
-	h.up(Shared, etcdEvents(1, 9, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 8, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 9, "a"))
 	h.expectSends(h.ready(), out{
 		1: {"w0 rev=8 [a@8]", "w0 rev=9 [a@9]"},
 		2: {"w0 rev=8 [a@8]", "w0 rev=9 [a@9]"},
 		3: {"w0 rev=9 [a@9]"},
 	})
 
-	if n := h.creates(Shared) + h.creates(Own); n != 1 {
+	if n := h.creates(port.WatchShared) + h.creates(port.WatchCatchUp); n != 1 {
 		t.Errorf("upstream creates = %d, want 1", n)
 	}
-	if st := h.m.Stats(); st.GroupsOpened != 1 || st.OwnOpened != 0 || st.Watchers != 3 {
+	if st := h.m.Stats(); st.Watch.GroupsOpened != 1 || st.Watch.CatchUpsOpened != 0 || st.Watch.Watchers != 3 {
 		t.Errorf("stats = %+v", st)
 	}
-	if g := h.m.Gauges(); g.Groups != 1 || g.Own != 0 || g.WindowEvents != 5 || g.PendingFetch != 0 {
+	if g := h.m.Gauges(); g.Watch.Groups != 1 || g.Watch.CatchUps != 0 || g.Watch.WindowEvents != 5 || g.Flow.PendingFetches != 0 {
 		t.Errorf("gauges = %+v", g)
 	}
 }
 
 func TestDifferentRangesGetDifferentGroups(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1)
 	h.create(1, "a", "", 0)
 	h.create(1, "a", "b", 0)
@@ -397,9 +449,9 @@ func TestDifferentRangesGetDifferentGroups(t *testing.T) {
 	h.expectSends(h.ready(), out{1: {"w0 created rev=3", "w1 created rev=3", "w2 created rev=3"}})
 	h.expectUp("shared create 1 a from 4", "shared create 2 [a,b) from 4", "shared create 3 [a,\x00) from 4")
 
-	h.up(Shared, etcdEvents(2, 4, "a", "ab"))
-	h.up(Shared, etcdEvents(3, 4, "a", "ab"))
-	h.up(Shared, etcdEvents(1, 4, "a"))
+	h.up(port.WatchShared, etcdEvents(2, 4, "a", "ab"))
+	h.up(port.WatchShared, etcdEvents(3, 4, "a", "ab"))
+	h.up(port.WatchShared, etcdEvents(1, 4, "a"))
 	h.expectSends(h.ready(), out{1: {"w1 rev=4 [a@4, ab@4]", "w2 rev=4 [a@4, ab@4]", "w0 rev=4 [a@4]"}})
 }
 
@@ -407,7 +459,7 @@ func TestDifferentRangesGetDifferentGroups(t *testing.T) {
 
 // windowOf sets up stream 1 watching "a" on a group created at 4 that has
 // seen an event at every revision from 5 to last, one per response.
-func windowOf(t *testing.T, cfg Config, last int64, streams ...StreamID) *harness {
+func windowOf(t *testing.T, cfg conf, last int64, streams ...port.StreamID) *harness {
 	t.Helper()
 	h := newHarness(t, cfg)
 	h.open(1)
@@ -417,9 +469,9 @@ func windowOf(t *testing.T, cfg Config, last int64, streams ...StreamID) *harnes
 	h.answerAll(4)
 	h.ready()
 	h.expectUp("shared create 1 a from 5")
-	h.up(Shared, createdResp(1, 4))
+	h.up(port.WatchShared, createdResp(1, 4))
 	for rev := int64(5); rev <= last; rev++ {
-		h.up(Shared, etcdEvents(1, rev, "a"))
+		h.up(port.WatchShared, etcdEvents(1, rev, "a"))
 	}
 	h.ready()
 	return h
@@ -434,10 +486,10 @@ func revs(id int64, key string, from, to int64) []string {
 }
 
 func TestStartRevisionInsideWindow(t *testing.T) {
-	h := windowOf(t, Config{HistoryEvents: 3}, 8, 2)
+	h := windowOf(t, conf{HistoryEvents: 3}, 8, 2)
 	h.expectLog(1, revs(0, "a", 5, 8)...)
-	if g := h.m.Gauges(); g.WindowEvents != 3 {
-		t.Errorf("window events = %d, want 3 (6, 7, 8)", g.WindowEvents)
+	if g := h.m.Gauges(); g.Watch.WindowEvents != 3 {
+		t.Errorf("window events = %d, want 3 (6, 7, 8)", g.Watch.WindowEvents)
 	}
 	h.create(2, "a", "", 6)
 	h.ready()
@@ -445,7 +497,9 @@ func TestStartRevisionInsideWindow(t *testing.T) {
 		t.Fatalf("fetches = %+v, want one at revision 6", f)
 	}
 	h.answerAll(8)
-	h.expectSends(h.ready(), out{2: {"w0 created rev=8", "w0 rev=6 [a@6]", "w0 rev=7 [a@7]", "w0 rev=8 [a@8]"}})
+	// Replayed history carries the revision the watcher was created at, as
+	// etcd's catch-up responses carry the current one.
+	h.expectSends(h.ready(), out{2: {"w0 created rev=8", "w0 rev=8 [a@6]", "w0 rev=8 [a@7]", "w0 rev=8 [a@8]"}})
 	h.expectUp()
 	// A start revision past the group's: nothing from the window.
 	h.create(2, "a", "", 9)
@@ -453,9 +507,9 @@ func TestStartRevisionInsideWindow(t *testing.T) {
 	h.answerAll(8)
 	h.expectSends(h.ready(), out{2: {"w1 created rev=8"}})
 	h.expectUp()
-	h.up(Shared, etcdEvents(1, 9, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 9, "a"))
 	h.expectSends(h.ready(), out{1: {"w0 rev=9 [a@9]"}, 2: {"w0 rev=9 [a@9]", "w1 rev=9 [a@9]"}})
-	if n := h.creates(Shared) + h.creates(Own); n != 1 {
+	if n := h.creates(port.WatchShared) + h.creates(port.WatchCatchUp); n != 1 {
 		t.Errorf("upstream creates = %d, want 1", n)
 	}
 }
@@ -463,21 +517,21 @@ func TestStartRevisionInsideWindow(t *testing.T) {
 // A start revision older than the window: the group's upstream watch is
 // reopened from there (a rewind); every watcher still gets every event once.
 func TestStartRevisionOlderThanWindow(t *testing.T) {
-	h := windowOf(t, Config{HistoryEvents: 3}, 8, 2, 3)
+	h := windowOf(t, conf{HistoryEvents: 3}, 8, 2, 3)
 	h.create(2, "a", "", 3)
 	h.ready()
 	h.answerAll(8)
 	h.expectSends(h.ready(), out{2: {"w0 created rev=8"}})
 	h.expectUp("shared cancel 1", "shared create 2 a from 3")
-	if st := h.m.Stats(); st.Rewinds != 1 || st.OwnOpened != 0 {
+	if st := h.m.Stats(); st.Watch.Rewinds != 1 || st.Watch.CatchUpsOpened != 0 {
 		t.Errorf("stats = %+v", st)
 	}
 	// What the old upstream watch had in flight is ignored.
-	h.up(Shared, etcdEvents(1, 9, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 9, "a"))
 	h.expectSends(h.ready(), out{})
 
-	h.up(Shared, createdResp(2, 9))
-	h.up(Shared, evResp(2, 9, put("a", 3), put("a", 4)))
+	h.up(port.WatchShared, createdResp(2, 9))
+	h.up(port.WatchShared, evResp(2, 9, put("a", 3), put("a", 4)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@3, a@4]"}})
 	// A watcher joining during the rewind, from inside it.
 	h.create(3, "a", "", 4)
@@ -485,21 +539,21 @@ func TestStartRevisionOlderThanWindow(t *testing.T) {
 	h.answerAll(9)
 	h.expectSends(h.ready(), out{3: {"w0 created rev=9", "w0 rev=9 [a@4]"}})
 	h.expectUp()
-	h.up(Shared, evResp(2, 9, put("a", 5), put("a", 6)))
+	h.up(port.WatchShared, evResp(2, 9, put("a", 5), put("a", 6)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@5, a@6]"}, 3: {"w0 rev=9 [a@5, a@6]"}})
-	h.up(Shared, evResp(2, 9, put("a", 7), put("a", 8), put("a", 9)))
+	h.up(port.WatchShared, evResp(2, 9, put("a", 7), put("a", 8), put("a", 9)))
 	h.expectSends(h.ready(), out{
 		1: {"w0 rev=9 [a@9]"},
 		2: {"w0 rev=9 [a@7, a@8, a@9]"},
 		3: {"w0 rev=9 [a@7, a@8, a@9]"},
 	})
-	h.up(Shared, etcdEvents(2, 10, "a"))
+	h.up(port.WatchShared, etcdEvents(2, 10, "a"))
 	h.ready()
 	h.expectLog(1, revs(0, "a", 5, 10)...)
 	h.expectLog(2, revs(0, "a", 3, 10)...)
 	h.expectLog(3, revs(0, "a", 4, 10)...)
-	if n := h.creates(Own); n != 0 {
-		t.Errorf("own creates = %d", n)
+	if n := h.creates(port.WatchCatchUp); n != 0 {
+		t.Errorf("catch-up creates = %d", n)
 	}
 }
 
@@ -507,7 +561,7 @@ func TestStartRevisionOlderThanWindow(t *testing.T) {
 // window (its read was served before events the group has since seen) gets
 // an own upstream watch, merged into the group once it reaches the window.
 func TestOwnWatchMergesIntoGroup(t *testing.T) {
-	h := newHarness(t, Config{HistoryEvents: 3})
+	h := newHarness(t, conf{HistoryEvents: 3})
 	h.open(1)
 	h.m.OpenStream(2, "tok")
 	h.create(1, "a", "", 0)
@@ -520,35 +574,35 @@ func TestOwnWatchMergesIntoGroup(t *testing.T) {
 		t.Fatalf("fetches = %+v", f)
 	}
 	for rev := int64(5); rev <= 8; rev++ {
-		h.up(Shared, etcdEvents(1, rev, "a"))
+		h.up(port.WatchShared, etcdEvents(1, rev, "a"))
 	}
 	h.ready() // window: 6, 7, 8
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{2: {"w0 created rev=4"}})
-	h.expectUp("own create 2 a from 5")
-	c := h.last.Upstream[0].Req.GetCreateRequest()
+	h.expectUp("catch-up create 2 a from 5")
+	c := h.last.Upstream[0].Watch.GetCreateRequest()
 	if !c.PrevKv || !c.Fragment || !c.ProgressNotify {
-		t.Errorf("own create = %v, want prev_kv, fragment and progress_notify", c)
+		t.Errorf("catch-up create = %v, want prev_kv, fragment and progress_notify", c)
 	}
-	h.up(Own, createdResp(2, 8))
-	h.up(Own, &pb.WatchResponse{Header: hdr(8), WatchId: 2}) // progress alone: not yet
+	h.up(port.WatchCatchUp, createdResp(2, 8))
+	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(8), WatchId: 2}) // progress alone: not yet
 	h.expectSends(h.ready(), out{})
 	h.expectUp()
-	h.up(Own, evResp(2, 8, put("a", 5)))
-	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@5]", "w0 rev=6 [a@6]", "w0 rev=7 [a@7]", "w0 rev=8 [a@8]"}})
-	h.expectUp("own cancel 2")
+	h.up(port.WatchCatchUp, evResp(2, 8, put("a", 5)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@5]", "w0 rev=8 [a@6]", "w0 rev=8 [a@7]", "w0 rev=8 [a@8]"}})
+	h.expectUp("catch-up cancel 2")
 	// What the own watch still had in flight is ignored.
-	h.up(Own, evResp(2, 8, put("a", 6)))
-	h.up(Own, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Canceled: true})
+	h.up(port.WatchCatchUp, evResp(2, 8, put("a", 6)))
+	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Canceled: true})
 	h.expectSends(h.ready(), out{})
 	h.expectUp()
-	h.up(Shared, etcdEvents(1, 9, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 9, "a"))
 	h.expectSends(h.ready(), out{1: {"w0 rev=9 [a@9]"}, 2: {"w0 rev=9 [a@9]"}})
 	h.expectLog(2, revs(0, "a", 5, 9)...)
-	if st := h.m.Stats(); st.Merged != 1 || st.OwnOpened != 1 || st.GroupsOpened != 1 || st.Rewinds != 0 {
+	if st := h.m.Stats(); st.Watch.Merged != 1 || st.Watch.CatchUpsOpened != 1 || st.Watch.GroupsOpened != 1 || st.Watch.Rewinds != 0 {
 		t.Errorf("stats = %+v", st)
 	}
-	if g := h.m.Gauges(); g.Own != 0 || g.Groups != 1 {
+	if g := h.m.Gauges(); g.Watch.CatchUps != 0 || g.Watch.Groups != 1 {
 		t.Errorf("gauges = %+v", g)
 	}
 }
@@ -556,7 +610,7 @@ func TestOwnWatchMergesIntoGroup(t *testing.T) {
 // An own watch that overtakes the group: the group's late events are not
 // delivered again.
 func TestOwnWatchAheadOfGroupMergesWithoutDuplicates(t *testing.T) {
-	h := newHarness(t, Config{HistoryEvents: 1})
+	h := newHarness(t, conf{HistoryEvents: 1})
 	h.open(1)
 	h.m.OpenStream(2, "tok")
 	h.create(1, "a", "", 0)
@@ -565,19 +619,19 @@ func TestOwnWatchAheadOfGroupMergesWithoutDuplicates(t *testing.T) {
 	h.ready()
 	h.create(2, "a", "", 0)
 	h.ready()
-	h.up(Shared, etcdEvents(1, 5, "a"))
-	h.up(Shared, etcdEvents(1, 6, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 5, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 6, "a"))
 	h.ready() // window: 6
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("own create 2 a from 5")
+	h.expectUp("catch-up create 2 a from 5")
 	// The own watch delivers up to 8, which the group has not seen yet.
-	h.up(Own, evResp(2, 9, put("a", 5), put("a", 6), put("a", 7), put("a", 8)))
+	h.up(port.WatchCatchUp, evResp(2, 9, put("a", 5), put("a", 6), put("a", 7), put("a", 8)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@5, a@6, a@7, a@8]"}})
-	h.expectUp("own cancel 2")
-	h.up(Shared, etcdEvents(1, 7, "a"))
-	h.up(Shared, etcdEvents(1, 8, "a"))
-	h.up(Shared, etcdEvents(1, 9, "a"))
+	h.expectUp("catch-up cancel 2")
+	h.up(port.WatchShared, etcdEvents(1, 7, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 8, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 9, "a"))
 	h.expectSends(h.ready(), out{
 		1: {"w0 rev=7 [a@7]", "w0 rev=8 [a@8]", "w0 rev=9 [a@9]"},
 		2: {"w0 rev=9 [a@9]"},
@@ -588,7 +642,7 @@ func TestOwnWatchAheadOfGroupMergesWithoutDuplicates(t *testing.T) {
 // neither a RequestProgress nor an idle progress notification may claim it
 // has.
 func TestRewindingWatcherIsNotSynced(t *testing.T) {
-	h := windowOf(t, Config{HistoryEvents: 2}, 9, 2)
+	h := windowOf(t, conf{HistoryEvents: 2}, 9, 2)
 	h.create(2, "a", "", 3)
 	h.ready()
 	h.answerAll(9)
@@ -598,7 +652,7 @@ func TestRewindingWatcherIsNotSynced(t *testing.T) {
 	h.ready()
 	h.answerAll(9)
 	h.expectSends(h.ready(), out{}) // events 3..9 have not reached stream 2
-	h.up(Shared, evResp(2, 9, put("a", 3), put("a", 4), put("a", 5)))
+	h.up(port.WatchShared, evResp(2, 9, put("a", 3), put("a", 4), put("a", 5)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@3, a@4, a@5]"}})
 	h.m.Cancel(2, 0)
 	h.expectSends(h.ready(), out{2: {"w0 canceled rev=9", "w-1 rev=9"}})
@@ -607,14 +661,14 @@ func TestRewindingWatcherIsNotSynced(t *testing.T) {
 // etcd sends a watcher no progress notification before it has caught up,
 // and the revisions of a stream's responses never go down.
 func TestNoIdleProgressNotifyWhileRewinding(t *testing.T) {
-	h := windowOf(t, Config{HistoryEvents: 2, ProgressInterval: time.Minute}, 9, 2)
+	h := windowOf(t, conf{HistoryEvents: 2, ProgressInterval: time.Minute}, 9, 2)
 	h.create(2, "a", "", 3, withProgressNotify())
 	h.ready()
 	h.answerAll(9)
 	h.expectSends(h.ready(), out{2: {"w0 created rev=9"}})
 	h.tick(time.Minute)
 	h.expectSends(h.ready(), out{})
-	h.up(Shared, evResp(2, 9, put("a", 3), put("a", 4), put("a", 5), put("a", 6), put("a", 7), put("a", 8), put("a", 9)))
+	h.up(port.WatchShared, evResp(2, 9, put("a", 3), put("a", 4), put("a", 5), put("a", 6), put("a", 7), put("a", 8), put("a", 9)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@3, a@4, a@5, a@6, a@7, a@8, a@9]"}})
 	h.tick(time.Minute)
 	h.tick(time.Minute) // the first tick skips it: it had events
@@ -624,7 +678,7 @@ func TestNoIdleProgressNotifyWhileRewinding(t *testing.T) {
 // A held stream that drains while its group is rewinding must not skip the
 // events between its place and where the window began.
 func TestSlowClientResumedDuringRewind(t *testing.T) {
-	h := newHarness(t, Config{HistoryEvents: 2, StreamBufferBytes: 150})
+	h := newHarness(t, conf{HistoryEvents: 2, StreamBufferBytes: 150})
 	h.open(1, 2, 3)
 	h.create(1, "a", "", 0)
 	h.create(2, "a", "", 0)
@@ -634,7 +688,7 @@ func TestSlowClientResumedDuringRewind(t *testing.T) {
 	h.ack(2)
 	val := strings.Repeat("x", 40)
 	for rev := int64(5); rev <= 12; rev++ {
-		h.up(Shared, evResp(1, rev, putV("a", rev, val)))
+		h.up(port.WatchShared, evResp(1, rev, putV("a", rev, val)))
 		h.ready()
 		h.ack(2)
 	}
@@ -651,7 +705,7 @@ func TestSlowClientResumedDuringRewind(t *testing.T) {
 	for rev := int64(6); rev <= 13; rev++ {
 		evs = append(evs, putV("a", rev, val))
 	}
-	h.up(Shared, evResp(2, 13, evs...))
+	h.up(port.WatchShared, evResp(2, 13, evs...))
 	h.ready()
 	h.ack(1)
 	h.ack(2)
@@ -664,7 +718,7 @@ func TestSlowClientResumedDuringRewind(t *testing.T) {
 // ---- 3. fetch batching ----
 
 func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
-	h := newHarness(t, Config{RetryInterval: 50 * time.Millisecond})
+	h := newHarness(t, conf{RetryInterval: 50 * time.Millisecond})
 	h.open(1, 2)
 	h.m.OpenStream(3, "tok")
 	h.create(1, "a", "", 0)
@@ -678,14 +732,14 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 	if f.Token != "" || f.Revision != 0 || !bytes.Equal(f.Key, []byte{0}) {
 		t.Errorf("fetch = %+v, want a tokenless read of the latest revision", f)
 	}
-	if g := h.m.Gauges(); g.PendingFetch != 1 {
-		t.Errorf("pending fetches = %d, want 1", g.PendingFetch)
+	if g := h.m.Gauges(); g.Flow.PendingFetches != 1 {
+		t.Errorf("pending fetches = %d, want 1", g.Flow.PendingFetches)
 	}
 	h.answerAll(7)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=7", "w1 created rev=7"}, 2: {"w0 created rev=7"}})
 	h.expectUp("shared create 1 a from 8", "shared create 2 b from 8", "shared create 3 [c,d) from 8")
 
-	// After Ready, a new create gets a new fetch.
+	// After port.Ready, a new create gets a new fetch.
 	h.create(2, "a", "", 0)
 	h.ready()
 	if len(h.last.Fetches) != 1 || h.last.Fetches[0].ID == f.ID {
@@ -710,8 +764,8 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 	f1, f2 := h.last.Fetches[0], h.last.Fetches[1]
 	h.pending = nil
 	// A transport error: the fetch is tried again after RetryInterval.
-	h.m.Fetched(f1.ID, FetchResult{Retry: true})
-	h.m.Fetched(f2.ID, FetchResult{Header: hdr(10)})
+	h.m.Fetched(f1.ID, port.FetchResult{Err: unavailable})
+	h.m.Fetched(f2.ID, port.FetchResult{Header: hdr(10)})
 	// Etcd answers the creates of a stream in order: w1 waits for w0.
 	h.expectSends(h.ready(), out{})
 	h.expectUp()
@@ -725,7 +779,7 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 	if len(h.last.Fetches) != 1 || h.last.Fetches[0].ID != f1.ID {
 		t.Fatalf("fetches after RetryInterval = %+v, want fetch %d again", h.last.Fetches, f1.ID)
 	}
-	h.m.Fetched(f1.ID, FetchResult{Header: hdr(10)})
+	h.m.Fetched(f1.ID, port.FetchResult{Header: hdr(10)})
 	h.expectSends(h.ready(), out{3: {"w0 created rev=10", "w1 created rev=10"}})
 	h.expectUp("shared create 4 [x,y) from 11")
 }
@@ -733,15 +787,15 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 // ---- 4. cancel ----
 
 func TestCancel(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1, 2)
 	h.create(1, "a", "", 0)
 	h.create(2, "a", "", 0)
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.up(Shared, etcdEvents(1, 5, "a"))
-	h.up(Shared, etcdEvents(1, 6, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 5, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 6, "a"))
 	h.ready()
 
 	h.m.Cancel(1, 0)
@@ -756,28 +810,28 @@ func TestCancel(t *testing.T) {
 	h.m.Cancel(1, 42)
 	h.expectSends(h.ready(), out{})
 
-	h.up(Shared, etcdEvents(1, 7, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 7, "a"))
 	h.expectSends(h.ready(), out{2: {"w0 rev=7 [a@7]"}})
 
 	// A progress notification moves the group on: the cancel says so.
-	h.up(Shared, &pb.WatchResponse{Header: hdr(9), WatchId: 1})
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(9), WatchId: 1})
 	h.m.Cancel(2, 0)
 	h.expectSends(h.ready(), out{2: {"w0 canceled rev=9"}})
 	h.expectUp("shared cancel 1")
-	h.up(Shared, etcdEvents(1, 10, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 10, "a"))
 	h.expectSends(h.ready(), out{})
-	if g := h.m.Gauges(); g.Groups != 0 || g.WindowEvents != 0 || g.Own != 0 || g.PendingFetch != 0 {
+	if g := h.m.Gauges(); g.Watch.Groups != 0 || g.Watch.WindowEvents != 0 || g.Watch.CatchUps != 0 || g.Flow.PendingFetches != 0 {
 		t.Errorf("gauges = %+v, want nothing left", g)
 	}
-	if st := h.m.Stats(); st.Watchers != 0 {
-		t.Errorf("watchers = %d, want 0", st.Watchers)
+	if st := h.m.Stats(); st.Watch.Watchers != 0 {
+		t.Errorf("watchers = %d, want 0", st.Watch.Watchers)
 	}
 	h.expectLog(1, "w0:a@5", "w0:a@6")
 	h.expectLog(2, "w0:a@5", "w0:a@6", "w0:a@7")
 }
 
 func TestCancelBeforeCreated(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1)
 	h.create(1, "a", "", 0)
 	h.m.Cancel(1, 0)
@@ -785,13 +839,13 @@ func TestCancelBeforeCreated(t *testing.T) {
 	h.answerAll(10)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=10", "w0 canceled rev=10"}})
 	h.expectUp()
-	if g := h.m.Gauges(); g.Groups != 0 || g.PendingFetch != 0 {
+	if g := h.m.Gauges(); g.Watch.Groups != 0 || g.Flow.PendingFetches != 0 {
 		t.Errorf("gauges = %+v", g)
 	}
 }
 
 func TestCloseStreamLeavesNothing(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1, 2)
 	h.m.OpenStream(3, "tok")
 	h.create(1, "a", "", 0)
@@ -800,14 +854,23 @@ func TestCloseStreamLeavesNothing(t *testing.T) {
 	h.create(3, "a", "", 0)
 	h.ready()
 	for _, f := range h.last.Fetches {
-		h.answer(f.ID, FetchResult{Header: hdr(10), Compacted: f.Revision == 2})
+		if f.Revision == 2 {
+			h.answer(f.ID, port.FetchResult{Err: rpctypes.ErrGRPCCompacted})
+		} else {
+			h.answer(f.ID, port.FetchResult{Header: hdr(10)})
+		}
 	}
-	// The fetch at a start revision went out first, the batch last, but
-	// creates are answered in the order they came.
-	h.expectSends(h.ready(), out{1: {"w0 created rev=10", "w1 created rev=10", "w2 created rev=10"}, 3: {"w0 created rev=10"}})
-	h.expectUp("shared create 1 a from 11", "shared create 2 b from 11", "own create 3 c from 2")
-	h.up(Shared, etcdEvents(1, 11, "a"))
-	h.up(Shared, etcdEvents(2, 12, "b"))
+	// Revision 2 is compacted: the revision at creation is read next.
+	h.expectSends(h.ready(), out{1: {"w0 created rev=10", "w1 created rev=10"}, 3: {"w0 created rev=10"}})
+	h.expectUp("shared create 1 a from 11", "shared create 2 b from 11")
+	if f := h.last.Fetches; len(f) != 1 || f[0].Revision != 0 {
+		t.Fatalf("fetches = %+v, want one of the latest revision", f)
+	}
+	h.answerAll(10)
+	h.expectSends(h.ready(), out{1: {"w2 created rev=10"}})
+	h.expectUp("catch-up create 3 c from 2")
+	h.up(port.WatchShared, etcdEvents(1, 11, "a"))
+	h.up(port.WatchShared, etcdEvents(2, 12, "b"))
 	h.ready()
 
 	// A watcher still waiting for its fetch when the stream closes.
@@ -815,24 +878,24 @@ func TestCloseStreamLeavesNothing(t *testing.T) {
 	h.ready()
 	h.m.CloseStream(1)
 	h.expectSends(h.ready(), out{})
-	h.expectUp("own cancel 3", "shared cancel 2")
+	h.expectUp("catch-up cancel 3", "shared cancel 2")
 	h.answerAll(13)
 	h.expectSends(h.ready(), out{})
 	h.expectUp()
-	h.up(Shared, progressResp(13))
-	h.up(Own, evResp(3, 13, put("c", 3)))
-	h.up(Shared, etcdEvents(2, 13, "b"))
+	h.up(port.WatchShared, progressResp(13))
+	h.up(port.WatchCatchUp, evResp(3, 13, put("c", 3)))
+	h.up(port.WatchShared, etcdEvents(2, 13, "b"))
 	h.expectSends(h.ready(), out{})
 
 	h.m.CloseStream(3)
 	h.m.CloseStream(2)
 	h.expectSends(h.ready(), out{})
 	h.expectUp("shared cancel 1")
-	if g := h.m.Gauges(); g != (Gauges{}) {
+	if g := h.m.Gauges(); g != (node.Gauges{}) {
 		t.Errorf("gauges = %+v, want all zero", g)
 	}
-	if st := h.m.Stats(); st.Watchers != 0 {
-		t.Errorf("watchers = %d, want 0", st.Watchers)
+	if st := h.m.Stats(); st.Watch.Watchers != 0 {
+		t.Errorf("watchers = %d, want 0", st.Watch.Watchers)
 	}
 	// Inputs for the closed streams are ignored.
 	h.create(1, "a", "", 0)
@@ -848,7 +911,7 @@ func TestCloseStreamLeavesNothing(t *testing.T) {
 // ---- 5. filters and prev_kv ----
 
 func TestFiltersAndPrevKV(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1)
 	h.create(1, "a", "c", 0, withPrevKV())
 	h.create(1, "a", "c", 0, withFilters(pb.WatchCreateRequest_NOPUT))
@@ -863,7 +926,7 @@ func TestFiltersAndPrevKV(t *testing.T) {
 	r := evResp(1, 5, put("a", 5), del("b", 5))
 	orig := proto.Clone(r).(*pb.WatchResponse)
 	evs := append([]*mvccpb.Event(nil), r.Events...)
-	h.up(Shared, r)
+	h.up(port.WatchShared, r)
 	h.expectSends(h.ready(), out{1: {
 		"w0 rev=5 [a@5 prev=a@4, DEL b@5 prev=b@4]",
 		"w1 rev=5 [DEL b@5]",
@@ -881,9 +944,9 @@ func TestFiltersAndPrevKV(t *testing.T) {
 
 	// A response whose events the filter removes entirely sends nothing,
 	// and the watcher still moves past it.
-	h.up(Shared, evResp(1, 6, put("b", 6)))
+	h.up(port.WatchShared, evResp(1, 6, put("b", 6)))
 	h.expectSends(h.ready(), out{1: {"w0 rev=6 [b@6 prev=b@5]", "w2 rev=6 [b@6]", "w3 rev=6 [b@6]"}})
-	h.up(Shared, evResp(1, 7, del("a", 7)))
+	h.up(port.WatchShared, evResp(1, 7, del("a", 7)))
 	h.expectSends(h.ready(), out{1: {"w0 rev=7 [DEL a@7 prev=a@6]", "w1 rev=7 [DEL a@7]", "w3 rev=7 [DEL a@7]"}})
 
 	// Replay from the window keeps the filters too.
@@ -892,8 +955,8 @@ func TestFiltersAndPrevKV(t *testing.T) {
 	h.ready()
 	h.answerAll(7)
 	h.expectSends(h.ready(), out{1: {
-		"w5 created rev=7", "w5 rev=5 [DEL b@5]", "w5 rev=7 [DEL a@7]",
-		"w6 created rev=7", "w6 rev=6 [b@6]", "w6 rev=7 [DEL a@7]",
+		"w5 created rev=7", "w5 rev=7 [DEL b@5]", "w5 rev=7 [DEL a@7]",
+		"w6 created rev=7", "w6 rev=7 [b@6]", "w6 rev=7 [DEL a@7]",
 	}})
 }
 
@@ -901,7 +964,7 @@ func TestFiltersAndPrevKV(t *testing.T) {
 
 func TestFragments(t *testing.T) {
 	const limit = 200
-	h := newHarness(t, Config{FragmentBytes: limit})
+	h := newHarness(t, conf{FragmentBytes: limit})
 	h.open(1, 2)
 	h.create(1, "k", "l", 0, withFragment())
 	h.create(2, "k", "l", 0)
@@ -947,7 +1010,7 @@ func TestFragments(t *testing.T) {
 			t.Errorf("non-fragmenting watcher got %d responses: %v", len(whole), whole)
 		}
 	}
-	h.up(Shared, evResp(1, 5, evs...))
+	h.up(port.WatchShared, evResp(1, 5, evs...))
 	h.ready()
 	check(5, want)
 
@@ -958,15 +1021,15 @@ func TestFragments(t *testing.T) {
 		evs = append(evs, putV(k, 6, val))
 		want = append(want, fmt.Sprintf("w0:%s@6", k))
 	}
-	h.up(Shared, &pb.WatchResponse{Header: hdr(6), WatchId: 1, Fragment: true, Events: evs[:2]})
-	h.up(Shared, &pb.WatchResponse{Header: hdr(6), WatchId: 1, Fragment: true, Events: evs[2:4]})
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(6), WatchId: 1, Fragment: true, Events: evs[:2]})
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(6), WatchId: 1, Fragment: true, Events: evs[2:4]})
 	h.expectSends(h.ready(), out{})
-	h.up(Shared, &pb.WatchResponse{Header: hdr(6), WatchId: 1, Events: evs[4:]})
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(6), WatchId: 1, Events: evs[4:]})
 	h.ready()
 	check(6, want)
 
 	// A small response is not fragmented.
-	h.up(Shared, etcdEvents(1, 7, "k1"))
+	h.up(port.WatchShared, etcdEvents(1, 7, "k1"))
 	h.expectSends(h.ready(), out{1: {"w0 rev=7 [k1@7]"}, 2: {"w0 rev=7 [k1@7]"}})
 }
 
@@ -974,7 +1037,7 @@ func TestFragments(t *testing.T) {
 // seen events 5..last, and stream 2 (with a token) watching "a" with a read
 // served at 4 but answered only after those events: its place is older than
 // the window, so it gets an own upstream watch (ID 2) from 5.
-func staleOwn(t *testing.T, cfg Config, last int64) *harness {
+func staleOwn(t *testing.T, cfg conf, last int64) *harness {
 	t.Helper()
 	h := newHarness(t, cfg)
 	h.open(1)
@@ -983,25 +1046,25 @@ func staleOwn(t *testing.T, cfg Config, last int64) *harness {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.up(Shared, createdResp(1, 4))
+	h.up(port.WatchShared, createdResp(1, 4))
 	h.create(2, "a", "", 0)
 	h.ready()
 	for rev := int64(5); rev <= last; rev++ {
-		h.up(Shared, etcdEvents(1, rev, "a"))
+		h.up(port.WatchShared, etcdEvents(1, rev, "a"))
 	}
 	h.ready()
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{2: {"w0 created rev=4"}})
-	h.expectUp("own create 2 a from 5")
-	h.up(Own, createdResp(2, last))
+	h.expectUp("catch-up create 2 a from 5")
+	h.up(port.WatchCatchUp, createdResp(2, last))
 	return h
 }
 
 func TestOwnWatchFragmentsReassembled(t *testing.T) {
-	h := staleOwn(t, Config{HistoryEvents: 1}, 8)
-	h.up(Own, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Fragment: true, Events: []*mvccpb.Event{put("a", 5)}})
+	h := staleOwn(t, conf{HistoryEvents: 1}, 8)
+	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Fragment: true, Events: []*mvccpb.Event{put("a", 5)}})
 	h.expectSends(h.ready(), out{})
-	h.up(Own, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Events: []*mvccpb.Event{put("a", 6)}})
+	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Events: []*mvccpb.Event{put("a", 6)}})
 	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@5, a@6]"}})
 	h.expectUp()
 }
@@ -1009,7 +1072,7 @@ func TestOwnWatchFragmentsReassembled(t *testing.T) {
 // ---- 7. create errors and watch IDs ----
 
 func TestCreateErrorsAndWatchIDs(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1)
 	h.create(1, "a", "", 0)               // auto: 0
 	h.create(1, "a", "", 0, withID(2))    // 2
@@ -1024,10 +1087,11 @@ func TestCreateErrorsAndWatchIDs(t *testing.T) {
 	h.create(1, "b", "\x00", 0)           // from key: valid, auto 4
 	h.create(1, "", "", 0, withID(5))     // key "" is \x00: valid
 	h.create(1, "", "\x00", 0, withID(6)) // everything: valid
-	dup := "w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=0"
-	empty := "w-1 created canceled reason=\"mvcc: watcher range is empty\" rev=0"
-	compacted := fmt.Sprintf("w-1 created canceled reason=%q rev=0", rpctypes.ErrCompacted.Error())
-	// Etcd answers creates in order: the refusals wait for w0..w7.
+	dup := "w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=5"
+	empty := "w-1 created canceled reason=\"mvcc: watcher range is empty\" rev=5"
+	compacted := fmt.Sprintf("w-1 created canceled reason=%q rev=5", rpctypes.ErrCompacted.Error())
+	// Etcd answers creates in order: the refusals wait for w0..w7, and
+	// carry the revision as of their turn.
 	h.expectSends(h.ready(), out{})
 	h.answerAll(5)
 	h.expectSends(h.ready(), out{1: {
@@ -1042,7 +1106,7 @@ func TestCreateErrorsAndWatchIDs(t *testing.T) {
 	h.create(1, "a", "", 0, withID(3))
 	h.expectSends(h.ready(), out{})
 	h.answerAll(6)
-	h.expectSends(h.ready(), out{1: {"w8 created rev=6", "w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=5"}})
+	h.expectSends(h.ready(), out{1: {"w8 created rev=6", "w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=6"}})
 	// With nothing pending, a refusal is answered at once.
 	h.create(1, "a", "", 0, withID(3))
 	h.expectSends(h.ready(), out{1: {"w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=6"}})
@@ -1054,23 +1118,20 @@ func TestCreateErrorsAndWatchIDs(t *testing.T) {
 	h.ready()
 	h.answerAll(6)
 	h.expectSends(h.ready(), out{1: {"w1 created rev=6", "w9 created rev=6"}})
-	if r := h.last.Sends; len(r) > 0 && r[0].Resp.Header.Revision != 6 {
-		t.Errorf("header = %v", r[0].Resp.Header)
+	if r := h.last.Sends; len(r) > 0 && r[0].Watch.Header.Revision != 6 {
+		t.Errorf("header = %v", r[0].Watch.Header)
 	}
 }
 
 // Etcd checks permission before it picks an automatic watch ID, so a create
 // refused for permission consumes no ID.
 func TestRefusedCreateConsumesNoAutoID(t *testing.T) {
-	if !runBugs {
-		t.Skip("KNOWN GAP: an automatic watch ID is consumed by a create that the fetch refuses (permission denied), where etcd gives it to the next create. Only streams with an auth token are refused this way, and the shell relays those streams instead of using the machine.")
-	}
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.m.OpenStream(1, "tok")
 	h.create(1, "secret", "", 0)
 	h.ready()
-	denied := rpctypes.ErrPermissionDenied
-	h.answer(h.pending[0].ID, FetchResult{Header: hdr(5), Err: denied})
+	denied := rpctypes.ErrGRPCPermissionDenied
+	h.answer(h.pending[0].ID, port.FetchResult{Header: hdr(5), Err: denied})
 	h.expectSends(h.ready(), out{1: {fmt.Sprintf("w-1 created canceled reason=%q rev=5", denied.Error())}})
 	h.expectUp()
 	h.create(1, "a", "", 0)
@@ -1080,18 +1141,18 @@ func TestRefusedCreateConsumesNoAutoID(t *testing.T) {
 }
 
 func TestFetchErrorRefusesCreate(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.m.OpenStream(1, "tok")
 	h.create(1, "a", "", 0)
 	h.ready()
-	err := errors.New("etcdserver: invalid auth token")
-	h.answer(h.pending[0].ID, FetchResult{Header: hdr(5), Err: err})
-	h.expectSends(h.ready(), out{1: {"w-1 created canceled reason=\"etcdserver: invalid auth token\" rev=5"}})
+	err := rpctypes.ErrGRPCInvalidAuthToken
+	h.answer(h.pending[0].ID, port.FetchResult{Err: err})
+	h.expectSends(h.ready(), out{1: {fmt.Sprintf("w-1 created canceled reason=%q rev=0", err.Error())}})
 	h.expectUp()
-	if st := h.m.Stats(); st.Watchers != 0 {
-		t.Errorf("watchers = %d", st.Watchers)
+	if st := h.m.Stats(); st.Watch.Watchers != 0 {
+		t.Errorf("watchers = %d", st.Watch.Watchers)
 	}
-	if g := h.m.Gauges(); g.Groups != 0 || g.PendingFetch != 0 {
+	if g := h.m.Gauges(); g.Watch.Groups != 0 || g.Flow.PendingFetches != 0 {
 		t.Errorf("gauges = %+v", g)
 	}
 }
@@ -1099,27 +1160,37 @@ func TestFetchErrorRefusesCreate(t *testing.T) {
 // ---- 8. compaction ----
 
 func TestCompactedStartRevision(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1)
 	h.create(1, "a", "", 2, withID(4))
 	h.ready()
 	if f := h.last.Fetches; len(f) != 1 || f[0].Revision != 2 {
 		t.Fatalf("fetches = %+v, want one at revision 2", f)
 	}
-	h.answer(h.last.Fetches[0].ID, FetchResult{Header: hdr(10), Compacted: true})
-	h.expectSends(h.ready(), out{1: {"w4 created rev=10"}})
-	h.expectUp("own create 1 a from 2")
-	h.up(Own, createdResp(1, 10))
+	h.answer(h.last.Fetches[0].ID, port.FetchResult{Err: rpctypes.ErrGRPCCompacted})
 	h.expectSends(h.ready(), out{})
-	h.up(Own, compactResp(1, 5, 10))
+	if f := h.last.Fetches; len(f) != 1 || f[0].Revision != 0 {
+		t.Fatalf("fetches = %+v, want one of the latest revision", f)
+	}
+	h.answerAll(10)
+	h.expectSends(h.ready(), out{1: {"w4 created rev=10"}})
+	h.expectUp("catch-up create 1 a from 2")
+	h.up(port.WatchCatchUp, createdResp(1, 10))
+	h.expectSends(h.ready(), out{})
+	h.up(port.WatchCatchUp, compactResp(1, 5, 10))
 	h.expectSends(h.ready(), out{1: {"w4 canceled compact=5 rev=10"}})
-	if st := h.m.Stats(); st.Compacted != 1 || st.Watchers != 0 {
+	if st := h.m.Stats(); st.Watch.Compacted != 1 || st.Watch.Watchers != 0 {
 		t.Errorf("stats = %+v", st)
 	}
-	if g := h.m.Gauges(); g.Own != 0 || g.Groups != 0 {
+	if g := h.m.Gauges(); g.Watch.CatchUps != 0 || g.Watch.Groups != 0 {
 		t.Errorf("gauges = %+v", g)
 	}
-	// The ID is free again.
+	// As in etcd, the ID stays taken until the client cancels the watch,
+	// which etcd then confirms.
+	h.create(1, "a", "", 0, withID(4))
+	h.expectSends(h.ready(), out{1: {"w-1 created canceled reason=\"mvcc: duplicate watch ID provided on the WatchStream\" rev=10"}})
+	h.m.Cancel(1, 4)
+	h.expectSends(h.ready(), out{1: {"w4 canceled rev=10"}})
 	h.create(1, "a", "", 0, withID(4))
 	h.ready()
 	h.answerAll(10)
@@ -1129,13 +1200,13 @@ func TestCompactedStartRevision(t *testing.T) {
 // ---- 9. progress requests ----
 
 func TestRequestProgress(t *testing.T) {
-	h := newHarness(t, Config{RetryInterval: 100 * time.Millisecond})
+	h := newHarness(t, conf{RetryInterval: 100 * time.Millisecond})
 	h.open(1, 2)
 	h.create(1, "a", "", 0)
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.up(Shared, createdResp(1, 4))
+	h.up(port.WatchShared, createdResp(1, 4))
 
 	h.m.RequestProgress(1)
 	// No watchers: etcd would say nothing; the proxy answers at once, as
@@ -1157,11 +1228,11 @@ func TestRequestProgress(t *testing.T) {
 	h.expectUp("shared progress")
 
 	// A notification below the requested revision does not answer it.
-	h.up(Shared, progressResp(7))
+	h.up(port.WatchShared, progressResp(7))
 	h.expectSends(h.ready(), out{})
 	// An event, then the notification: the event goes first.
-	h.up(Shared, etcdEvents(1, 6, "a"))
-	h.up(Shared, progressResp(9))
+	h.up(port.WatchShared, etcdEvents(1, 6, "a"))
+	h.up(port.WatchShared, progressResp(9))
 	h.expectSends(h.ready(), out{1: {"w0 rev=6 [a@6]", "w-1 rev=8"}})
 	if r := h.sends(1)[1]; r.Created || r.Canceled || len(r.Events) != 0 {
 		t.Errorf("progress response = %v", r)
@@ -1182,24 +1253,24 @@ func TestRequestProgress(t *testing.T) {
 // A request for a stream whose watcher is still catching up on its own
 // watch waits for it.
 func TestRequestProgressWaitsForOwnWatch(t *testing.T) {
-	h := staleOwn(t, Config{HistoryEvents: 1}, 8)
+	h := staleOwn(t, conf{HistoryEvents: 1}, 8)
 	h.m.RequestProgress(2)
 	h.ready()
 	h.answerAll(8)
 	h.expectSends(h.ready(), out{})
-	h.expectUp("own progress")
-	h.up(Own, evResp(2, 8, put("a", 5)))
+	h.expectUp("catch-up progress")
+	h.up(port.WatchCatchUp, evResp(2, 8, put("a", 5)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@5]"}})
-	h.up(Own, evResp(2, 8, put("a", 6), put("a", 7)))
+	h.up(port.WatchCatchUp, evResp(2, 8, put("a", 6), put("a", 7)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@6, a@7]", "w0 rev=8 [a@8]", "w-1 rev=8"}})
-	h.expectUp("own cancel 2")
+	h.expectUp("catch-up cancel 2")
 }
 
 // Etcd answers a progress request on a stream before it creates a watch
 // requested after it. A notification that answers a progress request sent
 // before a group's upstream create must not count as progress of that group.
 func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1)
 	h.m.OpenStream(2, "tok")
 	h.create(1, "a", "", 0)
@@ -1207,12 +1278,12 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 	h.answerAll(10)
 	h.ready()
 	h.expectUp("shared create 1 a from 11")
-	h.up(Shared, createdResp(1, 10))
+	h.up(port.WatchShared, createdResp(1, 10))
 
 	h.m.RequestProgress(1)
 	h.create(2, "b", "", 0)
 	h.ready()
-	var progressFetch, createFetch uint64
+	var progressFetch, createFetch port.FetchID
 	for _, f := range h.last.Fetches {
 		if f.Token == "tok" {
 			createFetch = f.ID
@@ -1222,18 +1293,18 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 	}
 	// The create's read is served at 10; then b is written at 11 and 12;
 	// the progress read is served at 12 and answered first.
-	h.answer(progressFetch, FetchResult{Header: hdr(12)})
+	h.answer(progressFetch, port.FetchResult{Header: hdr(12)})
 	h.ready()
 	h.expectUp("shared progress") // etcd handles it now, at 12: only "a" is watched
-	h.answer(createFetch, FetchResult{Header: hdr(10)})
+	h.answer(createFetch, port.FetchResult{Header: hdr(10)})
 	h.expectSends(h.ready(), out{2: {"w0 created rev=10"}})
 	h.expectUp("shared create 2 b from 11")
 	// etcd queues the progress answer on the watch stream's event channel
 	// and the created response on its control channel; its sendLoop picks
 	// between the two ready channels at random (select), so the created
 	// response may overtake the older progress answer.
-	h.up(Shared, createdResp(2, 12))
-	h.up(Shared, progressResp(12)) // the answer to the request sent before the create
+	h.up(port.WatchShared, createdResp(2, 12))
+	h.up(port.WatchShared, progressResp(12)) // the answer to the request sent before the create
 	h.expectSends(h.ready(), out{1: {"w-1 rev=12"}})
 
 	// Stream 2 asks for progress at 12: b@11 and b@12 have not reached it.
@@ -1241,8 +1312,8 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 	h.ready()
 	h.answerAll(12)
 	h.expectSends(h.ready(), out{})
-	h.up(Shared, evResp(2, 12, put("b", 11)))
-	h.up(Shared, evResp(2, 12, put("b", 12)))
+	h.up(port.WatchShared, evResp(2, 12, put("b", 11)))
+	h.up(port.WatchShared, evResp(2, 12, put("b", 12)))
 	h.ready()
 	h.expectSends(h.ready(), out{})
 	if got := h.log[2]; len(got) != 2 {
@@ -1253,15 +1324,15 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 // A stream's progress request waits on the upstream stream its watchers are
 // on now, not the one they were on when it was made.
 func TestProgressRequestFollowsWatcherIntoGroup(t *testing.T) {
-	h := staleOwn(t, Config{HistoryEvents: 1, RetryInterval: 100 * time.Millisecond}, 8)
+	h := staleOwn(t, conf{HistoryEvents: 1, RetryInterval: 100 * time.Millisecond}, 8)
 	h.m.RequestProgress(2)
 	h.ready()
 	h.answerAll(10) // writes elsewhere at 9 and 10
 	h.ready()
-	h.expectUp("own progress") // the own watch is not synced: etcd ignores it
-	h.up(Own, evResp(2, 10, put("a", 5), put("a", 6), put("a", 7)))
-	h.expectSends(h.ready(), out{2: {"w0 rev=10 [a@5, a@6, a@7]", "w0 rev=8 [a@8]"}})
-	h.expectUp("own cancel 2")
+	h.expectUp("catch-up progress") // the own watch is not synced: etcd ignores it
+	h.up(port.WatchCatchUp, evResp(2, 10, put("a", 5), put("a", 6), put("a", 7)))
+	h.expectSends(h.ready(), out{2: {"w0 rev=10 [a@5, a@6, a@7]", "w0 rev=10 [a@8]"}})
+	h.expectUp("catch-up cancel 2")
 	// The own stream has no watch left, so etcd answers no progress request
 	// on it; the answer must come from the shared stream, which must be asked.
 	h.tick(100 * time.Millisecond)
@@ -1273,12 +1344,12 @@ func TestProgressRequestFollowsWatcherIntoGroup(t *testing.T) {
 	if !found {
 		t.Errorf("upstream requests after RetryInterval = %q, want a shared progress request", h.ups)
 	}
-	h.up(Shared, progressResp(10))
+	h.up(port.WatchShared, progressResp(10))
 	h.expectSends(h.ready(), out{2: {"w-1 rev=10"}})
 }
 
 func TestProgressRequestFollowsWatcherToOwnWatch(t *testing.T) {
-	h := newHarness(t, Config{HistoryEvents: 1, StreamBufferBytes: 150, RetryInterval: 100 * time.Millisecond})
+	h := newHarness(t, conf{HistoryEvents: 1, StreamBufferBytes: 150, RetryInterval: 100 * time.Millisecond})
 	h.open(1)
 	h.create(1, "a", "", 0)
 	h.ready()
@@ -1286,42 +1357,42 @@ func TestProgressRequestFollowsWatcherToOwnWatch(t *testing.T) {
 	h.ready()
 	val := strings.Repeat("x", 40)
 	for rev := int64(5); rev <= 9; rev++ {
-		h.up(Shared, evResp(1, rev, putV("a", rev, val)))
+		h.up(port.WatchShared, evResp(1, rev, putV("a", rev, val)))
 		h.ready()
 	}
 	h.expectLog(1, "w0:a@5", "w0:a@6", "w0:a@7")
-	if g := h.m.Gauges(); g.HeldStreams != 1 {
-		t.Fatalf("held streams = %d, want 1", g.HeldStreams)
+	if g := h.m.Gauges(); g.Flow.HeldStreams != 1 {
+		t.Fatalf("held streams = %d, want 1", g.Flow.HeldStreams)
 	}
 	h.m.RequestProgress(1)
 	h.ready()
 	h.answerAll(11)
 	h.ready()
 	h.expectUp("shared progress")
-	h.up(Shared, progressResp(11))
+	h.up(port.WatchShared, progressResp(11))
 	h.expectSends(h.ready(), out{})
 
 	h.ack(1) // window is 9 only: own watch from 8
 	h.ready()
-	h.expectUp("shared cancel 1", "own create 2 a from 8")
-	h.up(Own, createdResp(2, 11))
-	h.up(Own, evResp(2, 11, putV("a", 8, val), putV("a", 9, val)))
+	h.expectUp("shared cancel 1", "catch-up create 2 a from 8")
+	h.up(port.WatchCatchUp, createdResp(2, 11))
+	h.up(port.WatchCatchUp, evResp(2, 11, putV("a", 8, val), putV("a", 9, val)))
 	h.expectSends(h.ready(), out{1: {"w0 rev=11 [a@8, a@9]"}})
 	h.tick(100 * time.Millisecond)
 	h.ready()
 	found := false
 	for _, u := range h.ups {
-		found = found || u == "own progress"
+		found = found || u == "catch-up progress"
 	}
 	if !found {
 		t.Fatalf("upstream requests after RetryInterval = %q, want an own progress request", h.ups)
 	}
-	h.up(Own, progressResp(11))
+	h.up(port.WatchCatchUp, progressResp(11))
 	h.expectSends(h.ready(), out{1: {"w-1 rev=11"}})
 }
 
 func TestProgressNotifyOnIdleWatchers(t *testing.T) {
-	h := newHarness(t, Config{ProgressInterval: time.Minute})
+	h := newHarness(t, conf{ProgressInterval: time.Minute})
 	h.open(1)
 	h.create(1, "a", "", 0, withProgressNotify())
 	h.create(1, "b", "", 0, withProgressNotify())
@@ -1329,8 +1400,8 @@ func TestProgressNotifyOnIdleWatchers(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.up(Shared, etcdEvents(1, 5, "a"))
-	h.up(Shared, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // b's group is at 6
+	h.up(port.WatchShared, etcdEvents(1, 5, "a"))
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // b's group is at 6
 	h.ready()
 	h.tick(59 * time.Second)
 	h.expectSends(h.ready(), out{})
@@ -1341,10 +1412,59 @@ func TestProgressNotifyOnIdleWatchers(t *testing.T) {
 	h.expectSends(h.ready(), out{1: {"w0 rev=5", "w1 rev=6"}})
 }
 
+// By default the cadence is etcd's: a progress notification etcd sends on a
+// range's upstream watch reaches the watchers that asked for notifications
+// and have every event up to it, and nobody else; the proxy sends none of
+// its own.
+func TestProgressNotificationsFollowEtcd(t *testing.T) {
+	h := windowOf(t, conf{HistoryEvents: 2}, 6, 2, 3)
+	h.create(1, "a", "", 0, withProgressNotify()) // w1, at 6
+	h.create(2, "a", "", 0)                       // did not ask
+	h.ready()
+	h.answerAll(6)
+	h.ready()
+	h.tick(11 * time.Minute)
+	h.expectSends(h.ready(), out{})
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(8), WatchId: 1})
+	h.expectSends(h.ready(), out{1: {"w1 rev=8"}})
+	// A watcher that joined through a rewind gets notifications once etcd
+	// has brought it every event.
+	h.create(3, "a", "", 2, withProgressNotify())
+	h.ready()
+	h.answerAll(8)
+	h.expectSends(h.ready(), out{3: {"w0 created rev=8"}})
+	h.expectUp("shared cancel 1", "shared create 2 a from 2")
+	h.up(port.WatchShared, evResp(2, 8, put("a", 2), put("a", 3), put("a", 4), put("a", 5), put("a", 6)))
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(9), WatchId: 2})
+	h.expectSends(h.ready(), out{
+		1: {"w1 rev=9"},
+		3: {"w0 rev=8 [a@2, a@3, a@4, a@5, a@6]", "w0 rev=9"},
+	})
+	// A notification never goes below what a watcher was told.
+	h.create(2, "a", "", 0, withProgressNotify())
+	h.ready()
+	h.answerAll(12)
+	h.expectSends(h.ready(), out{2: {"w1 created rev=12"}})
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(10), WatchId: 2})
+	h.expectSends(h.ready(), out{1: {"w1 rev=10"}, 2: {"w1 rev=12"}, 3: {"w0 rev=10"}})
+
+	// With the proxy's own interval set, etcd's notifications only move the
+	// group on.
+	o := windowOf(t, conf{ProgressInterval: time.Minute}, 6)
+	o.create(1, "a", "", 0, withProgressNotify())
+	o.ready()
+	o.answerAll(6)
+	o.ready()
+	o.up(port.WatchShared, &pb.WatchResponse{Header: hdr(8), WatchId: 1})
+	o.expectSends(o.ready(), out{})
+	o.tick(time.Minute)
+	o.expectSends(o.ready(), out{1: {"w1 rev=8"}})
+}
+
 // ---- 10. slow clients ----
 
 func TestSlowClient(t *testing.T) {
-	h := newHarness(t, Config{HistoryEvents: 4, StreamBufferBytes: 150})
+	h := newHarness(t, conf{HistoryEvents: 4, StreamBufferBytes: 150})
 	h.open(1, 2)
 	h.create(1, "a", "", 0)
 	h.create(2, "a", "", 0)
@@ -1356,7 +1476,7 @@ func TestSlowClient(t *testing.T) {
 	val := strings.Repeat("x", 40)
 	event := func(rev int64) {
 		t.Helper()
-		h.up(Shared, evResp(1, rev, putV("a", rev, val)))
+		h.up(port.WatchShared, evResp(1, rev, putV("a", rev, val)))
 		h.ready()
 		h.ack(2) // stream 2 keeps up
 	}
@@ -1365,14 +1485,14 @@ func TestSlowClient(t *testing.T) {
 	}
 	// Stream 1 went over its bound after 7.
 	h.expectLog(1, "w0:a@5", "w0:a@6", "w0:a@7")
-	if g := h.m.Gauges(); g.HeldStreams != 1 || g.QueuedBytes != h.queued[1] {
+	if g := h.m.Gauges(); g.Flow.HeldStreams != 1 || g.Flow.QueuedBytes != h.queued[1] {
 		t.Errorf("gauges = %+v, queued for stream 1 = %d", g, h.queued[1])
 	}
 	if h.queued[1] <= 150 {
 		t.Errorf("stream 1 held at %d queued bytes", h.queued[1])
 	}
-	if st := h.m.Stats(); st.Held != 1 {
-		t.Errorf("held = %d", st.Held)
+	if st := h.m.Stats(); st.Holds != 1 {
+		t.Errorf("held = %d", st.Holds)
 	}
 	// Acknowledging part of it is not enough: it must drain below half.
 	h.queued[1] -= 76
@@ -1396,11 +1516,11 @@ func TestSlowClient(t *testing.T) {
 	// Window: 16..19; stream 1 has had 13.
 	h.ack(1)
 	h.expectSends(h.ready(), out{})
-	h.expectUp("own create 2 a from 14")
-	h.up(Own, createdResp(2, 19))
-	h.up(Own, evResp(2, 19, putV("a", 14, val), putV("a", 15, val)))
+	h.expectUp("catch-up create 2 a from 14")
+	h.up(port.WatchCatchUp, createdResp(2, 19))
+	h.up(port.WatchCatchUp, evResp(2, 19, putV("a", 14, val), putV("a", 15, val)))
 	h.ready()
-	h.expectUp("own cancel 2")
+	h.expectUp("catch-up cancel 2")
 	h.ack(1)
 	event(20)
 	h.ack(1)
@@ -1411,7 +1531,7 @@ func TestSlowClient(t *testing.T) {
 	}
 	h.expectLog(1, want...)
 	h.expectLog(2, want...)
-	if g := h.m.Gauges(); g.HeldStreams != 0 || g.Own != 0 || g.Groups != 1 {
+	if g := h.m.Gauges(); g.Flow.HeldStreams != 0 || g.Watch.CatchUps != 0 || g.Watch.Groups != 1 {
 		t.Errorf("gauges = %+v", g)
 	}
 }
@@ -1419,22 +1539,22 @@ func TestSlowClient(t *testing.T) {
 // A held stream whose own watch answers lets it go and starts again from
 // where the client is once drained.
 func TestSlowClientOnOwnWatch(t *testing.T) {
-	h := staleOwn(t, Config{HistoryEvents: 1, StreamBufferBytes: 150}, 20)
+	h := staleOwn(t, conf{HistoryEvents: 1, StreamBufferBytes: 150}, 20)
 	val := strings.Repeat("x", 40)
 	for rev := int64(5); rev <= 7; rev++ {
-		h.up(Own, evResp(2, 20, putV("a", rev, val)))
+		h.up(port.WatchCatchUp, evResp(2, 20, putV("a", rev, val)))
 		h.ready()
 	}
 	// Over the bound after 7: the own watch is let go at once.
 	h.expectLog(2, revs(0, "a", 5, 7)...)
-	h.expectUp("own cancel 2")
-	h.up(Own, evResp(2, 20, putV("a", 8, val)))
+	h.expectUp("catch-up cancel 2")
+	h.up(port.WatchCatchUp, evResp(2, 20, putV("a", 8, val)))
 	h.expectSends(h.ready(), out{})
 	h.ack(2)
 	h.ready()
-	h.expectUp("own create 3 a from 8")
-	h.up(Own, evResp(2, 20, putV("a", 9, val))) // the old watch: ignored
-	h.up(Own, evResp(3, 20, putV("a", 8, val)))
+	h.expectUp("catch-up create 3 a from 8")
+	h.up(port.WatchCatchUp, evResp(2, 20, putV("a", 9, val))) // the old watch: ignored
+	h.up(port.WatchCatchUp, evResp(3, 20, putV("a", 8, val)))
 	h.ready()
 	h.expectLog(2, revs(0, "a", 5, 8)...)
 }
@@ -1442,7 +1562,7 @@ func TestSlowClientOnOwnWatch(t *testing.T) {
 // ---- 11. upstream lost ----
 
 func TestUpstreamLost(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1, 2)
 	h.create(1, "a", "", 0)
 	h.create(2, "a", "", 0)
@@ -1451,48 +1571,48 @@ func TestUpstreamLost(t *testing.T) {
 	h.answerAll(4)
 	h.ready()
 	h.expectUp("shared create 1 a from 5", "shared create 2 b from 5")
-	h.up(Shared, etcdEvents(1, 5, "a"))
-	h.up(Shared, etcdEvents(1, 6, "a"))
-	h.up(Shared, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // b is at 6
+	h.up(port.WatchShared, etcdEvents(1, 5, "a"))
+	h.up(port.WatchShared, etcdEvents(1, 6, "a"))
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // b is at 6
 	// Half of a fragmented response, lost with the stream.
-	h.up(Shared, &pb.WatchResponse{Header: hdr(7), WatchId: 1, Fragment: true, Events: []*mvccpb.Event{put("a", 7)}})
+	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(7), WatchId: 1, Fragment: true, Events: []*mvccpb.Event{put("a", 7)}})
 	h.ready()
 
-	h.m.UpstreamLost(Shared)
+	h.m.UpstreamLost(port.WatchShared)
 	h.expectSends(h.ready(), out{})
 	h.expectUp("shared create 3 a from 7", "shared create 4 b from 7")
-	h.up(Shared, etcdEvents(1, 8, "a")) // the old watch: gone
-	h.up(Shared, createdResp(3, 8))
-	h.up(Shared, createdResp(4, 8))
+	h.up(port.WatchShared, etcdEvents(1, 8, "a")) // the old watch: gone
+	h.up(port.WatchShared, createdResp(3, 8))
+	h.up(port.WatchShared, createdResp(4, 8))
 	// Etcd sends from 7 again, here in a response that also repeats 6.
-	h.up(Shared, evResp(3, 8, put("a", 6), put("a", 7)))
-	h.up(Shared, etcdEvents(3, 8, "a"))
-	h.up(Shared, etcdEvents(4, 8, "b"))
+	h.up(port.WatchShared, evResp(3, 8, put("a", 6), put("a", 7)))
+	h.up(port.WatchShared, etcdEvents(3, 8, "a"))
+	h.up(port.WatchShared, etcdEvents(4, 8, "b"))
 	h.expectSends(h.ready(), out{
 		1: {"w0 rev=8 [a@7]", "w0 rev=8 [a@8]"},
 		2: {"w0 rev=8 [a@7]", "w0 rev=8 [a@8]", "w1 rev=8 [b@8]"},
 	})
 	h.expectLog(1, "w0:a@5", "w0:a@6", "w0:a@7", "w0:a@8")
-	if g := h.m.Gauges(); g.Groups != 2 {
+	if g := h.m.Gauges(); g.Watch.Groups != 2 {
 		t.Errorf("gauges = %+v", g)
 	}
 
 	// Lost again, and etcd has compacted past where the groups stand.
-	h.m.UpstreamLost(Shared)
+	h.m.UpstreamLost(port.WatchShared)
 	h.ready()
 	h.expectUp("shared create 5 a from 9", "shared create 6 b from 9")
-	h.up(Shared, createdResp(5, 20))
-	h.up(Shared, compactResp(5, 15, 20))
-	h.up(Shared, createdResp(6, 20))
-	h.up(Shared, compactResp(6, 15, 20))
+	h.up(port.WatchShared, createdResp(5, 20))
+	h.up(port.WatchShared, compactResp(5, 15, 20))
+	h.up(port.WatchShared, createdResp(6, 20))
+	h.up(port.WatchShared, compactResp(6, 15, 20))
 	h.expectSends(h.ready(), out{
 		1: {"w0 canceled compact=15 rev=20"},
 		2: {"w0 canceled compact=15 rev=20", "w1 canceled compact=15 rev=20"},
 	})
-	if g := h.m.Gauges(); g.Groups != 0 || g.Own != 0 || g.WindowEvents != 0 {
+	if g := h.m.Gauges(); g.Watch.Groups != 0 || g.Watch.CatchUps != 0 || g.Watch.WindowEvents != 0 {
 		t.Errorf("gauges = %+v", g)
 	}
-	if st := h.m.Stats(); st.Compacted != 3 || st.Watchers != 0 {
+	if st := h.m.Stats(); st.Watch.Compacted != 3 || st.Watch.Watchers != 0 {
 		t.Errorf("stats = %+v", st)
 	}
 }
@@ -1500,7 +1620,7 @@ func TestUpstreamLost(t *testing.T) {
 // Watchers that need nothing before the compaction revision survive it:
 // etcd compacts a watch only if its next revision is below CompactRevision.
 func TestUpstreamCompactionSparesWatchersAtCompactRevision(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, conf{})
 	h.open(1, 2, 3)
 	h.create(1, "c", "", 0)
 	h.ready()
@@ -1515,239 +1635,298 @@ func TestUpstreamCompactionSparesWatchersAtCompactRevision(t *testing.T) {
 	h.ready()
 	h.answerAll(9) // next: 10
 	h.ready()
-	h.m.UpstreamLost(Shared)
+	h.m.UpstreamLost(port.WatchShared)
 	h.ready()
 	h.expectUp("shared create 2 c from 5")
-	h.up(Shared, createdResp(2, 12))
-	h.up(Shared, compactResp(2, 9, 12))
+	h.up(port.WatchShared, createdResp(2, 12))
+	h.up(port.WatchShared, compactResp(2, 9, 12))
 	h.expectSends(h.ready(), out{1: {"w0 canceled compact=9 rev=12"}})
 	h.expectUp("shared create 3 c from 9")
-	h.up(Shared, etcdEvents(3, 9, "c"))
-	h.up(Shared, etcdEvents(3, 10, "c"))
+	h.up(port.WatchShared, etcdEvents(3, 9, "c"))
+	h.up(port.WatchShared, etcdEvents(3, 10, "c"))
 	h.expectSends(h.ready(), out{2: {"w0 rev=9 [c@9]", "w0 rev=10 [c@10]"}, 3: {"w0 rev=10 [c@10]"}})
 }
 
 func TestUpstreamLostOwn(t *testing.T) {
-	h := staleOwn(t, Config{HistoryEvents: 1}, 20)
-	h.up(Own, evResp(2, 20, put("a", 5)))
-	h.up(Own, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // nothing else up to 6
+	h := staleOwn(t, conf{HistoryEvents: 1}, 20)
+	h.up(port.WatchCatchUp, evResp(2, 20, put("a", 5)))
+	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // nothing else up to 6
 	h.expectSends(h.ready(), out{2: {"w0 rev=20 [a@5]"}})
-	h.m.UpstreamLost(Own)
+	h.m.UpstreamLost(port.WatchCatchUp)
 	h.expectSends(h.ready(), out{})
-	h.expectUp("own create 3 a from 7")
-	h.up(Own, evResp(2, 20, put("a", 6))) // the old stream: gone
-	h.up(Own, evResp(3, 20, put("a", 7)))
+	h.expectUp("catch-up create 3 a from 7")
+	h.up(port.WatchCatchUp, evResp(2, 20, put("a", 6))) // the old stream: gone
+	h.up(port.WatchCatchUp, evResp(3, 20, put("a", 7)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=20 [a@7]"}})
 }
 
 // ---- 12. determinism ----
 
-// etcdSim remembers what the machine asked of etcd, so that a recorded step
-// can answer "the pending fetches" or "the latest upstream watch on key"
-// without hard-coding IDs. It only reads Ready; it adds no input of its own.
+// etcdSim remembers what the node asked of etcd, so that a step of the
+// script can answer "the pending fetches" or "the latest upstream watch on
+// key" without hard-coding IDs. It only reads Ready.
 type etcdSim struct {
-	pending []Fetch
+	pending []port.Fetch
 	ids     map[string]int64 // "<stream> <key>" -> latest upstream watch ID
 }
 
-func (e *etcdSim) observe(rd Ready) {
+func (e *etcdSim) observe(rd port.Ready) {
 	for _, f := range rd.Fetches {
-		dup := false
-		for _, p := range e.pending {
-			dup = dup || p.ID == f.ID
-		}
-		if !dup {
+		if !slices.ContainsFunc(e.pending, func(p port.Fetch) bool { return p.ID == f.ID }) {
 			e.pending = append(e.pending, f)
 		}
 	}
 	for _, u := range rd.Upstream {
-		if c := u.Req.GetCreateRequest(); c != nil {
-			e.ids[fmt.Sprintf("%s %s", u.Stream, c.Key)] = c.WatchId
+		if c := u.Watch.GetCreateRequest(); c != nil {
+			e.ids[fmt.Sprintf("%v %s", u.Upstream, c.Key)] = c.WatchId
 		}
 	}
 }
 
-func (e *etcdSim) id(u Upstream, key string) int64 { return e.ids[fmt.Sprintf("%s %s", u, key)] }
-
-// answer answers every pending fetch at rev; fetches at a start revision
-// report it compacted if compacted is set.
-func (e *etcdSim) answer(m *Machine, rev int64, compacted bool) {
-	p := e.pending
-	e.pending = nil
-	for _, f := range p {
-		m.Fetched(f.ID, FetchResult{Header: hdr(rev), Compacted: compacted && f.Revision != 0})
-	}
+func (e *etcdSim) id(u port.UpstreamID, key string) int64 {
+	return e.ids[fmt.Sprintf("%v %s", u, key)]
 }
 
-func (e *etcdSim) retry(m *Machine) {
+// answer answers every pending fetch at rev; fetches at a start revision
+// find it compacted if compacted is set.
+func (e *etcdSim) answer(rev int64, compacted bool) []node.Input {
+	var in []node.Input
 	for _, f := range e.pending {
-		m.Fetched(f.ID, FetchResult{Retry: true})
+		r := port.FetchResult{Header: hdr(rev)}
+		if compacted && f.Revision != 0 {
+			r = port.FetchResult{Err: rpctypes.ErrGRPCCompacted}
+		}
+		in = append(in, node.Fetched{ID: f.ID, Result: r})
 	}
+	e.pending = nil
+	return in
+}
+
+func (e *etcdSim) retry() []node.Input {
+	var in []node.Input
+	for _, f := range e.pending {
+		in = append(in, node.Fetched{ID: f.ID, Result: port.FetchResult{Err: unavailable}})
+	}
+	e.pending = nil
+	return in
 }
 
 // determinismScript is one long sequence of inputs covering creation and
-// its errors, coalescing, filters, fragments both ways, rewinds, own watches
-// and merging, progress requests and notifications, slow clients, fetch
-// retries, cancels, compaction, upstream loss and closing streams.
-func determinismScript(e *etcdSim) []func(*Machine) {
+// its errors, coalescing, filters, fragments both ways, rewinds, catch-up
+// watches and merging, progress requests and notifications, slow clients,
+// fetch retries, cancels, compaction, upstream loss and closing streams.
+// Each step makes its inputs from what the node asked for so far.
+func determinismScript() []func(e *etcdSim) []node.Input {
 	val := strings.Repeat("y", 40)
 	big := strings.Repeat("z", 70)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
-	sh := func(m *Machine, key string, r *pb.WatchResponse) {
-		r.WatchId = e.id(Shared, key)
-		m.Upstream(Shared, r)
+	sh := func(e *etcdSim, key string, r *pb.WatchResponse) node.Input {
+		r.WatchId = e.id(port.WatchShared, key)
+		return node.UpstreamResponse{Upstream: port.WatchShared, Watch: r}
 	}
-	own := func(m *Machine, key string, r *pb.WatchResponse) {
-		r.WatchId = e.id(Own, key)
-		m.Upstream(Own, r)
+	cu := func(e *etcdSim, key string, r *pb.WatchResponse) node.Input {
+		r.WatchId = e.id(port.WatchCatchUp, key)
+		return node.UpstreamResponse{Upstream: port.WatchCatchUp, Watch: r}
 	}
-	return []func(*Machine){
-		func(m *Machine) {
-			m.OpenStream(1, "")
-			m.OpenStream(2, "")
-			m.OpenStream(3, "tok")
-			m.OpenStream(4, "")
+	create := func(s port.StreamID, r *pb.WatchCreateRequest) node.Input { return node.WatchCreate{Stream: s, Req: r} }
+	written := func(n int, ss ...port.StreamID) []node.Input {
+		var in []node.Input
+		for _, s := range ss {
+			in = append(in, node.Written{Stream: s, Bytes: n})
+		}
+		return in
+	}
+	fixed := func(in ...node.Input) func(*etcdSim) []node.Input {
+		return func(*etcdSim) []node.Input { return in }
+	}
+	return []func(*etcdSim) []node.Input{
+		fixed(node.OpenStream{Stream: 1}, node.OpenStream{Stream: 2}, node.OpenStream{Stream: 3, Token: "tok"}, node.OpenStream{Stream: 4}),
+		fixed(
+			create(1, createReqFor("a", "", 0)),
+			create(2, createReqFor("a", "", 0)),
+			create(1, createReqFor("b", "c", 0, withPrevKV(), withFragment())),
+			create(3, createReqFor("a", "", 0)),
+			create(4, createReqFor("b", "c", 0, withFilters(pb.WatchCreateRequest_NOPUT), withProgressNotify())),
+			create(2, createReqFor("b", "a", 0)),
+			create(2, createReqFor("a", "", -3)),
+			create(2, createReqFor("a", "", 0, withID(0))),
+		),
+		func(e *etcdSim) []node.Input { return e.answer(4, false) },
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "a", createdResp(0, 4)), sh(e, "b", createdResp(0, 4))}
 		},
-		func(m *Machine) {
-			m.Create(1, createReqFor("a", "", 0))
-			m.Create(2, createReqFor("a", "", 0))
-			m.Create(1, createReqFor("b", "c", 0, withPrevKV(), withFragment()))
-			m.Create(3, createReqFor("a", "", 0))
-			m.Create(4, createReqFor("b", "c", 0, withFilters(pb.WatchCreateRequest_NOPUT), withProgressNotify()))
-			m.Create(2, createReqFor("b", "a", 0))
-			m.Create(2, createReqFor("a", "", -3))
-			m.Create(2, createReqFor("a", "", 0, withID(0)))
+		func(e *etcdSim) []node.Input { return []node.Input{sh(e, "a", etcdEvents(0, 5, "a"))} },
+		func(e *etcdSim) []node.Input { return []node.Input{sh(e, "a", evResp(0, 6, putV("a", 6, val)))} },
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "b", evResp(0, 7, putV("b", 7, big), putV("b1", 7, big), del("b2", 7)))}
 		},
-		func(m *Machine) { e.answer(m, 4, false) },
-		func(m *Machine) { sh(m, "a", createdResp(0, 4)); sh(m, "b", createdResp(0, 4)) },
-		func(m *Machine) { sh(m, "a", etcdEvents(0, 5, "a")) },
-		func(m *Machine) { sh(m, "a", evResp(0, 6, putV("a", 6, val))) },
-		func(m *Machine) { sh(m, "b", evResp(0, 7, putV("b", 7, big), putV("b1", 7, big), del("b2", 7))) },
-		func(m *Machine) { m.Sent(2, 1000); m.Sent(3, 1000); m.Sent(4, 1000) },
-		func(m *Machine) {
+		fixed(written(1000, 2, 3, 4)...),
+		func(e *etcdSim) []node.Input {
+			var in []node.Input
 			for rev := int64(8); rev <= 10; rev++ {
-				sh(m, "a", evResp(0, rev, putV("a", rev, val)))
+				in = append(in, sh(e, "a", evResp(0, rev, putV("a", rev, val))))
 			}
+			return in
 		},
-		func(m *Machine) { m.Sent(2, 1000); m.Sent(3, 1000) },
-		func(m *Machine) { m.Create(2, createReqFor("a", "", 3, withPrevKV())) },
-		func(m *Machine) { e.answer(m, 10, false) }, // a rewind
-		func(m *Machine) { sh(m, "a", evResp(0, 10, put("a", 3), put("a", 5))) },
-		func(m *Machine) { sh(m, "a", evResp(0, 10, put("a", 6), put("a", 7), put("a", 8))) },
-		func(m *Machine) { sh(m, "a", evResp(0, 10, put("a", 9), put("a", 10))) },
-		func(m *Machine) { m.RequestProgress(2); m.RequestProgress(4); m.RequestProgress(1) },
-		func(m *Machine) { e.answer(m, 11, false) },
-		func(m *Machine) { m.Tick(at(50 * time.Millisecond)) },
-		func(m *Machine) { m.Tick(at(100 * time.Millisecond)) },
-		func(m *Machine) { m.Upstream(Shared, progressResp(11)) },
-		func(m *Machine) { m.Sent(2, 1000); m.Sent(3, 1000); m.Sent(4, 1000) },
-		func(m *Machine) { m.Sent(1, 100000) },
-		func(m *Machine) { m.Cancel(3, 0) },
-		func(m *Machine) { m.UpstreamLost(Shared) },
-		func(m *Machine) { sh(m, "a", createdResp(0, 12)); sh(m, "b", createdResp(0, 12)) },
-		func(m *Machine) {
-			sh(m, "a", &pb.WatchResponse{Header: hdr(12), Fragment: true, Events: []*mvccpb.Event{put("a", 11)}})
+		fixed(written(1000, 2, 3)...),
+		fixed(create(2, createReqFor("a", "", 3, withPrevKV()))),
+		func(e *etcdSim) []node.Input { return e.answer(10, false) }, // a rewind
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "a", evResp(0, 10, put("a", 3), put("a", 5)))}
 		},
-		func(m *Machine) {
-			sh(m, "a", &pb.WatchResponse{Header: hdr(12), Events: []*mvccpb.Event{put("a", 12)}})
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "a", evResp(0, 10, put("a", 6), put("a", 7), put("a", 8)))}
 		},
-		func(m *Machine) { sh(m, "b", compactResp(0, 12, 12)) },
-		func(m *Machine) { m.Create(3, createReqFor("d", "", 2, withID(9))) },
-		func(m *Machine) { e.answer(m, 12, true) },
-		func(m *Machine) { own(m, "d", createdResp(0, 12)); own(m, "d", compactResp(0, 8, 12)) },
-		func(m *Machine) {
-			m.Create(4, createReqFor("e", "", 0))
-			m.Create(4, createReqFor("e", "", 0, withID(1)))
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "a", evResp(0, 10, put("a", 9), put("a", 10)))}
 		},
-		func(m *Machine) { e.retry(m) },
-		func(m *Machine) { m.Tick(at(time.Second)) },
-		func(m *Machine) { e.answer(m, 12, false) },
-		func(m *Machine) { sh(m, "e", etcdEvents(0, 13, "e")); sh(m, "a", etcdEvents(0, 13, "a")) },
-		func(m *Machine) { m.Tick(at(11 * time.Minute)) },
-		func(m *Machine) { m.Create(3, createReqFor("a", "", 0)) }, // its read is served at 13...
-		func(m *Machine) {
+		fixed(node.WatchProgress{Stream: 2}, node.WatchProgress{Stream: 4}, node.WatchProgress{Stream: 1}),
+		func(e *etcdSim) []node.Input { return e.answer(11, false) },
+		fixed(node.Tick{Now: at(50 * time.Millisecond)}),
+		fixed(node.Tick{Now: at(100 * time.Millisecond)}),
+		fixed(node.UpstreamResponse{Upstream: port.WatchShared, Watch: progressResp(11)}),
+		fixed(written(1000, 2, 3, 4)...),
+		fixed(written(100000, 1)...),
+		fixed(node.WatchCancel{Stream: 3, WatchID: 0}),
+		fixed(node.UpstreamLost{Upstream: port.WatchShared}),
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "a", createdResp(0, 12)), sh(e, "b", createdResp(0, 12))}
+		},
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "a", &pb.WatchResponse{Header: hdr(12), Fragment: true, Events: []*mvccpb.Event{put("a", 11)}})}
+		},
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "a", &pb.WatchResponse{Header: hdr(12), Events: []*mvccpb.Event{put("a", 12)}})}
+		},
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "b", &pb.WatchResponse{Header: hdr(13), WatchId: 0})}
+		},
+		func(e *etcdSim) []node.Input { return []node.Input{sh(e, "b", compactResp(0, 12, 12))} },
+		fixed(create(3, createReqFor("d", "", 2, withID(9)))),
+		func(e *etcdSim) []node.Input { return e.answer(12, true) },
+		func(e *etcdSim) []node.Input { return e.answer(12, false) },
+		func(e *etcdSim) []node.Input {
+			return []node.Input{cu(e, "d", createdResp(0, 12)), cu(e, "d", compactResp(0, 8, 12))}
+		},
+		fixed(create(4, createReqFor("e", "", 0)), create(4, createReqFor("e", "", 0, withID(1)))),
+		func(e *etcdSim) []node.Input { return e.retry() },
+		fixed(node.Tick{Now: at(time.Second)}),
+		func(e *etcdSim) []node.Input { return e.answer(12, false) },
+		func(e *etcdSim) []node.Input {
+			return []node.Input{sh(e, "e", etcdEvents(0, 13, "e")), sh(e, "a", etcdEvents(0, 13, "a"))}
+		},
+		fixed(node.Tick{Now: at(11 * time.Minute)}),
+		fixed(create(3, createReqFor("a", "", 0))), // its read is served at 13...
+		func(e *etcdSim) []node.Input {
+			var in []node.Input
 			for rev := int64(14); rev <= 17; rev++ {
-				sh(m, "a", evResp(0, rev, putV("a", rev, val)))
+				in = append(in, sh(e, "a", evResp(0, rev, putV("a", rev, val))))
 			}
+			return in
 		},
-		func(m *Machine) { e.answer(m, 13, false) }, // ... and answered after 14..17: own watch
-		func(m *Machine) { own(m, "a", evResp(0, 17, put("a", 14))) },
-		func(m *Machine) { own(m, "a", evResp(0, 17, put("a", 15))) },
-		func(m *Machine) { m.Sent(1, 100000); m.Sent(2, 100000); m.Sent(3, 100000); m.Sent(4, 100000) },
-		func(m *Machine) { m.UpstreamLost(Own); m.UpstreamLost(Shared) },
-		func(m *Machine) { m.CloseStream(2) },
-		func(m *Machine) { m.Cancel(4, 1) },
-		func(m *Machine) { m.CloseStream(1); m.CloseStream(4); m.CloseStream(3) },
+		func(e *etcdSim) []node.Input { return e.answer(13, false) }, // ... and answered after 14..17: a catch-up watch
+		func(e *etcdSim) []node.Input { return []node.Input{cu(e, "a", evResp(0, 17, put("a", 14)))} },
+		func(e *etcdSim) []node.Input { return []node.Input{cu(e, "a", evResp(0, 17, put("a", 15)))} },
+		fixed(written(100000, 1, 2, 3, 4)...),
+		fixed(node.UpstreamLost{Upstream: port.WatchCatchUp}, node.UpstreamLost{Upstream: port.WatchShared}),
+		fixed(node.CloseStream{Stream: 2}),
+		fixed(node.WatchCancel{Stream: 4, WatchID: 1}, node.WatchCancel{Stream: 3, WatchID: 9}),
+		fixed(node.CloseStream{Stream: 1}, node.CloseStream{Stream: 4}, node.CloseStream{Stream: 3}),
 	}
 }
 
-func serializeReady(b *bytes.Buffer, rd Ready) {
+// serializeReady writes a Ready byte for byte.
+func serializeReady(b *bytes.Buffer, rd port.Ready) {
 	mo := proto.MarshalOptions{Deterministic: true}
 	for _, s := range rd.Sends {
-		bs, err := mo.Marshal(s.Resp)
+		bs, err := mo.Marshal(s.Watch)
 		if err != nil {
 			panic(err)
 		}
-		fmt.Fprintf(b, "send %d %d %x\n", s.Stream, s.Size, bs)
+		fmt.Fprintf(b, "send %d %d %t %x\n", s.Stream, s.Size, s.Shared != nil, bs)
 	}
 	for _, u := range rd.Upstream {
-		bs, err := mo.Marshal(u.Req)
+		bs, err := mo.Marshal(u.Watch)
 		if err != nil {
 			panic(err)
 		}
-		fmt.Fprintf(b, "up %s %x\n", u.Stream, bs)
+		fmt.Fprintf(b, "up %v %x\n", u.Upstream, bs)
 	}
 	for _, f := range rd.Fetches {
-		fmt.Fprintf(b, "fetch %d %q %q %q %d\n", f.ID, f.Token, f.Key, f.End, f.Revision)
+		fmt.Fprintf(b, "%v\n", f)
 	}
 }
 
-func runScript(cfg Config) (string, Stats) {
-	m := New(cfg, t0)
+// runScript runs the script on a new node and returns every output, the
+// inputs it fed, and the counters at the end.
+func runScript(cfg node.Config) (string, []node.Input, node.Stats) {
+	n := node.New(cfg, t0)
 	e := &etcdSim{ids: map[string]int64{}}
 	var b bytes.Buffer
-	for i, step := range determinismScript(e) {
-		step(m)
-		rd := m.Ready()
-		e.observe(rd)
-		fmt.Fprintf(&b, "-- step %d\n", i)
-		serializeReady(&b, rd)
-		fmt.Fprintf(&b, "%+v %+v\n", m.Stats(), m.Gauges())
+	var log []node.Input
+	for _, step := range determinismScript() {
+		for _, in := range step(e) {
+			log = append(log, in)
+			n.Step(in)
+			if n.HasReady() {
+				rd := n.Ready()
+				e.observe(rd)
+				serializeReady(&b, rd)
+				n.Advance()
+			}
+		}
 	}
-	return b.String(), m.Stats()
+	return b.String(), log, n.Stats()
 }
 
+// replay feeds recorded inputs to a new node and returns every output.
+func replay(cfg node.Config, log []node.Input) string {
+	n := node.New(cfg, t0)
+	var b bytes.Buffer
+	for _, in := range log {
+		n.Step(in)
+		if n.HasReady() {
+			serializeReady(&b, n.Ready())
+			n.Advance()
+		}
+	}
+	return b.String()
+}
+
+// The node's outputs are a function of its inputs: the recorded inputs of
+// one run, fed to a new node, give the same outputs byte for byte.
 func TestDeterminism(t *testing.T) {
-	cfg := Config{HistoryEvents: 3, StreamBufferBytes: 200, FragmentBytes: 120, RetryInterval: 100 * time.Millisecond, ProgressInterval: 10 * time.Minute}
-	first, st := runScript(cfg)
+	cfg := conf{HistoryEvents: 3, StreamBufferBytes: 200, FragmentBytes: 120, RetryInterval: 100 * time.Millisecond}.node()
+	first, log, st := runScript(cfg)
 	// The script must exercise the machine, not only be repeatable.
-	if st.GroupsOpened < 5 || st.OwnOpened < 2 || st.Merged < 1 || st.Rewinds < 1 || st.Held < 1 || st.Compacted < 2 || st.EventsSent < 30 || st.Watchers != 0 {
+	if w := st.Watch; w.GroupsOpened < 5 || w.CatchUpsOpened < 2 || w.Merged < 1 || w.Rewinds < 1 || st.Holds < 1 || w.Compacted < 2 || w.EventsSent < 30 || w.Watchers != 0 {
 		t.Errorf("script covers too little: %+v", st)
 	}
-	for _, want := range []string{"up own ", "up shared ", "send 4 ", "fetch "} {
+	for _, want := range []string{"up watch-catch-up ", "up watch-shared ", "send 4 ", "fetch ", " true "} {
 		if !strings.Contains(first, want) {
 			t.Errorf("script output lacks %q", want)
 		}
 	}
-	second, _ := runScript(cfg)
-	for i := 0; i < 5 && second == first; i++ {
-		second, _ = runScript(cfg) // map order varies between runs
-	}
-	if second != first {
-		a, b := strings.Split(first, "\n"), strings.Split(second, "\n")
+	if again := replay(cfg, log); again != first {
+		a, b := strings.Split(first, "\n"), strings.Split(again, "\n")
 		for j := 0; j < len(a) && j < len(b); j++ {
 			if a[j] != b[j] {
-				t.Fatalf("runs differ at line %d:\n%s\n%s", j, a[j], b[j])
+				t.Fatalf("replay differs at line %d:\n%s\n%s", j, a[j], b[j])
 			}
 		}
-		t.Fatalf("runs differ in length: %d vs %d lines", len(a), len(b))
+		t.Fatalf("replay differs in length: %d vs %d lines", len(a), len(b))
+	}
+	for _, in := range log {
+		if in.String() == "" {
+			t.Errorf("input %#v prints as nothing", in)
+		}
 	}
 }
 
 // ---- 13. namespace ----
 
 func TestNamespace(t *testing.T) {
-	h := newHarness(t, Config{Prefix: keyspace.New("p/"), HistoryEvents: 1})
+	h := newHarness(t, conf{Prefix: keyspace.New("p/"), HistoryEvents: 1})
 	h.open(1, 2)
 	h.m.OpenStream(3, "tok")
 	h.create(1, "p/a", "p/c", 0, withPrevKV())
@@ -1758,32 +1937,32 @@ func TestNamespace(t *testing.T) {
 	h.expectUp("shared create 1 [p/a,p/c) from 5")
 	h.create(3, "p/a", "p/c", 0, withPrevKV()) // answered late: an own watch
 	h.ready()
-	h.up(Shared, evResp(1, 5, put("p/a", 5), del("p/b", 5)))
+	h.up(port.WatchShared, evResp(1, 5, put("p/a", 5), del("p/b", 5)))
 	h.expectSends(h.ready(), out{
 		1: {"w0 rev=5 [a@5 prev=a@4, DEL b@5 prev=b@4]"},
 		2: {"w0 rev=5 [a@5, DEL b@5]"},
 	})
-	h.up(Shared, evResp(1, 6, put("p/a", 6)))
+	h.up(port.WatchShared, evResp(1, 6, put("p/a", 6)))
 	h.ready()
 	// Replay from the window: stripped once, not twice.
 	h.create(2, "p/a", "p/c", 6, withPrevKV())
 	h.ready()
-	h.answer(h.last.Fetches[0].ID, FetchResult{Header: hdr(6)})
+	h.answer(h.last.Fetches[0].ID, port.FetchResult{Header: hdr(6)})
 	h.expectSends(h.ready(), out{2: {"w1 created rev=6", "w1 rev=6 [a@6 prev=a@5]"}})
 	// The own watch.
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{3: {"w0 created rev=4"}})
-	h.expectUp("own create 2 [p/a,p/c) from 5")
-	h.up(Own, evResp(2, 6, put("p/a", 5), put("p/p/x", 5)))
+	h.expectUp("catch-up create 2 [p/a,p/c) from 5")
+	h.up(port.WatchCatchUp, evResp(2, 6, put("p/a", 5), put("p/p/x", 5)))
 	h.expectSends(h.ready(), out{3: {"w0 rev=6 [a@5 prev=a@4, p/x@5 prev=p/x@4]", "w0 rev=6 [a@6 prev=a@5]"}})
-	h.expectUp("own cancel 2")
+	h.expectUp("catch-up cancel 2")
 	// A rewind.
 	h.create(2, "p/a", "p/c", 3)
 	h.ready()
 	h.answerAll(6)
 	h.ready()
 	h.expectUp("shared cancel 1", "shared create 3 [p/a,p/c) from 3")
-	h.up(Shared, evResp(3, 6, put("p/b", 3)))
+	h.up(port.WatchShared, evResp(3, 6, put("p/b", 3)))
 	h.expectSends(h.ready(), out{2: {"w2 rev=6 [b@3]"}})
 }
 
@@ -1793,7 +1972,7 @@ func TestNamespace(t *testing.T) {
 // removal allows: the progress answer speaks for every watcher still on the
 // stream, and the cancelled one never reached that revision.
 func TestCancelResponseBeforeProgressItAllows(t *testing.T) {
-	h := staleOwn(t, Config{HistoryEvents: 1}, 8)
+	h := staleOwn(t, conf{HistoryEvents: 1}, 8)
 	h.create(2, "b", "", 0)
 	h.ready()
 	h.answerAll(8)
@@ -1803,14 +1982,14 @@ func TestCancelResponseBeforeProgressItAllows(t *testing.T) {
 	h.answerAll(8)
 	h.expectSends(h.ready(), out{}) // w0 is still catching up on its own watch
 	h.m.Cancel(2, 0)
-	h.expectSends(h.ready(), out{2: {"w0 canceled rev=4", "w-1 rev=8"}})
+	h.expectSends(h.ready(), out{2: {"w0 canceled rev=8", "w-1 rev=8"}})
 }
 
 // A replay from the window that takes the stream over its bound in the
 // middle of a batch must resume from where it stopped, not from the next
 // batch.
 func TestReplayStoppedByBoundLosesNothing(t *testing.T) {
-	h := newHarness(t, Config{StreamBufferBytes: 1000})
+	h := newHarness(t, conf{StreamBufferBytes: 1000})
 	h.open(1, 2)
 	h.create(1, "a", "", 0)
 	h.ready()
@@ -1821,8 +2000,8 @@ func TestReplayStoppedByBoundLosesNothing(t *testing.T) {
 	for rev := int64(5); rev <= 10; rev++ {
 		evs = append(evs, putV("a", rev, big))
 	}
-	h.up(Shared, evResp(1, 10, evs...))
-	h.up(Shared, etcdEvents(1, 11, "a"))
+	h.up(port.WatchShared, evResp(1, 10, evs...))
+	h.up(port.WatchShared, etcdEvents(1, 11, "a"))
 	h.ready()
 	h.create(2, "a", "", 5)
 	h.ready()

@@ -1,48 +1,33 @@
 package watch
 
-import "slices"
-
-// Stats are the machine's counters and gauges, for metrics.
+// Stats are the machine's counters.
 type Stats struct {
-	Watchers       int   // client watchers now
+	Watchers       int   // client watchers now (creates not yet answered included)
 	GroupsOpened   int64 // shared upstream watches opened
-	OwnOpened      int64 // single-watcher upstream watches opened
-	Merged         int64 // watchers moved from their own upstream watch into a group
+	CatchUpsOpened int64 // catch-up upstream watches opened
+	Merged         int64 // watchers moved from a catch-up watch into their group
 	Rewinds        int64 // group upstream watches reopened from an earlier revision
-	Held           int64 // times a client stream went over its buffer bound
 	Compacted      int64 // watchers ended by compaction
 	EventsReceived int64 // events from etcd
 	EventsSent     int64 // events handed to client watchers
 }
 
-// Gauges that are counted on demand.
+// Gauges are the machine's current state, counted on demand.
 type Gauges struct {
+	Streams      int // client watch streams
 	Groups       int // shared upstream watches open
-	Own          int // single-watcher upstream watches open
+	CatchUps     int // catch-up upstream watches open
 	WindowEvents int // events held in history windows
-	PendingFetch int // revision fetches not answered yet
-	Streams      int // client streams
-	QueuedBytes  int // bytes handed out and not yet written
-	HeldStreams  int // streams over their buffer bound now
 }
 
 // Stats returns the counters.
 func (m *Machine) Stats() Stats { return m.stats }
 
-// Gauges counts the machine's current state.
+// Gauges counts the machine's current state; it walks every group.
 func (m *Machine) Gauges() Gauges {
-	g := Gauges{Groups: len(m.shared), Own: len(m.owns), PendingFetch: len(m.fetches), Streams: len(m.streams)}
+	g := Gauges{Streams: len(m.streams), Groups: len(m.shared), CatchUps: len(m.catchUps)}
 	for _, gr := range m.groups {
 		g.WindowEvents += gr.windowLen
 	}
-	for _, s := range m.streams {
-		g.QueuedBytes += s.queued
-		if s.held {
-			g.HeldStreams++
-		}
-	}
 	return g
 }
-
-func sortInt64s(s []int64)   { slices.Sort(s) }
-func sortUint64s(s []uint64) { slices.Sort(s) }

@@ -3,35 +3,61 @@ package watch
 import (
 	"slices"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"github.com/etcdproxy/etcdproxy/core/port"
 )
 
 // stream is one client watch stream.
 type stream struct {
-	id    StreamID
-	token string
-	// watchers by client watch ID, and their creation order for
-	// deterministic iteration.
+	id     port.StreamID
+	token  string
+	flow   *port.Flow
+	closed bool
+	// watchers by client watch ID: created watches, and watches etcd ended
+	// (compaction) that the client has not cancelled yet, whose IDs stay
+	// taken as in etcd. order is their creation order, for deterministic
+	// iteration.
 	watchers map[int64]*watcher
 	order    []*watcher
 	nextID   int64
-	// queued is the bytes handed out for this stream and not yet reported
-	// written; held is set while it is over the bound.
-	queued int
-	held   bool
+	// queue holds the requests not carried out yet, in the order they
+	// came: etcd handles a stream's requests one after another, so a create
+	// waiting for its revision fetch holds back the cancels behind it, and
+	// a watch ID is taken or freed exactly when etcd would.
+	queue []request
 	// progress holds the revisions of RequestProgress calls waiting until
 	// every watcher has caught up with them.
-	progress []int64
-	// creates holds the create requests not answered yet, in the order
-	// they came.
-	creates []pendingCreate
+	progress    []int64
+	progressRev int64 // the revision of the latest of them
 }
 
-// pendingCreate is a create request waiting for its answer: a refusal
-// known at once, or a watcher waiting for its revision fetch.
-type pendingCreate struct {
-	w       *watcher
-	refusal *pb.WatchResponse
+// request is a client request waiting its turn.
+type request struct {
+	create  *watcher // a create, waiting for its revision fetch
+	refusal string   // a create refused at once, with etcd's reason
+	cancel  bool     // a cancel of watchID
+	watchID int64
+}
+
+func (s *stream) held() bool { return s.flow.Held() }
+
+// creating reports whether a create is still waiting for its turn.
+func (s *stream) creating() bool {
+	for _, r := range s.queue {
+		if r.create != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// cancelling reports whether a cancel of watchID is queued.
+func (s *stream) cancelling(watchID int64) bool {
+	for _, r := range s.queue {
+		if r.cancel && r.watchID == watchID {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *stream) add(w *watcher) {
@@ -40,7 +66,9 @@ func (s *stream) add(w *watcher) {
 }
 
 func (s *stream) remove(w *watcher) {
-	delete(s.watchers, w.id)
+	if s.watchers[w.id] == w {
+		delete(s.watchers, w.id)
+	}
 	if i := slices.Index(s.order, w); i >= 0 {
 		s.order = slices.Delete(s.order, i, i+1)
 	}

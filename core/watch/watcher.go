@@ -1,24 +1,24 @@
 package watch
 
 import (
-	"time"
-
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/etcdproxy/etcdproxy/core/port"
 )
 
 type watcherState int
 
 const (
 	fetching watcherState = iota // waiting for the revision at creation
-	live                         // served by its group or its own upstream watch
+	live                         // served by its group or its catch-up watch
+	ended                        // ended by etcd (compaction); its ID is taken until cancelled
 )
 
 // watcher is one client watch.
 type watcher struct {
 	s        *stream
-	id       int64
+	id       int64 // once created
+	chosen   int64 // the ID the client asked for, 0 for the next free one
 	key, end []byte
 	rk       rangeKey
 	start    int64 // requested start revision, 0 for "now"
@@ -29,30 +29,33 @@ type watcher struct {
 	prevKV, progressNotify, fragment bool
 	noPut, noDelete                  bool
 
-	group *group // when served by a group
-	own   *own   // when served by an upstream watch of its own
+	group   *group   // when served by a group
+	catchUp *catchUp // when served by a catch-up watch of its own
 
-	result            *FetchResult // the fetched revision, until the create's turn
-	cancelAfterCreate bool
+	fetch     port.FetchID      // the revision fetch for its creation
+	result    *port.FetchResult // its answer, until the create's turn
+	reread    bool              // the fetch at the start revision failed; this one reads the latest
+	compacted bool              // etcd has compacted the start revision
+
+	// told is the highest revision the client has been given for this
+	// watch (created, events, progress): nothing it is sent later may
+	// carry a lower one.
+	told              int64
 	eventsSinceNotify bool
-	sentRev           int64 // highest header revision the watcher has been sent
-	lastNotify        time.Time
 }
 
-// own is an upstream watch serving a single watcher, on the Own stream.
-type own struct {
-	upID       int64
-	w          *watcher
-	rev        int64 // every event up to rev has reached the watcher
-	created    bool  // etcd has answered the create
-	confirmSeq int64 // upstream progress requests sent before that answer
-	frag       fragments
+// passes reports whether the watcher's filters let ev through.
+func (w *watcher) passes(ev *mvccpb.Event) bool {
+	return !(w.noPut && ev.Type == mvccpb.PUT) && !(w.noDelete && ev.Type == mvccpb.DELETE)
 }
+
+// filtering reports whether the watcher drops some events.
+func (w *watcher) filtering() bool { return w.noPut || w.noDelete }
 
 // synced returns the revision up to which the watcher has been given every
 // event, and whether that is known (false while it waits or is held back).
 func (w *watcher) synced() (int64, bool) {
-	if w.state != live || w.s.held {
+	if w.state != live || w.s.held() {
 		return 0, false
 	}
 	switch {
@@ -61,42 +64,8 @@ func (w *watcher) synced() (int64, bool) {
 		return w.next - 1, true
 	case w.group != nil:
 		return max(w.group.rev, w.next-1), true
-	case w.own != nil:
-		return max(w.own.rev, w.next-1), true
+	case w.catchUp != nil:
+		return max(w.catchUp.rev, w.next-1), true
 	}
 	return 0, false
-}
-
-// passes reports whether the watcher's filters let ev through.
-func (w *watcher) passes(ev *mvccpb.Event) bool {
-	return !(w.noPut && ev.Type == mvccpb.PUT) && !(w.noDelete && ev.Type == mvccpb.DELETE)
-}
-
-// fragment splits events into responses of at most limit bytes each (at
-// least one event per response), marking all but the last as fragments, the
-// way etcd does for watchers that asked for fragments.
-func fragment(resp *pb.WatchResponse, limit int) []*pb.WatchResponse {
-	if proto.Size(resp) <= limit || len(resp.Events) < 2 {
-		return []*pb.WatchResponse{resp}
-	}
-	var out []*pb.WatchResponse
-	evs := resp.Events
-	for len(evs) > 0 {
-		part := &pb.WatchResponse{Header: resp.Header, WatchId: resp.WatchId, Fragment: true}
-		size := proto.Size(part)
-		n := 0
-		for n < len(evs) {
-			es := proto.Size(evs[n]) + 8
-			if n > 0 && size+es > limit {
-				break
-			}
-			size += es
-			n++
-		}
-		part.Events = evs[:n]
-		evs = evs[n:]
-		out = append(out, part)
-	}
-	out[len(out)-1].Fragment = false
-	return out
 }

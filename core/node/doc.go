@@ -1,0 +1,23 @@
+// Package node is the proxy's core as one state machine: the composite of
+// the machines (the watch fan-out now; lease keep-alive coalescing and the
+// read cache join it next), driven the way etcd's raft RawNode is.
+//
+//   - Inputs are plain data (Input: client requests, upstream responses,
+//     answers to revision fetches, bytes written, clock ticks), printable
+//     and replayable: the same inputs in the same order give the same
+//     outputs, byte for byte.
+//   - Step feeds one input; Tick is Step(Tick{now}).
+//   - HasReady tells whether there is anything to do; Ready hands out what
+//     is pending (responses for client streams, requests for upstream
+//     streams, revision fetches to run) and changes nothing.
+//   - Advance acknowledges the Ready: its outputs are the caller's now. A
+//     Written input later reports the bytes of client responses actually
+//     written, which is what releases a stream's flow control.
+//
+// The node owns what the machines share: the client streams (their IDs and
+// per-stream flow control) and the revision fetches (a fetch is tagged with
+// the machines that asked, and plain current-revision fetches made in one
+// step are one fetch for all of them). It starts no goroutine, does no I/O,
+// reads no clock and takes no lock; the shell runs it on one loop goroutine,
+// and the simulation drives it step by step.
+package node

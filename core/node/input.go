@@ -1,0 +1,98 @@
+package node
+
+import (
+	"fmt"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/etcdproxy/etcdproxy/core/port"
+)
+
+// Input is one input to the node: one of the types below.
+type Input interface {
+	isInput()
+	String() string
+}
+
+// Tick tells the node the time.
+type Tick struct{ Now time.Time }
+
+// OpenStream registers a client Watch stream. Token is the client's auth
+// token ("" for none), used for the revision fetches made on its behalf.
+type OpenStream struct {
+	Stream port.StreamID
+	Token  string
+}
+
+// CloseStream ends a client stream and everything it holds.
+type CloseStream struct{ Stream port.StreamID }
+
+// WatchCreate is a client's watch create request, in etcd's keyspace
+// (namespace applied).
+type WatchCreate struct {
+	Stream port.StreamID
+	Req    *pb.WatchCreateRequest
+}
+
+// WatchCancel is a client's watch cancel request.
+type WatchCancel struct {
+	Stream  port.StreamID
+	WatchID int64
+}
+
+// WatchProgress is a client's progress request.
+type WatchProgress struct{ Stream port.StreamID }
+
+// Written reports bytes of a stream's responses written to the client.
+type Written struct {
+	Stream port.StreamID
+	Bytes  int
+}
+
+// UpstreamResponse is a response received on an upstream stream.
+type UpstreamResponse struct {
+	Upstream port.UpstreamID
+	Watch    *pb.WatchResponse
+}
+
+// UpstreamLost reports that an upstream stream broke; whatever was sent on
+// it is void, and a new stream is open for what follows.
+type UpstreamLost struct{ Upstream port.UpstreamID }
+
+// Fetched is the answer to a revision fetch.
+type Fetched struct {
+	ID     port.FetchID
+	Result port.FetchResult
+}
+
+func (Tick) isInput()             {}
+func (OpenStream) isInput()       {}
+func (CloseStream) isInput()      {}
+func (WatchCreate) isInput()      {}
+func (WatchCancel) isInput()      {}
+func (WatchProgress) isInput()    {}
+func (Written) isInput()          {}
+func (UpstreamResponse) isInput() {}
+func (UpstreamLost) isInput()     {}
+func (Fetched) isInput()          {}
+
+func (i Tick) String() string { return "tick " + i.Now.UTC().Format(time.RFC3339Nano) }
+func (i OpenStream) String() string {
+	if i.Token != "" {
+		return fmt.Sprintf("open stream %d with token", i.Stream)
+	}
+	return fmt.Sprintf("open stream %d", i.Stream)
+}
+func (i CloseStream) String() string { return fmt.Sprintf("close stream %d", i.Stream) }
+func (i WatchCreate) String() string { return fmt.Sprintf("stream %d create %v", i.Stream, i.Req) }
+func (i WatchCancel) String() string {
+	return fmt.Sprintf("stream %d cancel %d", i.Stream, i.WatchID)
+}
+func (i WatchProgress) String() string { return fmt.Sprintf("stream %d progress", i.Stream) }
+func (i Written) String() string       { return fmt.Sprintf("stream %d wrote %d bytes", i.Stream, i.Bytes) }
+func (i UpstreamResponse) String() string {
+	return fmt.Sprintf("%v responds %v", i.Upstream, i.Watch)
+}
+func (i UpstreamLost) String() string { return fmt.Sprintf("%v lost", i.Upstream) }
+func (i Fetched) String() string      { return fmt.Sprintf("fetch %d answered: %v", i.ID, i.Result) }

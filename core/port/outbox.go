@@ -1,0 +1,191 @@
+package port
+
+import (
+	"slices"
+	"time"
+)
+
+// Config sets the Outbox's bounds.
+type Config struct {
+	// StreamBufferBytes bounds the bytes queued for one client stream and
+	// not yet reported written; a stream over it is held until it drains
+	// below half.
+	StreamBufferBytes int
+	// RetryInterval is how soon a fetch that failed for a transport reason
+	// is tried again.
+	RetryInterval time.Duration
+}
+
+// DefaultConfig returns bounds suited to a production proxy.
+func DefaultConfig() Config {
+	return Config{StreamBufferBytes: 4 << 20, RetryInterval: 100 * time.Millisecond}
+}
+
+// Outbox collects what the machines produce in a step and applies the flow
+// control and fetch batching they share. The composite node owns one and
+// hands it to every machine.
+type Outbox struct {
+	cfg Config
+	now time.Time
+
+	sends    []Send
+	upstream []UpstreamRequest
+	fetchIDs []FetchID // fetches to hand out, in order
+
+	flows map[StreamID]*Flow
+
+	fetches   map[FetchID]*fetch
+	nextFetch FetchID
+	batch     *fetch // the current-revision fetch open for joining until Advance
+
+	holds int64
+}
+
+// Flow is one client stream's flow control: the bytes handed out for it
+// and not yet written, and whether it is held.
+type Flow struct {
+	queued int
+	held   bool
+}
+
+// Held reports whether the stream is over its bound: machines queue nothing
+// more for it until it drains.
+func (f *Flow) Held() bool { return f.held }
+
+type fetch struct {
+	req      Fetch
+	retrying bool
+	retryAt  time.Time
+}
+
+// NewOutbox returns an empty Outbox; zero fields of cfg take their
+// defaults.
+func NewOutbox(cfg Config, now time.Time) *Outbox {
+	d := DefaultConfig()
+	if cfg.StreamBufferBytes <= 0 {
+		cfg.StreamBufferBytes = d.StreamBufferBytes
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = d.RetryInterval
+	}
+	return &Outbox{cfg: cfg, now: now, flows: map[StreamID]*Flow{}, fetches: map[FetchID]*fetch{}}
+}
+
+// Now is the time of the last Tick.
+func (o *Outbox) Now() time.Time { return o.now }
+
+// Tick advances the clock: fetches whose retry is due are handed out again.
+func (o *Outbox) Tick(now time.Time) {
+	o.now = now
+	var due []FetchID
+	for id, f := range o.fetches {
+		if f.retrying && !now.Before(f.retryAt) {
+			due = append(due, id)
+		}
+	}
+	slices.Sort(due)
+	for _, id := range due {
+		o.fetches[id].retrying = false
+		o.fetchIDs = append(o.fetchIDs, id)
+	}
+}
+
+// HasReady reports whether there is anything to hand out.
+func (o *Outbox) HasReady() bool {
+	return len(o.sends) > 0 || len(o.upstream) > 0 || len(o.fetchIDs) > 0
+}
+
+// Ready returns what was produced since the last Advance. It changes
+// nothing: calling it twice gives the same.
+func (o *Outbox) Ready() Ready {
+	r := Ready{Sends: o.sends, Upstream: o.upstream}
+	for _, id := range o.fetchIDs {
+		if f := o.fetches[id]; f != nil {
+			r.Fetches = append(r.Fetches, f.req)
+		}
+	}
+	return r
+}
+
+// Advance acknowledges the last Ready: its outputs are the shell's now,
+// and the current-revision fetch it held is closed to further joiners.
+func (o *Outbox) Advance() {
+	o.sends, o.upstream, o.fetchIDs = nil, nil, nil
+	o.batch = nil
+}
+
+// ---- client streams and flow control ----
+
+// OpenStream starts flow control for a client stream and returns it, for
+// the machine that serves the stream.
+func (o *Outbox) OpenStream(id StreamID) *Flow {
+	if o.flows[id] == nil {
+		o.flows[id] = &Flow{}
+	}
+	return o.flows[id]
+}
+
+// CloseStream forgets a client stream; nothing more is sent to it.
+func (o *Outbox) CloseStream(id StreamID) { delete(o.flows, id) }
+
+// Send queues a response for a client stream and holds the stream once it
+// is over its bound. Responses for a stream that is not open are dropped.
+func (o *Outbox) Send(s Send) {
+	f := o.flows[s.Stream]
+	if f == nil {
+		return
+	}
+	o.sends = append(o.sends, s)
+	f.queued += s.Size
+	if !f.held && f.queued > o.cfg.StreamBufferBytes {
+		f.held = true
+		o.holds++
+	}
+}
+
+// Written reports n bytes of a stream's responses written by the shell. It
+// returns true when that resumes a held stream (it has drained below half
+// its bound): the machine serving it must then catch it up.
+func (o *Outbox) Written(id StreamID, n int) bool {
+	f := o.flows[id]
+	if f == nil {
+		return false
+	}
+	f.queued = max(0, f.queued-n)
+	if f.held && f.queued <= o.cfg.StreamBufferBytes/2 {
+		f.held = false
+		return true
+	}
+	return false
+}
+
+// ---- upstream streams ----
+
+// Upstream queues a request for an upstream stream.
+func (o *Outbox) Upstream(r UpstreamRequest) { o.upstream = append(o.upstream, r) }
+
+// ---- gauges ----
+
+// Holds counts the times a stream went over its bound.
+func (o *Outbox) Holds() int64 { return o.holds }
+
+// FlowStats are the flow control's counters and gauges.
+type FlowStats struct {
+	Holds          int64 // times a stream went over its bound
+	Streams        int   // client streams open
+	QueuedBytes    int   // bytes handed out and not yet written
+	HeldStreams    int   // streams over their bound now
+	PendingFetches int   // revision fetches not answered yet
+}
+
+// Stats counts the Outbox's state; it walks every stream.
+func (o *Outbox) Stats() FlowStats {
+	s := FlowStats{Holds: o.holds, Streams: len(o.flows), PendingFetches: len(o.fetches)}
+	for _, f := range o.flows {
+		s.QueuedBytes += f.queued
+		if f.held {
+			s.HeldStreams++
+		}
+	}
+	return s
+}

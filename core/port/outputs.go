@@ -1,0 +1,90 @@
+package port
+
+import (
+	"fmt"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// Send is a response for a client stream.
+type Send struct {
+	Stream StreamID
+	Watch  *pb.WatchResponse
+	// Shared, when set, is the run of events Watch carries (Watch.Events is
+	// Shared.Events), handed unchanged to every watcher that gets it: the
+	// shell may encode it once for all of them.
+	Shared *SharedEvents
+	// Size is the response's encoded size, counted against the stream's
+	// bound until the shell reports it written.
+	Size int
+}
+
+func (s Send) String() string {
+	return fmt.Sprintf("send stream=%d size=%d %v", s.Stream, s.Size, s.Watch)
+}
+
+// SharedEvents is a run of whole revisions of events that several client
+// watchers receive unchanged. Its identity (the pointer) is what tells the
+// shell that the encoding can be reused.
+type SharedEvents struct {
+	Events []*mvccpb.Event
+}
+
+// UpstreamRequest is a request for one of the upstream streams.
+type UpstreamRequest struct {
+	Upstream UpstreamID
+	Watch    *pb.WatchRequest
+}
+
+func (u UpstreamRequest) String() string { return fmt.Sprintf("%v: %v", u.Upstream, u.Watch) }
+
+// FetchID names a revision fetch.
+type FetchID uint64
+
+// Fetch asks the shell for a linearizable Range on [Key, End) at Revision
+// (0: the latest), limit 1, keys only, with the auth Token ("" for none).
+// Its header's revision is the store's current revision. The answer comes
+// back as a FetchResult with the same ID.
+type Fetch struct {
+	ID       FetchID
+	For      Machines // the machines waiting for the answer
+	Token    string
+	Key, End []byte
+	Revision int64
+}
+
+func (f Fetch) String() string {
+	tok := ""
+	if f.Token != "" {
+		tok = " with token"
+	}
+	return fmt.Sprintf("fetch %d for %v: [%q, %q) at %d%s", f.ID, f.For, f.Key, f.End, f.Revision, tok)
+}
+
+// FetchResult is the answer to a Fetch: the Range response's header, or the
+// error etcd (or the transport) answered with.
+type FetchResult struct {
+	Header *pb.ResponseHeader
+	Err    error
+}
+
+func (r FetchResult) String() string {
+	if r.Err != nil {
+		return fmt.Sprintf("error %q", r.Err.Error())
+	}
+	return fmt.Sprintf("revision %d", r.Header.GetRevision())
+}
+
+// Ready is everything the shell must do after a step: sends to client
+// streams, requests on upstream streams, and revision fetches to run.
+type Ready struct {
+	Sends    []Send
+	Upstream []UpstreamRequest
+	Fetches  []Fetch
+}
+
+// Empty reports whether there is nothing to do.
+func (r Ready) Empty() bool {
+	return len(r.Sends) == 0 && len(r.Upstream) == 0 && len(r.Fetches) == 0
+}

@@ -1,0 +1,189 @@
+package watch
+
+import (
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/etcdproxy/etcdproxy/core/port"
+)
+
+// upstreamProgress counts the progress requests on one upstream stream:
+// when one was last sent, how many were sent on the current stream, and how
+// many answered. etcd answers them in order and drops some (while a watch
+// on the stream is unsynced), so the k-th answer is for the k-th request or
+// a later one.
+type upstreamProgress struct {
+	sentAt time.Time
+	sent   int64
+	answer int64
+}
+
+// RequestProgress handles a client's progress request: it is answered once
+// every watcher on the stream has caught up with the store revision as of
+// now. etcd drops a request that comes while a watcher is behind, and says
+// nothing to a stream without watchers; the proxy answers every request,
+// as soon as the answer is true.
+func (m *Machine) RequestProgress(id port.StreamID) {
+	s := m.streams[id]
+	if s == nil {
+		return
+	}
+	f := m.out.Fetch(port.Watch, port.Fetch{Token: s.token, Key: []byte{0}})
+	m.waitersOf(f).streams = append(m.fetches[f].streams, s)
+}
+
+// wantProgress asks etcd for progress on the upstream streams that s
+// depends on now, unless it was asked there very recently.
+func (m *Machine) wantProgress(s *stream) {
+	var need [port.NumUpstreams]bool
+	m.progressNeeds(s, &need)
+	m.requestProgressOn(need)
+}
+
+// progressNeeds marks the upstream streams whose progress the watchers of
+// s wait for. It is worked out afresh each time: watchers move between
+// their group and a catch-up watch.
+func (m *Machine) progressNeeds(s *stream, need *[port.NumUpstreams]bool) {
+	if len(s.progress) == 0 {
+		return
+	}
+	for _, w := range s.order {
+		switch {
+		case w.catchUp != nil:
+			need[port.WatchCatchUp] = true
+		case w.group != nil:
+			need[port.WatchShared] = true
+		}
+	}
+}
+
+func (m *Machine) requestProgressOn(need [port.NumUpstreams]bool) {
+	for u := range port.NumUpstreams {
+		p := &m.progress[u]
+		if need[u] && (p.sentAt.IsZero() || !m.now.Before(p.sentAt.Add(m.cfg.RetryInterval))) {
+			p.sentAt = m.now
+			p.sent++
+			m.out.Upstream(port.UpstreamRequest{Upstream: u, Watch: &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}})
+		}
+	}
+}
+
+// retryProgress asks again on every upstream stream a client's progress
+// request still waits for.
+func (m *Machine) retryProgress() {
+	var need [port.NumUpstreams]bool
+	for _, s := range m.sortedStreams() {
+		m.progressNeeds(s, &need)
+	}
+	m.requestProgressOn(need)
+}
+
+// progressAnswered handles etcd's answer to a progress request on stream u:
+// etcd sends it only when every watch on the stream has been sent every
+// event up to rev.
+func (m *Machine) progressAnswered(u port.UpstreamID, rev int64) {
+	m.progress[u].answer++
+	k := m.progress[u].answer
+	// The answer speaks for a watch only if its request went out after
+	// etcd confirmed the watch's creation: an earlier request may have
+	// been answered before the watch existed. (etcd's created responses
+	// and progress answers travel on different channels inside etcd, so
+	// their order on the stream proves nothing.)
+	covers := func(uw *upWatch) bool {
+		if fault("progress-before-created") {
+			return uw.confirmed
+		}
+		return uw.confirmed && k > uw.confirmSeq
+	}
+	switch u {
+	case port.WatchShared:
+		for _, g := range m.sortedGroups() {
+			if covers(&g.up) {
+				g.progress(rev, m.cfg.HistoryEvents)
+			}
+		}
+	case port.WatchCatchUp:
+		for _, c := range m.sortedCatchUps() {
+			if covers(&c.up) {
+				c.rev = max(c.rev, rev)
+			}
+		}
+		m.mergeAll()
+	}
+	m.checkAllProgress()
+}
+
+func (m *Machine) checkAllProgress() {
+	for _, s := range m.sortedStreams() {
+		if len(s.progress) > 0 {
+			m.checkProgress(s)
+		}
+	}
+}
+
+// checkProgress answers the stream's progress requests whose revision every
+// watcher on the stream has reached.
+func (m *Machine) checkProgress(s *stream) {
+	for len(s.progress) > 0 {
+		if s.creating() {
+			return
+		}
+		want := s.progress[0]
+		for _, w := range s.order {
+			if w.state == ended {
+				continue // etcd sends it nothing more
+			}
+			if rev, ok := w.synced(); !ok || rev < want {
+				return
+			}
+		}
+		s.progress = s.progress[1:]
+		m.send(s, &pb.WatchResponse{Header: m.headerAt(want), WatchId: invalidWatchID})
+		for _, w := range s.order {
+			w.told = max(w.told, want)
+		}
+	}
+}
+
+// relayProgress passes a progress notification etcd sent on an upstream
+// watch at rev to the watchers it serves that asked for notifications, at
+// a revision whose events each has been given. With the proxy's own
+// cadence (Config.ProgressInterval) notifications come from notifyIdle
+// instead.
+func (m *Machine) relayProgress(ws []*watcher, rev int64) {
+	if m.cfg.ProgressInterval > 0 {
+		return
+	}
+	for _, w := range ws {
+		if !w.progressNotify {
+			continue
+		}
+		if r, ok := w.synced(); ok && r >= rev && r >= w.told {
+			m.reply(w, &pb.WatchResponse{Header: m.headerAt(r), WatchId: w.id})
+			w.eventsSinceNotify = false
+		}
+	}
+}
+
+// notifyIdle sends a progress notification to every watcher that asked for
+// them and was given no events since the last round: the proxy's own
+// cadence.
+func (m *Machine) notifyIdle() {
+	for _, s := range m.sortedStreams() {
+		for _, w := range s.order {
+			if !w.progressNotify || w.state != live {
+				continue
+			}
+			if w.eventsSinceNotify {
+				w.eventsSinceNotify = false
+				continue
+			}
+			// Never a revision below one the watcher has been told: a
+			// watcher still catching up gets nothing, as from etcd.
+			if rev, ok := w.synced(); ok && rev >= w.told {
+				m.reply(w, &pb.WatchResponse{Header: m.headerAt(rev), WatchId: w.id})
+			}
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package watch
+
+import (
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/etcdproxy/etcdproxy/core/port"
+)
+
+// upWatch is the proxy's side of one upstream etcd watch, as a group and a
+// catch-up watch both hold one.
+type upWatch struct {
+	id int64
+	// confirmed is set once etcd has answered the create; confirmSeq is
+	// the number of upstream progress requests sent on the stream before
+	// that answer (see upstreamProgress).
+	confirmed  bool
+	confirmSeq int64
+	frag       fragments
+}
+
+// upKind is what an upstream response means for its watch.
+type upKind int
+
+const (
+	upNothing  upKind = iota // nothing to act on (created, a fragment, events all outside the namespace)
+	upEnded                  // etcd ended the watch (compaction, or a cancel with a reason)
+	upProgress               // every event up to the header's revision has been sent
+	upEvents                 // a batch of whole revisions
+)
+
+// decode reads a response for an upstream watch on stream u: it confirms the
+// watch's creation, reassembles fragments, strips the namespace, and tells
+// what the response means.
+func (m *Machine) decode(u port.UpstreamID, uw *upWatch, r *pb.WatchResponse) (upKind, *batch) {
+	switch {
+	case r.Canceled || r.CompactRevision != 0:
+		return upEnded, nil
+	case r.Created:
+		uw.confirmed, uw.confirmSeq = true, m.progress[u].sent
+		return upNothing, nil
+	}
+	evs, done := uw.frag.add(r)
+	switch {
+	case !done:
+		return upNothing, nil
+	case len(evs) == 0:
+		return upProgress, nil
+	}
+	if evs = m.strip(evs); len(evs) == 0 {
+		return upNothing, nil
+	}
+	m.stats.EventsReceived += int64(len(evs))
+	return upEvents, newBatch(r.Header, evs)
+}
+
+// fragments reassembles an upstream response sent in fragments.
+type fragments struct {
+	events []*mvccpb.Event
+}
+
+// add returns the complete event list once the last fragment is in.
+func (f *fragments) add(r *pb.WatchResponse) ([]*mvccpb.Event, bool) {
+	if !r.Fragment && len(f.events) == 0 {
+		return r.Events, true
+	}
+	f.events = append(f.events, r.Events...)
+	if r.Fragment {
+		return nil, false
+	}
+	evs := f.events
+	f.events = nil
+	return evs, true
+}
+
+// strip removes the namespace prefix from event keys.
+func (m *Machine) strip(evs []*mvccpb.Event) []*mvccpb.Event {
+	if m.cfg.Prefix.Empty() {
+		return evs
+	}
+	out := evs[:0]
+	for _, ev := range evs {
+		if ev.Kv == nil || !m.cfg.Prefix.Contains(ev.Kv.Key) {
+			continue
+		}
+		m.cfg.Prefix.KeyValue(ev.Kv)
+		m.cfg.Prefix.KeyValue(ev.PrevKv)
+		out = append(out, ev)
+	}
+	return out
+}
+
+func (m *Machine) upID() int64 {
+	m.nextUp++
+	return m.nextUp
+}
+
+func createReq(id int64, key, end []byte, from int64) *pb.WatchRequest {
+	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
+		Key: key, RangeEnd: end, StartRevision: from, PrevKv: true, ProgressNotify: true, Fragment: true, WatchId: id,
+	}}}
+}
+
+func cancelReq(id int64) *pb.WatchRequest {
+	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: id}}}
+}
+
+// UpstreamResponse hands in a response from one of the upstream watch
+// streams.
+func (m *Machine) UpstreamResponse(u port.UpstreamID, r *pb.WatchResponse) {
+	m.seen(r.Header)
+	if r.WatchId == invalidWatchID {
+		if !r.Created && !r.Canceled && len(r.Events) == 0 && r.Header != nil {
+			m.progressAnswered(u, r.Header.Revision)
+		}
+		return
+	}
+	switch u {
+	case port.WatchShared:
+		if g := m.shared[r.WatchId]; g != nil {
+			m.groupResponse(g, r)
+		}
+	case port.WatchCatchUp:
+		if c := m.catchUps[r.WatchId]; c != nil {
+			m.catchUpResponse(c, r)
+		}
+	}
+}
+
+// UpstreamLost reports that upstream stream u broke; every watch on it is
+// opened again on a new stream from where it stood.
+func (m *Machine) UpstreamLost(u port.UpstreamID) {
+	m.progress[u] = upstreamProgress{}
+	switch u {
+	case port.WatchShared:
+		for _, g := range m.sortedGroups() {
+			delete(m.shared, g.up.id)
+			from := g.rev + 1
+			if g.rewindBase != 0 {
+				from, g.prefix = g.base+1, nil // start the rewind over
+				if fault("lost-during-rewind") {
+					from = g.rev + 1
+				}
+			}
+			if fault("duplicate-across-failover") {
+				for _, w := range g.watchers {
+					w.next = min(w.next, g.rev)
+				}
+				from = min(from, g.rev)
+			}
+			m.openGroupWatch(g, from)
+		}
+	case port.WatchCatchUp:
+		for _, c := range m.sortedCatchUps() {
+			delete(m.catchUps, c.up.id)
+			w := c.w
+			w.catchUp = nil
+			w.next = max(w.next, c.rev+1)
+			m.openCatchUp(w)
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package shell
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.uber.org/zap"
+
+	"github.com/etcdproxy/etcdproxy/core/node"
+	"github.com/etcdproxy/etcdproxy/core/port"
+)
+
+// tickInterval is how often the node hears the time.
+const tickInterval = 50 * time.Millisecond
+
+// fetchTimeout bounds one revision fetch; a fetch that runs out is
+// reported as a transport error, and the node tries it again.
+const fetchTimeout = 5 * time.Second
+
+// loop is the one event loop that owns the core's node: every input reaches
+// the node through it, as data on one channel, in order, and it carries out
+// what the node hands out. Client streams, upstream streams and revision
+// fetches run on goroutines of their own and talk to the loop only through
+// inputs. Every timer (the tick, fetch timeouts, reconnect backoff) comes
+// from the injected clock.
+type loop struct {
+	lg    *zap.Logger
+	clock clock.Clock
+	kv    pb.KVClient
+
+	inputs  chan node.Input
+	queries chan chan snapshot
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	nextStream atomic.Uint64
+	mu         sync.Mutex // guards clients
+	clients    map[port.StreamID]*clientQueue
+
+	ups [port.NumUpstreams]*upstreamStream
+
+	// batches, by stream, the sends of one Ready (loop goroutine only).
+	batches map[port.StreamID][]outMsg
+}
+
+// snapshot is the node's counters and gauges at one moment.
+type snapshot struct {
+	Stats  node.Stats
+	Gauges node.Gauges
+}
+
+func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, wc pb.WatchClient) *loop {
+	l := &loop{
+		lg: lg, clock: clk, kv: kv,
+		inputs: make(chan node.Input, 1024), queries: make(chan chan snapshot),
+		clients: map[port.StreamID]*clientQueue{}, batches: map[port.StreamID][]outMsg{},
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	for _, u := range []port.UpstreamID{port.WatchShared, port.WatchCatchUp} {
+		l.ups[u] = newUpstreamStream(l, u, watchOpener(wc, u))
+	}
+	n := node.New(cfg, clk.Now())
+	l.wg.Add(1)
+	go l.run(n)
+	for _, u := range l.ups {
+		l.wg.Add(1)
+		go u.run()
+	}
+	return l
+}
+
+// newStreamID names a new client stream.
+func (l *loop) newStreamID() port.StreamID { return port.StreamID(l.nextStream.Add(1)) }
+
+// input hands an input to the loop; it gives up when the loop has stopped.
+func (l *loop) input(in node.Input) {
+	select {
+	case l.inputs <- in:
+	case <-l.ctx.Done():
+	}
+}
+
+func (l *loop) run(n *node.Node) {
+	defer l.wg.Done()
+	t := l.clock.Ticker(tickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case in := <-l.inputs:
+			l.step(n, in)
+			// Take whatever else is already waiting before acting, so that
+			// creates arriving together share one revision fetch.
+			for more := true; more; {
+				select {
+				case in := <-l.inputs:
+					l.step(n, in)
+				default:
+					more = false
+				}
+			}
+		case now := <-t.C:
+			n.Tick(now)
+		case q := <-l.queries:
+			q <- snapshot{n.Stats(), n.Gauges()}
+		}
+		if n.HasReady() {
+			l.execute(n.Ready())
+			n.Advance()
+		}
+	}
+}
+
+// step feeds one input. A lost upstream stream is where the loop keeps an
+// ordering promise: whatever the node asked of the broken stream and is
+// still queued is dropped here, before the node hears of the loss and asks
+// for every watch again, so no stale request reaches the new stream (its
+// sender waits for this; see upstreamStream.run).
+func (l *loop) step(n *node.Node, in node.Input) {
+	if lost, ok := in.(node.UpstreamLost); ok {
+		l.ups[lost.Upstream].void()
+	}
+	n.Step(in)
+}
+
+// execute carries out a Ready: responses to client queues (one push per
+// stream), requests to upstream streams, and revision fetches.
+func (l *loop) execute(rd port.Ready) {
+	if len(rd.Sends) > 0 {
+		var shared map[*port.SharedEvents]*sharedEncoding
+		for _, s := range rd.Sends {
+			m := outMsg{resp: s.Watch, size: s.Size}
+			if s.Shared != nil {
+				if shared == nil {
+					shared = map[*port.SharedEvents]*sharedEncoding{}
+				}
+				e := shared[s.Shared]
+				if e == nil {
+					e = &sharedEncoding{events: s.Shared.Events}
+					shared[s.Shared] = e
+				}
+				m.shared = e
+			}
+			l.batches[s.Stream] = append(l.batches[s.Stream], m)
+		}
+		l.mu.Lock()
+		for id, ms := range l.batches {
+			if q := l.clients[id]; q != nil {
+				q.push(ms)
+			}
+			delete(l.batches, id)
+		}
+		l.mu.Unlock()
+	}
+	for _, u := range rd.Upstream {
+		l.ups[u.Upstream].push(u)
+	}
+	for _, f := range rd.Fetches {
+		go l.fetch(f)
+	}
+}
+
+// snapshot asks the loop for the node's counters and gauges; once the loop
+// has stopped it returns zeros.
+func (l *loop) snapshot() snapshot {
+	q := make(chan snapshot, 1)
+	select {
+	case l.queries <- q:
+		return <-q
+	case <-l.ctx.Done():
+		return snapshot{}
+	}
+}
+
+func (l *loop) close() {
+	l.cancel()
+	for _, u := range l.ups {
+		u.wakeUp()
+	}
+	l.wg.Wait()
+}
