@@ -6,14 +6,21 @@
 //
 // Subpackages:
 //
+//   - node: the composite, the one entry point of the core. Inputs are
+//     plain data; it hands out one merged Ready and is acknowledged with
+//     Advance, as etcd's raft RawNode is. It owns the machines and what
+//     they share.
+//   - port: where the core meets the shell: stream and upstream names, the
+//     outputs (sends, upstream requests, revision fetches), per-stream flow
+//     control and fetch batching.
+//   - watch: the watch fan-out machine, which merges client watchers on one
+//     key range into one upstream etcd watcher with etcd's exact revision
+//     semantics.
 //   - keyspace: the namespace translation (--namespace) between a client's
 //     keys and etcd's, with the guarantee that no translated request reaches
 //     a key outside the prefix.
-//   - watch: the watch fan-out state machine, which merges client watchers
-//     on one key range into one upstream etcd watcher with etcd's exact
-//     revision semantics.
 //
-// The network shell (package shell) feeds the machines inputs from one
-// event loop and executes their outputs. Lease keep-alive coalescing and
-// the read cache will join this tree as machines of the same shape.
+// The network shell (package shell) runs the node on one event loop, feeds
+// it inputs and carries out its outputs. Lease keep-alive coalescing and the
+// read cache join the node as machines of the same shape.
 package core

@@ -55,20 +55,54 @@ func drawRange(t *rapid.T) (key, end []byte) {
 	}
 }
 
+// drawOps draws one transaction: up to three keys put (values of random
+// size, so that some responses are large) or deleted.
+func drawOps(t *rapid.T, w *World) []Op {
+	n := rapid.IntRange(1, 3).Draw(t, "ops")
+	var ops []Op
+	seen := map[string]bool{}
+	for i := 0; i < n; i++ {
+		k := rapid.SampledFrom(keys).Draw(t, "write key")
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		v := fmt.Sprint(w.Store.Rev) + strings.Repeat("v", rapid.IntRange(0, 120).Draw(t, "value size"))
+		ops = append(ops, Op{Key: k, Value: v, Delete: rapid.IntRange(0, 3).Draw(t, "delete") == 0})
+	}
+	return ops
+}
+
+// writeAll is a transaction putting every key, with values of size n.
+func writeAll(n int) []Op {
+	var ops []Op
+	for _, k := range keys {
+		ops = append(ops, Op{Key: k, Value: strings.Repeat("w", n)})
+	}
+	return ops
+}
+
 // runSchedule drives one world with a rapid-generated schedule and
 // reports every violation of the watch guarantees.
 func runSchedule(t *rapid.T) {
 	retry := 100 * time.Millisecond
 	cfg := node.Config{
-		Port: port.Config{StreamBufferBytes: rapid.IntRange(150, 4000).Draw(t, "stream buffer bytes"), RetryInterval: retry},
+		Port: port.Config{StreamBufferBytes: rapid.IntRange(100, 800).Draw(t, "stream buffer bytes"), RetryInterval: retry},
 		Watch: watch.Config{
-			HistoryEvents:    rapid.IntRange(1, 12).Draw(t, "history events"),
-			FragmentBytes:    rapid.IntRange(60, 600).Draw(t, "fragment bytes"),
-			ProgressInterval: time.Second,
-			RetryInterval:    retry,
+			HistoryEvents: rapid.IntRange(1, 12).Draw(t, "history events"),
+			FragmentBytes: rapid.IntRange(60, 400).Draw(t, "fragment bytes"),
+			RetryInterval: retry,
 		},
 	}
+	if rapid.IntRange(0, 3).Draw(t, "proxy's own progress cadence") == 0 {
+		cfg.Watch.ProgressInterval = time.Second
+	}
 	w := NewWorld(cfg)
+	schedules++
+	if schedules%10 == 0 {
+		// Every tenth schedule is replayed from its inputs at the end.
+		w.Recording = &Recording{}
+	}
 	if os.Getenv("SIM_TRACE") != "" {
 		w.Trace = t.Logf
 	}
@@ -89,12 +123,14 @@ func runSchedule(t *rapid.T) {
 		}
 		return w.Clients[rapid.SampledFrom(ids).Draw(t, "stream")]
 	}
-	t.Repeat(map[string]func(*rapid.T){
+	actions := map[string]func(*rapid.T){
 		"open": func(t *rapid.T) {
 			if len(openClients()) >= 4 {
 				t.Skip("enough streams")
 			}
-			w.Open()
+			id := w.Open()
+			// Some clients start as slow readers.
+			w.Clients[id].Reading = rapid.Bool().Draw(t, "reads")
 		},
 		"create": func(t *rapid.T) {
 			c := pickClient(t)
@@ -128,6 +164,12 @@ func runSchedule(t *rapid.T) {
 					live = append(live, cw)
 				}
 			}
+			for _, cw := range c.pending {
+				// A create not answered yet, whose ID the client chose.
+				if cw.Req.WatchId != 0 && !cw.Refused && !cw.CancelSent {
+					live = append(live, cw)
+				}
+			}
 			if len(live) == 0 {
 				t.Skip("no watch to cancel")
 			}
@@ -140,19 +182,16 @@ func runSchedule(t *rapid.T) {
 			c.Reading = !c.Reading
 		},
 		"close": func(t *rapid.T) { w.Close(pickClient(t).ID) },
-		"write": func(t *rapid.T) {
-			n := rapid.IntRange(1, 3).Draw(t, "ops")
-			var ops []Op
-			seen := map[string]bool{}
-			for i := 0; i < n; i++ {
-				k := rapid.SampledFrom(keys).Draw(t, "write key")
-				if seen[k] {
-					continue
-				}
-				seen[k] = true
-				ops = append(ops, Op{Key: k, Value: fmt.Sprint(w.Store.Rev), Delete: rapid.IntRange(0, 3).Draw(t, "delete") == 0})
+		"write": func(t *rapid.T) { w.Write(drawOps(t, w)...) },
+		// Several writes that etcd sends and the proxy receives at once:
+		// what makes slow streams go over their bound.
+		"write burst": func(t *rapid.T) {
+			for range rapid.IntRange(2, 8).Draw(t, "writes") {
+				w.Write(drawOps(t, w)...)
 			}
-			w.Write(ops...)
+			u := port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream"))
+			w.Pump(u, 1<<30, rapid.Bool().Draw(t, "fragments"))
+			w.Deliver(u, 1<<30, func() bool { return rapid.Bool().Draw(t, "from etcd's control queue") })
 		},
 		"compact": func(t *rapid.T) {
 			if w.Store.Rev <= w.Store.Compacted+1 {
@@ -161,17 +200,32 @@ func runSchedule(t *rapid.T) {
 			w.Compact(rapid.Int64Range(w.Store.Compacted+1, w.Store.Rev).Draw(t, "compact at"))
 		},
 		"answer fetch": func(t *rapid.T) {
-			if w.Pending() == 0 {
+			if len(w.fetches) == 0 {
 				t.Skip("no fetch pending")
 			}
-			w.AnswerFetch(rapid.IntRange(0, w.Pending()-1).Draw(t, "fetch"), rapid.IntRange(0, 9).Draw(t, "retry") == 0)
+			w.AnswerFetch(rapid.IntRange(0, len(w.fetches)-1).Draw(t, "fetch"), rapid.IntRange(0, 9).Draw(t, "retry") == 0)
+		},
+		// etcd serves a fetch now; its answer arrives later.
+		"etcd serves a fetch": func(t *rapid.T) {
+			if len(w.fetches) == 0 {
+				t.Skip("no fetch pending")
+			}
+			w.ServeFetch(rapid.IntRange(0, len(w.fetches)-1).Draw(t, "fetch"))
+		},
+		"fetch answer arrives": func(t *rapid.T) {
+			if len(w.served) == 0 {
+				t.Skip("no fetch served")
+			}
+			w.DeliverFetch(rapid.IntRange(0, len(w.served)-1).Draw(t, "served fetch"))
 		},
 		"etcd sends": func(t *rapid.T) {
 			w.Pump(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 3).Draw(t, "revisions"), rapid.Bool().Draw(t, "fragments"))
 		},
 		"deliver": func(t *rapid.T) {
-			w.Deliver(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 4).Draw(t, "responses"))
+			w.Deliver(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 4).Draw(t, "responses"),
+				func() bool { return rapid.Bool().Draw(t, "from etcd's control queue") })
 		},
+		"etcd progress tick": func(t *rapid.T) { w.ProgressTick() },
 		"lose upstream": func(t *rapid.T) {
 			if rapid.IntRange(0, 2).Draw(t, "really") != 0 {
 				t.Skip("rare")
@@ -186,21 +240,54 @@ func runSchedule(t *rapid.T) {
 				t.Fatalf("watch guarantee violated:\n  %s", strings.Join(w.Violations, "\n  "))
 			}
 		},
-	})
+	}
+	maps.Copy(actions, steered(w))
+	t.Repeat(actions)
 	w.Settle()
+	if w.Trace != nil {
+		w.Trace("settled; checking completeness")
+	}
 	w.CheckComplete()
+	w.CheckProgressNotified()
 	w.CloseAll()
+	coverage.Add(w.Coverage)
+	if w.Recording != nil {
+		if same, diff := w.Recording.Replay(cfg, time.Unix(0, 0)); !same {
+			t.Fatalf("the node's outputs are not a function of its inputs: replaying %d inputs: %s", len(w.Recording.Inputs), diff)
+		}
+		coverage.Replayed++
+	}
 	if len(w.Violations) > 0 {
 		t.Fatalf("watch guarantee violated at the end:\n  %s", strings.Join(w.Violations, "\n  "))
 	}
 }
 
+// coverage adds up what every schedule of a run reached; schedules counts
+// them.
+var (
+	coverage  Coverage
+	schedules int
+)
+
 func sortedIDs(m map[int64]*ClientWatch) []int64 { return slices.Sorted(maps.Keys(m)) }
 
-// TestCoreSimulation checks the watch machine against the model under
-// rapid-generated schedules. Replay a failure with the seed it prints:
+// TestCoreSimulation checks the watch machine, through the composite node,
+// against the model under rapid-generated schedules, and fails if the run
+// never reached one of the rare situations Coverage counts. Replay a
+// failure with the seed it prints:
 //
 //	go test ./sim -run TestCoreSimulation -rapid.seed=<seed>
 func TestCoreSimulation(t *testing.T) {
+	coverage = Coverage{}
 	rapid.Check(t, runSchedule)
+	t.Logf("reached: %+v", coverage)
+	if missing := coverage.Missing(); len(missing) > 0 && !t.Failed() && checks() >= 500 {
+		t.Errorf("the run never reached: %s", strings.Join(missing, "; "))
+	}
+}
+
+// checks is the number of schedules a run checks.
+func checks() int {
+	n, _ := strconv.Atoi(flag.Lookup("rapid.checks").Value.String())
+	return n
 }

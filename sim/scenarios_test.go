@@ -53,14 +53,14 @@ func TestScenarioProgressOvertakingEvents(t *testing.T) {
 	s := w.Open()
 	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
 	w.AnswerFetch(0, false)
-	w.Deliver(port.WatchShared, 10)
+	w.Deliver(port.WatchShared, 10, ctrlFirst)
 	w.Write(put("a"), put("b")) // revision 2
 	w.RequestProgress(s)
 	w.AnswerFetch(0, false)               // progress wanted at 2; upstream asked
 	w.Up[port.WatchShared].Pump(1, false) // etcd: the event, then its progress answer
 	w.Create(s, &pb.WatchCreateRequest{Key: []byte("b"), StartRevision: 2})
 	w.AnswerFetch(0, false) // a group for b opens from 2
-	w.Deliver(port.WatchShared, 10)
+	w.Deliver(port.WatchShared, 10, ctrlFirst)
 	w.Read(s)
 	finish(t, w)
 }
@@ -77,7 +77,7 @@ func TestScenarioNoTimeTravelAfterPartition(t *testing.T) {
 		w.Write(put("a")) // 2..5
 	}
 	w.Pump(port.WatchShared, 1, false)
-	w.Deliver(port.WatchShared, 2) // created, then the event at 2
+	w.Deliver(port.WatchShared, 2, ctrlFirst) // created, then the event at 2
 	w.Pump(port.WatchShared, 3, false)
 	w.Lose(port.WatchShared) // 3..5 were still on their way
 	w.Read(s)
@@ -103,7 +103,7 @@ func TestScenarioStarvedStreamLosesNothing(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		w.Write(Op{Key: "a", Value: strings.Repeat("v", 40)})
 		w.Pump(port.WatchShared, 1, false)
-		w.Deliver(port.WatchShared, 10)
+		w.Deliver(port.WatchShared, 10, ctrlFirst)
 		w.Read(fast)
 	}
 	if s := w.N.Stats(); s.Holds == 0 {
@@ -124,8 +124,8 @@ func TestScenarioCompactionAtTheNextRevision(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		w.Write(put("a")) // 2..5
 	}
-	w.Pump(port.WatchShared, 2, false) // 2..3
-	w.Deliver(port.WatchShared, 10)
+	w.Pump(port.WatchShared, 3, false) // 1..3 (the group's upstream watch starts at 1, the revision at creation)
+	w.Deliver(port.WatchShared, 10, ctrlFirst)
 	w.Lose(port.WatchShared)
 	w.Compact(4) // the group reopens from 4
 	w.Read(s)
@@ -160,10 +160,10 @@ func TestScenarioDeadGroupIsNotReused(t *testing.T) {
 	s := w.Open()
 	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")})
 	w.AnswerFetch(0, false)
-	w.Deliver(port.WatchShared, 10)
+	w.Deliver(port.WatchShared, 10, ctrlFirst)
 	id := w.Up[port.WatchShared].IDs()[0]
 	w.Up[port.WatchShared].Kill(id, "etcdserver: no leader")
-	w.Deliver(port.WatchShared, 10)
+	w.Deliver(port.WatchShared, 10, ctrlFirst)
 	w.Read(s)
 	first := watchOf(t, w, s)
 	if !first.Ended {
@@ -220,3 +220,7 @@ func TestScenarioWatchAfterCompactionAndRestart(t *testing.T) {
 		}
 	}
 }
+
+// ctrlFirst takes etcd's control queue (created, cancelled) first whenever
+// both of its queues hold something.
+func ctrlFirst() bool { return true }

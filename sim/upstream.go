@@ -8,30 +8,55 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Upstream models one etcd watch stream as the proxy sees it: watches
-// created with the IDs the proxy chooses, events sent in order and
-// possibly several revisions at once when a watch catches up, progress
-// notifications only when every watch on the stream is synced, and
-// compaction responses for watches that fall behind a compaction. Responses
-// wait in a queue until the simulation delivers them, which models delay.
+// Upstream models one etcd watch stream as the proxy sees it, down to the
+// orderings etcd's server allows. etcd sends a stream's responses from two
+// internal queues: a control queue (created, cancelled and refused creates)
+// and the watch channel (events, progress notifications and answers,
+// compaction). Its send loop picks between the two at random when both
+// have something, so a created can overtake a progress answer made before
+// it, and the reverse; but nothing for a watch ID leaves before that
+// watch's created, and nothing after its cancel. The model keeps the two
+// queues and lets the simulation choose, response by response, which one
+// the next comes from (Take). Watches are created with the IDs the proxy
+// chooses; events go out in order, possibly several revisions at once when
+// a watch catches up, in fragments; progress answers only when every watch
+// on the stream is synced; periodic progress notifications (ProgressTick)
+// to synced watches that were sent no events since the last tick; and
+// compaction responses for watches that need a compacted revision.
 type Upstream struct {
 	store   *Store
 	watches map[int64]*upWatch
-	queue   []*pb.WatchResponse
-	// Creates counts create requests; Open tracks watches per range.
+	ctrl    []*pb.WatchResponse // etcd's control queue
+	ch      []*pb.WatchResponse // etcd's watch channel
+	// announced holds the watch IDs whose created has gone out; pending,
+	// what the channel had for the others (etcd buffers it until then).
+	announced map[int64]bool
+	pending   map[int64][]*pb.WatchResponse
+	// Creates counts create requests; asked records, for each progress
+	// answer and each created, how many creates had been requested before
+	// its request.
 	Creates int
+	asked   map[*pb.WatchResponse]int
+	// Overtaken counts created responses taken while the channel still
+	// held a progress answer requested before them: the reordering the
+	// proxy must not mistake for progress of the new watch.
+	Overtaken int
 }
 
 type upWatch struct {
 	id       int64
 	key, end []byte
 	next     int64
+	start    int64
 	fragment bool
+	sent     bool // events went out since the last progress tick
 }
 
 // NewUpstream returns a stream over store.
 func NewUpstream(store *Store) *Upstream {
-	return &Upstream{store: store, watches: map[int64]*upWatch{}}
+	u := &Upstream{store: store}
+	u.Reset()
+	return u
 }
 
 func (u *Upstream) header() *pb.ResponseHeader { return &pb.ResponseHeader{Revision: u.store.Rev} }
@@ -43,32 +68,40 @@ func (u *Upstream) Request(r *pb.WatchRequest) {
 		c := v.CreateRequest
 		u.Creates++
 		if _, dup := u.watches[c.WatchId]; dup {
-			u.queue = append(u.queue, &pb.WatchResponse{Header: u.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: "mvcc: duplicate watch ID provided on the WatchStream"})
+			u.ctrl = append(u.ctrl, &pb.WatchResponse{Header: u.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: "mvcc: duplicate watch ID provided on the WatchStream"})
 			return
 		}
-		w := &upWatch{id: c.WatchId, key: c.Key, end: c.RangeEnd, next: c.StartRevision, fragment: c.Fragment}
+		w := &upWatch{id: c.WatchId, key: c.Key, end: c.RangeEnd, next: c.StartRevision, start: c.StartRevision, fragment: c.Fragment}
 		if w.next == 0 {
 			w.next = u.store.Rev + 1
 		}
 		u.watches[w.id] = w
-		u.queue = append(u.queue, &pb.WatchResponse{Header: u.header(), WatchId: w.id, Created: true})
+		r := &pb.WatchResponse{Header: u.header(), WatchId: w.id, Created: true}
+		u.asked[r] = u.Creates - 1
+		u.ctrl = append(u.ctrl, r)
 	case *pb.WatchRequest_CancelRequest:
 		id := v.CancelRequest.WatchId
 		if _, ok := u.watches[id]; ok {
 			delete(u.watches, id)
-			u.queue = append(u.queue, &pb.WatchResponse{Header: u.header(), WatchId: id, Canceled: true})
+			u.ctrl = append(u.ctrl, &pb.WatchResponse{Header: u.header(), WatchId: id, Canceled: true})
 		}
 	case *pb.WatchRequest_ProgressRequest:
 		for _, w := range u.watches {
-			if w.next <= u.store.Rev {
+			if !u.synced(w) {
 				return // etcd ignores the request while a watch is unsynced
 			}
 		}
 		if len(u.watches) > 0 {
-			u.queue = append(u.queue, &pb.WatchResponse{Header: u.header(), WatchId: -1})
+			r := &pb.WatchResponse{Header: u.header(), WatchId: -1}
+			u.asked[r] = u.Creates
+			u.ch = append(u.ch, r)
 		}
 	}
 }
+
+// synced is etcd's test: the watch has been sent everything, and its start
+// revision is not in the future.
+func (u *Upstream) synced(w *upWatch) bool { return w.next > u.store.Rev && w.start <= u.store.Rev }
 
 // Open returns the number of watches open on the stream and the largest
 // number on one key range.
@@ -93,13 +126,13 @@ func (u *Upstream) ids() []int64 {
 
 // Pump lets etcd send what it has for each watch: up to maxRevs revisions
 // at once (catching up), split into fragments when fragment is set and the
-// watch asked for them. A watch behind the compaction gets etcd's
-// compaction response and is removed.
+// watch asked for them. A watch that needs a revision below the compaction
+// gets etcd's compaction response and is removed.
 func (u *Upstream) Pump(maxRevs int, fragment bool) {
 	for _, id := range u.ids() {
 		w := u.watches[id]
 		if w.next <= u.store.Rev && w.next < u.store.Compacted {
-			u.queue = append(u.queue, &pb.WatchResponse{Header: &pb.ResponseHeader{}, WatchId: w.id, CompactRevision: u.store.Compacted, Canceled: true})
+			u.ch = append(u.ch, &pb.WatchResponse{Header: &pb.ResponseHeader{}, WatchId: w.id, CompactRevision: u.store.Compacted, Canceled: true})
 			delete(u.watches, id)
 			continue
 		}
@@ -112,6 +145,7 @@ func (u *Upstream) Pump(maxRevs int, fragment bool) {
 		if len(evs) == 0 {
 			continue
 		}
+		w.sent = true
 		cp := make([]*mvccpb.Event, len(evs))
 		for i, ev := range evs {
 			cp[i] = proto.Clone(ev).(*mvccpb.Event)
@@ -119,11 +153,25 @@ func (u *Upstream) Pump(maxRevs int, fragment bool) {
 		h := &pb.ResponseHeader{Revision: u.store.Rev}
 		if fragment && w.fragment && len(cp) > 1 {
 			for i, ev := range cp {
-				u.queue = append(u.queue, &pb.WatchResponse{Header: h, WatchId: w.id, Events: []*mvccpb.Event{ev}, Fragment: i < len(cp)-1})
+				u.ch = append(u.ch, &pb.WatchResponse{Header: h, WatchId: w.id, Events: []*mvccpb.Event{ev}, Fragment: i < len(cp)-1})
 			}
 			continue
 		}
-		u.queue = append(u.queue, &pb.WatchResponse{Header: h, WatchId: w.id, Events: cp})
+		u.ch = append(u.ch, &pb.WatchResponse{Header: h, WatchId: w.id, Events: cp})
+	}
+}
+
+// ProgressTick is etcd's progress ticker (--watch-progress-notify-interval):
+// every synced watch that was sent no events since the last tick gets a
+// progress notification. (The proxy creates every upstream watch with
+// progress_notify.)
+func (u *Upstream) ProgressTick() {
+	for _, id := range u.ids() {
+		w := u.watches[id]
+		if !w.sent && u.synced(w) {
+			u.ch = append(u.ch, &pb.WatchResponse{Header: u.header(), WatchId: w.id})
+		}
+		w.sent = false
 	}
 }
 
@@ -137,22 +185,65 @@ func (u *Upstream) Synced() bool {
 	return true
 }
 
-// Take removes up to n queued responses, oldest first.
-func (u *Upstream) Take(n int) []*pb.WatchResponse {
-	n = min(n, len(u.queue))
-	out := u.queue[:n:n]
-	u.queue = u.queue[n:]
+// Take removes up to n responses in the order the proxy receives them.
+// fromCtrl chooses, whenever both of etcd's queues have something, whether
+// the next comes from the control queue.
+func (u *Upstream) Take(n int, fromCtrl func() bool) []*pb.WatchResponse {
+	var out []*pb.WatchResponse
+	for len(out) < n && (len(u.ctrl) > 0 || len(u.ch) > 0) {
+		if len(u.ctrl) > 0 && (len(u.ch) == 0 || fromCtrl()) {
+			r := u.ctrl[0]
+			u.ctrl = u.ctrl[1:]
+			out = append(out, r)
+			switch {
+			case r.Created && r.WatchId != -1:
+				if u.overtakes(r) {
+					u.Overtaken++
+				}
+				u.announced[r.WatchId] = true
+				out = append(out, u.pending[r.WatchId]...)
+				delete(u.pending, r.WatchId)
+			case r.Canceled:
+				delete(u.announced, r.WatchId)
+				delete(u.pending, r.WatchId)
+			}
+			continue
+		}
+		r := u.ch[0]
+		u.ch = u.ch[1:]
+		if r.WatchId != -1 && !u.announced[r.WatchId] {
+			// etcd holds it until the created goes out; after a cancel,
+			// for good.
+			u.pending[r.WatchId] = append(u.pending[r.WatchId], r)
+			continue
+		}
+		out = append(out, r)
+	}
 	return out
 }
 
+// overtakes reports whether the channel still holds a progress answer to a
+// request made before created's create.
+func (u *Upstream) overtakes(created *pb.WatchResponse) bool {
+	for _, r := range u.ch {
+		if r.WatchId == -1 && u.asked[r] <= u.asked[created] {
+			return true
+		}
+	}
+	return false
+}
+
 // Queued is the number of responses waiting for delivery.
-func (u *Upstream) Queued() int { return len(u.queue) }
+func (u *Upstream) Queued() int { return len(u.ctrl) + len(u.ch) }
 
 // Reset models the stream breaking (the proxy moving to another member):
 // every watch and every undelivered response is gone.
 func (u *Upstream) Reset() {
 	u.watches = map[int64]*upWatch{}
-	u.queue = nil
+	u.ctrl, u.ch = nil, nil
+	u.announced = map[int64]bool{}
+	u.pending = map[int64][]*pb.WatchResponse{}
+	u.asked = map[*pb.WatchResponse]int{}
 }
 
 // Kill ends a watch from etcd's side with a reason, as etcd does when it
@@ -160,7 +251,7 @@ func (u *Upstream) Reset() {
 func (u *Upstream) Kill(id int64, reason string) {
 	if _, ok := u.watches[id]; ok {
 		delete(u.watches, id)
-		u.queue = append(u.queue, &pb.WatchResponse{Header: u.header(), WatchId: id, Canceled: true, CancelReason: reason})
+		u.ctrl = append(u.ctrl, &pb.WatchResponse{Header: u.header(), WatchId: id, Canceled: true, CancelReason: reason})
 	}
 }
 

@@ -3,6 +3,9 @@ package sim
 import (
 	"bytes"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -12,6 +15,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
@@ -30,12 +34,130 @@ type World struct {
 	Cfg     node.Config
 	Clients map[port.StreamID]*Client
 	fetches []port.Fetch
-	nextID  port.StreamID
+	// served holds the answers etcd has computed (at the revision of that
+	// moment) and not yet delivered to the proxy.
+	served []node.Fetched
+	nextID port.StreamID
 
 	Violations []string
+	// Coverage counts the rare situations this world reached.
+	Coverage Coverage
 	// Trace, if set, hears every response a client reads and every
 	// upstream request, for debugging a failing schedule.
 	Trace func(format string, args ...any)
+	// Recording, when set, keeps every input fed to the node and every
+	// output it handed out, so that a replay can be compared with the run.
+	Recording *Recording
+}
+
+// Recording is what a world fed its node and what the node handed out.
+type Recording struct {
+	Inputs  []node.Input
+	Outputs bytes.Buffer
+}
+
+// Replay feeds the recorded inputs to a new node with cfg and reports
+// whether it hands out exactly the recorded outputs, byte for byte.
+func (r *Recording) Replay(cfg node.Config, start time.Time) (bool, string) {
+	n := node.New(cfg, start)
+	var out bytes.Buffer
+	for _, in := range r.Inputs {
+		n.Step(in)
+		if n.HasReady() {
+			writeReady(&out, n.Ready())
+			n.Advance()
+		}
+	}
+	if out.String() == r.Outputs.String() {
+		return true, ""
+	}
+	a, b := strings.Split(r.Outputs.String(), "\n"), strings.Split(out.String(), "\n")
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i] != b[i] {
+			return false, fmt.Sprintf("output line %d: run %q, replay %q", i, a[i], b[i])
+		}
+	}
+	return false, fmt.Sprintf("run %d output lines, replay %d", len(a), len(b))
+}
+
+// writeReady writes a Ready byte for byte.
+func writeReady(b *bytes.Buffer, rd port.Ready) {
+	mo := proto.MarshalOptions{Deterministic: true}
+	for _, s := range rd.Sends {
+		bs, _ := mo.Marshal(s.Watch)
+		fmt.Fprintf(b, "send %d %d %t %x\n", s.Stream, s.Size, s.Shared != nil, bs)
+	}
+	for _, u := range rd.Upstream {
+		bs, _ := mo.Marshal(u.Watch)
+		fmt.Fprintf(b, "up %v %x\n", u.Upstream, bs)
+	}
+	for _, f := range rd.Fetches {
+		fmt.Fprintf(b, "%v\n", f)
+	}
+}
+
+// Coverage counts situations that are rare under random schedules and
+// where a fault would hide, so that a run can prove it reached them.
+type Coverage struct {
+	// CancelHeldCatchUp: a cancel while the watcher was on a catch-up watch
+	// and its stream was held.
+	CancelHeldCatchUp int
+	// LostDuringRewind: the shared upstream stream lost while a group's
+	// upstream watch was rewound.
+	LostDuringRewind int
+	// CompactionBoundary: a group's upstream watch compacted at exactly the
+	// revision one of its watchers needs next (which must survive it).
+	CompactionBoundary int
+	// CreatedOvertook: a created response taken before a progress answer
+	// to a request made before it (etcd's two queues).
+	CreatedOvertook int
+	// ProgressNotified: per-watch progress notifications read by clients.
+	ProgressNotified int
+	// CancelEnded: a cancel of a watch that etcd had ended, confirmed.
+	CancelEnded int
+	// CancelBeforeCreated: a cancel of a watch whose create was not yet
+	// answered.
+	CancelBeforeCreated int
+	// Fragments: responses read as fragments.
+	Fragments int
+	// Replayed: schedules whose recorded inputs were replayed into a new
+	// node and gave the same outputs.
+	Replayed int
+}
+
+// Add adds o's counts to c.
+func (c *Coverage) Add(o Coverage) {
+	c.CancelHeldCatchUp += o.CancelHeldCatchUp
+	c.LostDuringRewind += o.LostDuringRewind
+	c.CompactionBoundary += o.CompactionBoundary
+	c.CreatedOvertook += o.CreatedOvertook
+	c.ProgressNotified += o.ProgressNotified
+	c.CancelEnded += o.CancelEnded
+	c.CancelBeforeCreated += o.CancelBeforeCreated
+	c.Fragments += o.Fragments
+	c.Replayed += o.Replayed
+}
+
+// Missing names the counts that are still zero.
+func (c Coverage) Missing() []string {
+	var out []string
+	for name, n := range map[string]int{
+		"cancel while on a catch-up watch and held":   c.CancelHeldCatchUp,
+		"shared upstream lost during a rewind":        c.LostDuringRewind,
+		"compaction at a watcher's next revision":     c.CompactionBoundary,
+		"created overtaking an older progress answer": c.CreatedOvertook,
+		"progress notifications":                      c.ProgressNotified,
+		"cancel of a watch etcd ended":                c.CancelEnded,
+		"cancel before created":                       c.CancelBeforeCreated,
+		"fragments":                                   c.Fragments,
+		"schedules replayed":                          c.Replayed,
+	} {
+		if n == 0 {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Client is a client watch stream and what it expects.
@@ -47,8 +169,9 @@ type Client struct {
 	pending []*ClientWatch // creates waiting for their answer, in order
 	watches map[int64]*ClientWatch
 	// progress holds the store revision at each RequestProgress not yet
-	// answered.
-	progress []int64
+	// answered; lastProgress is the revision of the last answer.
+	progress     []int64
+	lastProgress int64
 	// chosen maps a client-chosen watch ID to the create that holds it.
 	chosen map[int64]*ClientWatch
 }
@@ -64,6 +187,7 @@ type ClientWatch struct {
 	Start      int64 // first revision it must see
 	Got        int   // events received so far
 	LastRev    int64
+	Told       int64 // highest header revision the client has for this watch
 	inFragment bool
 	CancelSent bool
 	Ended      bool
@@ -87,6 +211,9 @@ func (w *World) violate(format string, args ...any) {
 
 // step feeds the node one input and carries out what it asks for.
 func (w *World) step(in node.Input) {
+	if w.Recording != nil {
+		w.Recording.Inputs = append(w.Recording.Inputs, in)
+	}
 	w.N.Step(in)
 	w.route()
 }
@@ -99,6 +226,9 @@ func (w *World) route() {
 	}
 	r := w.N.Ready()
 	w.N.Advance()
+	if w.Recording != nil {
+		writeReady(&w.Recording.Outputs, r)
+	}
 	for _, s := range r.Sends {
 		if c := w.Clients[s.Stream]; c != nil && !c.Closed {
 			c.inbox = append(c.inbox, s)
@@ -140,7 +270,7 @@ func (w *World) checkBounds() {
 		live += len(c.pending)
 	}
 	if n, _ := w.Up[port.WatchCatchUp].Open(); n > live {
-		w.violate("%d own upstream watches for %d client watchers", n, live)
+		w.violate("%d catch-up watches for %d client watchers", n, live)
 	}
 }
 
@@ -155,11 +285,12 @@ func (w *World) Open() port.StreamID {
 	return id
 }
 
-// Create sends a create request on stream id.
-func (w *World) Create(id port.StreamID, req *pb.WatchCreateRequest) {
+// Create sends a create request on stream id and returns what the client
+// keeps of it.
+func (w *World) Create(id port.StreamID, req *pb.WatchCreateRequest) *ClientWatch {
 	c := w.Clients[id]
 	if c == nil || c.Closed {
-		return
+		return &ClientWatch{Req: req, Refused: true}
 	}
 	cw := &ClientWatch{Req: req, RevAtReq: w.Store.Rev}
 	key, end := req.Key, req.RangeEnd
@@ -183,17 +314,29 @@ func (w *World) Create(id port.StreamID, req *pb.WatchCreateRequest) {
 	}
 	c.pending = append(c.pending, cw)
 	w.step(node.WatchCreate{Stream: id, Req: req})
+	return cw
 }
 
-// Cancel cancels a watch: a live one, or one that etcd ended (which frees
-// its ID).
+// Cancel cancels a watch: a live one, one that etcd ended (which frees its
+// ID), or one whose create (with an ID the client chose) is not answered
+// yet.
 func (w *World) Cancel(id port.StreamID, cw *ClientWatch) {
 	c := w.Clients[id]
-	if c == nil || c.Closed || cw.CancelSent {
+	if c == nil || c.Closed || cw.CancelSent || cw.Refused {
 		return
 	}
+	wid := cw.ID
+	if !cw.Created {
+		if cw.Req.WatchId == 0 {
+			return // the client does not know its ID yet
+		}
+		wid = cw.Req.WatchId
+		w.Coverage.CancelBeforeCreated++
+	} else if info, ok := w.N.InspectWatcher(id, wid); ok && info.CatchUp && info.Held {
+		w.Coverage.CancelHeldCatchUp++
+	}
 	cw.CancelSent = true
-	w.step(node.WatchCancel{Stream: id, WatchID: cw.ID})
+	w.step(node.WatchCancel{Stream: id, WatchID: wid})
 }
 
 // RequestProgress asks for a progress notification on stream id.
@@ -202,8 +345,6 @@ func (w *World) RequestProgress(id port.StreamID) {
 	if c == nil || c.Closed {
 		return
 	}
-	// Like etcd, the proxy answers only a stream that has watchers when
-	// the request comes.
 	// The proxy answers every progress request (etcd drops some), in
 	// order.
 	c.progress = append(c.progress, w.Store.Rev)
@@ -255,16 +396,9 @@ func (w *World) AnswerFetch(i int, retry bool) {
 	i %= len(w.fetches)
 	f := w.fetches[i]
 	w.fetches = append(w.fetches[:i], w.fetches[i+1:]...)
-	var res port.FetchResult
-	switch {
-	case retry:
-		res.Err = status.Error(codes.Unavailable, "connection refused")
-	case f.Revision != 0 && f.Revision < w.Store.Compacted:
-		res.Err = rpctypes.ErrGRPCCompacted
-	case f.Revision > w.Store.Rev:
-		res.Err = rpctypes.ErrGRPCFutureRev
-	default:
-		res.Header = &pb.ResponseHeader{Revision: w.Store.Rev}
+	res := w.serve(f)
+	if retry {
+		res = port.FetchResult{Err: status.Error(codes.Unavailable, "connection refused")}
 	}
 	if w.Trace != nil {
 		w.Trace("fetch %d answered: %v at store revision %d", f.ID, res, w.Store.Rev)
@@ -272,23 +406,90 @@ func (w *World) AnswerFetch(i int, retry bool) {
 	w.step(node.Fetched{ID: f.ID, Result: res})
 }
 
+// ServeFetch has etcd serve the i-th pending fetch now; the answer reaches
+// the proxy later (DeliverFetch), after whatever happens meanwhile.
+func (w *World) ServeFetch(i int) {
+	if len(w.fetches) == 0 {
+		return
+	}
+	i %= len(w.fetches)
+	f := w.fetches[i]
+	w.fetches = append(w.fetches[:i], w.fetches[i+1:]...)
+	w.served = append(w.served, node.Fetched{ID: f.ID, Result: w.serve(f)})
+}
+
+// DeliverFetch hands the i-th served answer to the node.
+func (w *World) DeliverFetch(i int) {
+	if len(w.served) == 0 {
+		return
+	}
+	i %= len(w.served)
+	in := w.served[i]
+	w.served = append(w.served[:i], w.served[i+1:]...)
+	if w.Trace != nil {
+		w.Trace("fetch %d answered late: %v at store revision %d", in.ID, in.Result, w.Store.Rev)
+	}
+	w.step(in)
+}
+
+// serve is etcd's answer to a fetch now.
+func (w *World) serve(f port.Fetch) port.FetchResult {
+	switch {
+	case f.Revision != 0 && f.Revision < w.Store.Compacted:
+		return port.FetchResult{Err: rpctypes.ErrGRPCCompacted}
+	case f.Revision > w.Store.Rev:
+		return port.FetchResult{Err: rpctypes.ErrGRPCFutureRev}
+	}
+	return port.FetchResult{Header: &pb.ResponseHeader{Revision: w.Store.Rev}}
+}
+
 // Pending is the number of fetches not answered.
-func (w *World) Pending() int { return len(w.fetches) }
+func (w *World) Pending() int { return len(w.fetches) + len(w.served) }
 
 // Pump lets upstream stream u produce responses.
 func (w *World) Pump(u port.UpstreamID, maxRevs int, fragment bool) { w.Up[u].Pump(maxRevs, fragment) }
 
-// Deliver hands up to n responses of upstream u to the machine.
-func (w *World) Deliver(u port.UpstreamID, n int) {
-	for _, r := range w.Up[u].Take(n) {
+// Deliver hands up to n responses of upstream u to the node, in an order
+// etcd allows: fromCtrl chooses, whenever both of etcd's queues hold
+// something, whether the next comes from its control queue.
+func (w *World) Deliver(u port.UpstreamID, n int, fromCtrl func() bool) {
+	before := w.Up[u].Overtaken
+	rs := w.Up[u].Take(n, fromCtrl)
+	w.Coverage.CreatedOvertook += w.Up[u].Overtaken - before
+	for _, r := range rs {
+		if u == port.WatchShared && r.CompactRevision != 0 {
+			w.noteCompaction(r)
+		}
 		w.step(node.UpstreamResponse{Upstream: u, Watch: r})
+	}
+}
+
+// noteCompaction counts a group compacted at exactly the revision one of
+// its watchers needs next.
+func (w *World) noteCompaction(r *pb.WatchResponse) {
+	for _, id := range w.clientIDs() {
+		for _, wid := range slices.Sorted(maps.Keys(w.Clients[id].watches)) {
+			if info, ok := w.N.InspectWatcher(id, wid); ok && info.InGroup && info.GroupUpstream == r.WatchId && info.Next == r.CompactRevision {
+				w.Coverage.CompactionBoundary++
+			}
+		}
 	}
 }
 
 // Lose breaks upstream stream u, as when the proxy moves to another member.
 func (w *World) Lose(u port.UpstreamID) {
+	if u == port.WatchShared && w.N.Gauges().Watch.Rewinding > 0 {
+		w.Coverage.LostDuringRewind++
+	}
 	w.Up[u].Reset()
 	w.step(node.UpstreamLost{Upstream: u})
+}
+
+// ProgressTick is etcd's progress ticker firing on every upstream stream.
+func (w *World) ProgressTick() {
+	for _, u := range w.Up {
+		u.ProgressTick()
+	}
 }
 
 // Tick advances the clock.
@@ -334,11 +535,20 @@ func sameEvent(got, want *mvccpb.Event, prevKV bool) bool {
 	return got.PrevKv != nil && got.PrevKv.ModRevision == want.PrevKv.ModRevision && bytes.Equal(got.PrevKv.Value, want.PrevKv.Value)
 }
 
-// check verifies one response a client received against the model.
+// check verifies one response a client received against the model: its
+// shape (only the fields etcd sets for such a response, and only the
+// options the watcher asked for), its revision (never from the future, and
+// never below what the watch was already told), and its content.
 func (w *World) check(c *Client, r *pb.WatchResponse) {
 	rev := r.Header.GetRevision()
 	if w.Trace != nil {
 		w.Trace("stream %d reads: %v", c.ID, r)
+	}
+	if r.Header == nil {
+		w.violate("stream %d: response without a header: %v", c.ID, r)
+	}
+	if rev > w.Store.Rev {
+		w.violate("stream %d: response at revision %d, past the store's %d: %v", c.ID, rev, w.Store.Rev, r)
 	}
 	switch {
 	case r.Created:
@@ -353,6 +563,9 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 			w.violate("stream %d: create %v answered %v (refusal expected: %v)", c.ID, cw.Req, r, cw.Refused)
 			return
 		}
+		if len(r.Events) > 0 || r.Fragment || r.CompactRevision != 0 || (r.CancelReason != "") != refused {
+			w.violate("stream %d: created response with fields etcd does not set: %v", c.ID, r)
+		}
 		if cw.Refused {
 			cw.Ended = true
 			return
@@ -361,22 +574,27 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 			w.violate("stream %d: create %v cancelled at creation: %q", c.ID, cw.Req, r.CancelReason)
 			return
 		}
-		if old := c.watches[r.WatchId]; old != nil && !old.Ended {
+		if old := c.watches[r.WatchId]; old != nil && !(old.Ended && old.CancelSent) {
 			w.violate("stream %d: watch ID %d created while still in use", c.ID, r.WatchId)
 		}
 		if cw.Req.WatchId != 0 && r.WatchId != cw.Req.WatchId {
 			w.violate("stream %d: asked for watch ID %d, got %d", c.ID, cw.Req.WatchId, r.WatchId)
 		}
-		if rev < cw.RevAtReq || rev > w.Store.Rev {
-			w.violate("stream %d watch %d: created at revision %d, not within [%d, %d] (request, response)", c.ID, r.WatchId, rev, cw.RevAtReq, w.Store.Rev)
+		if rev < cw.RevAtReq {
+			w.violate("stream %d watch %d: created at revision %d, before the request (at %d)", c.ID, r.WatchId, rev, cw.RevAtReq)
 		}
-		cw.ID, cw.Created, cw.CreatedRev = r.WatchId, true, rev
+		cw.ID, cw.Created, cw.CreatedRev, cw.Told = r.WatchId, true, rev, rev
 		cw.Start = cw.Req.StartRevision
 		if cw.Start == 0 {
 			cw.Start = rev + 1
 		}
 		c.watches[cw.ID] = cw
-	case r.WatchId == -1 && len(r.Events) == 0 && !r.Canceled:
+	case r.WatchId == -1:
+		// A stream's progress answer, and nothing else.
+		if r.Canceled || len(r.Events) > 0 || r.Fragment || r.CompactRevision != 0 || r.CancelReason != "" {
+			w.violate("stream %d: response for no watch that is not a progress answer: %v", c.ID, r)
+			return
+		}
 		if len(c.progress) == 0 {
 			w.violate("stream %d: progress response at %d with no request pending", c.ID, rev)
 			return
@@ -386,8 +604,16 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 		if rev < asked {
 			w.violate("stream %d: progress at %d for a request made at revision %d", c.ID, rev, asked)
 		}
-		for _, cw := range c.watches {
+		if rev < c.lastProgress {
+			w.violate("stream %d: progress at %d after progress at %d", c.ID, rev, c.lastProgress)
+		}
+		c.lastProgress = rev
+		for _, id := range slices.Sorted(maps.Keys(c.watches)) {
+			cw := c.watches[id]
 			w.checkCaughtUp(c, cw, rev, "progress")
+			if !cw.Ended {
+				cw.Told = max(cw.Told, rev)
+			}
 		}
 	default:
 		cw := c.watches[r.WatchId]
@@ -398,14 +624,35 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 		if cw.Ended {
 			// etcd keeps an ended watch's ID until the client cancels it,
 			// and confirms that cancel.
-			if cw.CancelSent && !cw.CancelDone && r.Canceled && r.CompactRevision == 0 && len(r.Events) == 0 {
+			if cw.CancelSent && !cw.CancelDone && r.Canceled && r.CompactRevision == 0 && len(r.Events) == 0 && r.CancelReason == "" {
 				cw.CancelDone = true
+				w.Coverage.CancelEnded++
 				return
 			}
 			w.violate("stream %d watch %d: response after the watch ended: %v", c.ID, cw.ID, r)
 			return
 		}
+		switch {
+		case r.Fragment && (!cw.Req.Fragment || len(r.Events) == 0):
+			w.violate("stream %d watch %d: a fragment for a watch that did not ask for fragments (or without events): %v", c.ID, cw.ID, r)
+		case r.CompactRevision != 0 && (!r.Canceled || len(r.Events) > 0):
+			w.violate("stream %d watch %d: a compaction that does not end the watch: %v", c.ID, cw.ID, r)
+		case r.CancelReason != "" && !r.Canceled:
+			w.violate("stream %d watch %d: a cancel reason without a cancel: %v", c.ID, cw.ID, r)
+		case r.Canceled && len(r.Events) > 0:
+			w.violate("stream %d watch %d: a cancel with events: %v", c.ID, cw.ID, r)
+		case r.CompactRevision == 0 && rev < cw.Told:
+			// etcd's revisions only grow; a compaction response is the one
+			// it sends with revision 0.
+			w.violate("stream %d watch %d: response at revision %d after the watch was told %d: %v", c.ID, cw.ID, rev, cw.Told, r)
+		}
+		if r.Fragment {
+			w.Coverage.Fragments++
+		}
 		w.checkEvents(c, cw, r)
+		if r.CompactRevision == 0 {
+			cw.Told = max(cw.Told, rev)
+		}
 		switch {
 		case r.CompactRevision != 0:
 			exp := w.expected(cw)
@@ -430,6 +677,10 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 			}
 			cw.Ended = true
 		case len(r.Events) == 0:
+			if !cw.Req.ProgressNotify {
+				w.violate("stream %d watch %d: a progress notification for a watch that did not ask for them: %v", c.ID, cw.ID, r)
+			}
+			w.Coverage.ProgressNotified++
 			w.checkCaughtUp(c, cw, rev, "progress notification")
 		}
 	}
@@ -485,12 +736,15 @@ func (w *World) Settle() {
 	}
 	for i := 0; i < 1000; i++ {
 		before := w.activity()
-		for w.Pending() > 0 {
+		for len(w.served) > 0 {
+			w.DeliverFetch(0)
+		}
+		for len(w.fetches) > 0 {
 			w.AnswerFetch(0, false)
 		}
 		for u := range port.NumUpstreams {
 			w.Pump(u, 1<<30, false)
-			w.Deliver(u, 1<<30)
+			w.Deliver(u, 1<<30, func() bool { return true })
 		}
 		for _, id := range w.clientIDs() {
 			w.Read(id)
@@ -548,18 +802,44 @@ func (w *World) CheckComplete() {
 		if len(c.pending) > 0 {
 			w.violate("stream %d: %d creates never answered", id, len(c.pending))
 		}
-		live := 0
 		for _, cw := range c.watches {
 			if cw.Ended {
 				continue
 			}
-			live++
 			if exp := w.expected(cw); cw.Got != len(exp) {
 				w.violate("stream %d watch %d (%v): got %d of %d events", id, cw.ID, cw.Req, cw.Got, len(exp))
 			}
 		}
 		if len(c.progress) > 0 {
 			w.violate("stream %d: %d progress requests never answered", id, len(c.progress))
+		}
+	}
+}
+
+// CheckProgressNotified, after Settle: once etcd's progress ticker (and the
+// proxy's own, when it has one) has fired twice with nothing written,
+// every live watch that asked for notifications knows it is current: it
+// has been told the store's revision (unless it starts in the future).
+func (w *World) CheckProgressNotified() {
+	for range 2 {
+		w.ProgressTick()
+		w.Settle()
+		if w.Cfg.Watch.ProgressInterval > 0 {
+			w.Tick(w.Cfg.Watch.ProgressInterval)
+			w.Settle()
+		}
+	}
+	for _, id := range w.clientIDs() {
+		c := w.Clients[id]
+		if c.Closed {
+			continue
+		}
+		for _, wid := range slices.Sorted(maps.Keys(c.watches)) {
+			cw := c.watches[wid]
+			// (etcd notifies no watch whose start revision is still ahead.)
+			if cw.Req.ProgressNotify && !cw.Ended && !cw.CancelSent && cw.Start <= w.Store.Rev && cw.Told < w.Store.Rev {
+				w.violate("stream %d watch %d: no progress notification: told %d, the store is at %d", id, cw.ID, cw.Told, w.Store.Rev)
+			}
 		}
 	}
 }

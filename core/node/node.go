@@ -92,3 +92,9 @@ func (n *Node) Stats() Stats { return Stats{Watch: n.watch.Stats(), Holds: n.out
 // Gauges counts the node's current state; it walks every stream and group,
 // so it is meant for a metrics scrape, not for every step.
 func (n *Node) Gauges() Gauges { return Gauges{Watch: n.watch.Gauges(), Flow: n.out.Stats()} }
+
+// InspectWatcher tells where a client watcher stands, for tests and the
+// simulation; it changes nothing.
+func (n *Node) InspectWatcher(id port.StreamID, watchID int64) (watch.WatcherInfo, bool) {
+	return n.watch.Inspect(id, watchID)
+}

@@ -17,12 +17,16 @@ type catchUp struct {
 }
 
 // openCatchUp gives w a catch-up watch from w.next.
-func (m *Machine) openCatchUp(w *watcher) {
+func (m *Machine) openCatchUp(w *watcher) { m.openCatchUpAbove(w, 0) }
+
+// openCatchUpAbove gives w a catch-up watch from w.next whose start is not
+// below floor, a revision etcd is known to have compacted up to.
+func (m *Machine) openCatchUpAbove(w *watcher, floor int64) {
 	c := &catchUp{up: upWatch{id: m.upID()}, w: w, rev: w.next - 1}
 	w.catchUp = c
 	m.catchUps[c.up.id] = c
 	m.stats.CatchUpsOpened++
-	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchCatchUp, Watch: createReq(c.up.id, w.key, w.end, w.next)})
+	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchCatchUp, Watch: createReq(c.up.id, w.key, w.end, m.upstreamStart(w.next, floor))})
 }
 
 func (m *Machine) closeCatchUp(w *watcher) {
@@ -38,17 +42,26 @@ func (m *Machine) catchUpResponse(c *catchUp, r *pb.WatchResponse) {
 	w := c.w
 	switch kind, b := m.decode(port.WatchCatchUp, &c.up, r); kind {
 	case upEnded:
+		delete(m.catchUps, c.up.id)
+		w.catchUp = nil
+		if r.CompactRevision != 0 && m.survives(w, r.CompactRevision) {
+			// etcd compacted only revisions the watcher does not need.
+			m.openCatchUpAbove(w, r.CompactRevision)
+			return
+		}
 		m.endWatcher(w, r)
 		return
 	case upNothing:
 		return
 	case upProgress:
 		c.rev = max(c.rev, r.Header.GetRevision())
+		w.advance(c.rev)
 		m.relayProgress([]*watcher{w}, r.Header.GetRevision())
 	case upEvents:
 		c.rev = max(c.rev, b.last)
 		if !w.s.held() {
 			m.deliver(w, b)
+			w.advance(c.rev)
 		}
 	}
 	if w.s.held() {

@@ -3,35 +3,59 @@
 // watcher and hands every client exactly the stream a direct etcd watch
 // would give it.
 //
-// The machine is driven the way etcd's raft RawNode is: the caller feeds it
-// inputs (client requests, upstream responses, answers to revision fetches,
-// bytes written to a client, clock ticks) and collects what must be done
-// with Ready: responses to send to client streams, requests to send on the
-// upstream watch streams, and revision fetches (a linearizable Range with
-// the client's token) to run. It never blocks, starts no goroutine, does no
-// I/O and reads no clock: time arrives with Tick. The same inputs in the
+// The machine is one of the machines of the composite node (package node),
+// which feeds it inputs (client requests, upstream responses, answers to
+// revision fetches, a stream drained, clock ticks) and collects what it
+// writes to the node's Outbox (package port): responses for client streams,
+// requests for the two upstream watch streams (WatchShared for groups,
+// WatchCatchUp for catch-up watches), and revision fetches (a linearizable
+// Range with the client's token). It never blocks, starts no goroutine, does
+// no I/O and reads no clock: time arrives with Tick. The same inputs in the
 // same order give the same outputs.
+//
+// The machine is laid out by idea: creation and the stream's request order
+// (create.go), groups and their history window (group.go), catch-up watches
+// (catchup.go), what groups and catch-up watches share about an upstream
+// watch (upwatch.go), joining, leaving, ending and resuming (membership.go),
+// delivery (deliver.go) and progress (progress.go).
 //
 // Guarantees to each client watcher, as etcd documents them:
 //
+//   - A stream's requests take effect in the order they came, as etcd
+//     handles them one after another: creates are answered in order, a
+//     cancel behind a create waits for it, and watch IDs are taken and freed
+//     exactly when etcd would (an automatic ID is the lowest free one from a
+//     counter that only moves forward; a create refused by etcd consumes
+//     none; a watch etcd ended by compaction keeps its ID until the client
+//     cancels it, and that cancel is confirmed as etcd confirms it).
 //   - created carries the store revision at creation: each create is
 //     answered only after a fresh linearizable read of the revision (which
 //     also checks the client's permission on the range, with its token), and
 //     a watch without a start revision receives every event after that
-//     revision and none before.
+//     revision and none before. A start revision that etcd has compacted, or
+//     that lies in the future, is read again as the latest.
 //   - Events are ordered, unique and without gaps from the start revision
 //     on; all events of one revision arrive in one response (or one fragment
-//     sequence, for watchers that asked for fragments).
-//   - A cancel response carries a revision no smaller than any event
-//     delivered on the watch, and nothing follows it for that watch ID.
+//     sequence, for watchers that asked for fragments, and only for them).
+//   - No response for a watch carries a header revision below one the
+//     watcher has already been told (created, events, progress, its stream's
+//     progress answers); a cancel response carries one no smaller than any
+//     event delivered on the watch, and nothing follows it for that watch ID.
 //   - A start revision older than etcd's compaction gets etcd's own
-//     compaction response, relayed from an upstream watch.
+//     compaction response, relayed from an upstream watch. etcd compacts a
+//     watch only if it needs a revision below the compaction revision; so
+//     does the machine.
 //   - RequestProgress is answered at a revision R only once every event up
 //     to R has been delivered to every watcher on the stream, and R is at
 //     least the store revision when the request arrived. Unlike etcd, which
 //     drops a request that comes while a watcher is behind (and says
 //     nothing to a stream without watchers), the proxy answers every
 //     request as soon as its answer is true.
+//   - Progress notifications for watchers that asked for them come at
+//     etcd's cadence (the cluster's --watch-progress-notify-interval): the
+//     notifications etcd sends on an upstream watch go to its watchers that
+//     have every event up to them. Config.ProgressInterval sets the proxy's
+//     own cadence instead.
 //
 // Coalescing: all watchers on one exact key range share one upstream watch
 // (a group) on the shared upstream stream. A watcher whose next revision
@@ -42,21 +66,25 @@
 // that revision and the events older than the window are collected in
 // front of it, so any number of such watchers cost one upstream watch. A
 // watcher that falls behind the window for any other reason (a slow
-// stream, a fetch answered late) gets an upstream watch of its own on the
-// second upstream stream, and moves into the group once the window reaches
-// back to it. etcd answers a stream's progress request only when every
-// watch on it is synced, so a catching-up watch on the shared stream delays
-// progress answers for the groups; the machine asks again every
-// RetryInterval until one comes. An upstream progress answer speaks for a
-// watch only if its request went out after etcd confirmed the watch.
+// stream, a fetch answered late) gets a catch-up watch (an upstream watch of
+// its own) on the second upstream stream, and moves into the group once the
+// window reaches back to it. etcd answers a stream's progress request only
+// when every watch on it is synced, so a catching-up watch on the shared
+// stream would delay progress answers for the groups; the machine asks
+// again every RetryInterval until one comes. An upstream progress answer
+// speaks for a watch only if its request went out after etcd confirmed the
+// watch (etcd sends created responses and progress answers on different
+// internal channels, so their order on the stream proves nothing).
 //
-// Slow clients: the bytes queued for each client stream are bounded. A
+// Slow clients: the node bounds the bytes queued for each client stream. A
 // stream over its bound stops receiving; its watchers keep their place
-// (their next revision) and resume from the group's window, or from an
-// upstream watch of their own, once the stream has drained. Nothing is
-// dropped; only a watcher whose place etcd has compacted away is
-// cancelled, with etcd's compaction response.
+// (their next revision) and resume from the group's window, or from a
+// catch-up watch, once the stream has drained. Nothing is dropped; only a
+// watcher whose place etcd has compacted away is ended, with etcd's
+// compaction response.
 //
 // The simulation in package sim checks these guarantees against a model of
-// etcd under generated schedules.
+// etcd under generated schedules, and proves with planted faults
+// (fault_sim.go, built only with the simfaults tag) that its checks fail
+// when a guarantee breaks.
 package watch

@@ -19,8 +19,11 @@ type group struct {
 	key, end []byte
 	// rev is the group's progress: every event of the range up to rev has
 	// reached the group. base is where the window starts: the window holds
-	// every event in (base, rev].
-	rev, base int64
+	// every event in (base, rev]. upRev is how far the current upstream
+	// watch has brought the group: below rev while a rewound or reopened
+	// upstream watch catches up. Every member not held has every event up
+	// to max(upRev, its next-1).
+	rev, base, upRev int64
 	window    []*batch
 	windowLen int // events in window
 	watchers  []*watcher
@@ -31,20 +34,22 @@ type group struct {
 	prefix     []*batch
 }
 
-// newGroup opens a group for a range, its upstream watch starting at from.
-func (m *Machine) newGroup(rk rangeKey, key, end []byte, from int64) *group {
-	g := &group{rk: rk, key: key, end: end, rev: from - 1, base: from - 1}
+// newGroup opens a group for a range, its upstream watch bringing every
+// event from revision from on (see upstreamStart for floor).
+func (m *Machine) newGroup(rk rangeKey, key, end []byte, from, floor int64) *group {
+	g := &group{rk: rk, key: key, end: end, rev: from - 1, base: from - 1, upRev: from - 1}
 	m.groups[rk] = g
-	m.openGroupWatch(g, from)
+	m.openGroupWatch(g, from, floor)
 	return g
 }
 
-// openGroupWatch opens g's upstream watch from revision from.
-func (m *Machine) openGroupWatch(g *group, from int64) {
+// openGroupWatch opens g's upstream watch, bringing every event from
+// revision from on.
+func (m *Machine) openGroupWatch(g *group, from, floor int64) {
 	g.up = upWatch{id: m.upID()}
 	m.shared[g.up.id] = g
 	m.stats.GroupsOpened++
-	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchShared, Watch: createReq(g.up.id, g.key, g.end, from)})
+	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchShared, Watch: createReq(g.up.id, g.key, g.end, m.upstreamStart(from, floor))})
 }
 
 // closeGroup forgets a group that has no watchers left.
@@ -67,11 +72,11 @@ func (m *Machine) rewind(g *group, from int64) {
 		g.rewindBase = g.base
 	}
 	g.prefix = nil
-	g.base = from - 1
+	g.base, g.upRev = from-1, from-1
 	delete(m.shared, g.up.id)
 	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchShared, Watch: cancelReq(g.up.id)})
 	m.stats.Rewinds++
-	m.openGroupWatch(g, from)
+	m.openGroupWatch(g, from, 0)
 }
 
 // groupResponse handles a response for a group's upstream watch.
@@ -80,7 +85,7 @@ func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
 	case upEnded:
 		m.groupEnded(g, r)
 	case upProgress:
-		g.progress(r.Header.GetRevision(), m.cfg.HistoryEvents)
+		m.groupProgress(g, r.Header.GetRevision())
 		m.relayProgress(g.watchers, r.Header.GetRevision())
 		m.checkAllProgress()
 	case upEvents:
@@ -89,12 +94,24 @@ func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
 		} else {
 			g.record(b, m.cfg.HistoryEvents)
 		}
+		g.upRev = max(g.upRev, b.last)
 		for _, w := range g.watchers {
 			if !w.s.held() {
 				m.deliver(w, b)
+				w.advance(g.upRev)
 			}
 		}
 		m.checkAllProgress()
+	}
+}
+
+// groupProgress records that the group's upstream watch has brought every
+// event up to rev: so has every member whose stream is not held.
+func (m *Machine) groupProgress(g *group, rev int64) {
+	g.progress(rev, m.cfg.HistoryEvents)
+	g.upRev = max(g.upRev, rev)
+	for _, w := range g.watchers {
+		w.advance(g.upRev)
 	}
 }
 
@@ -120,7 +137,8 @@ func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 		for _, w := range survivors {
 			from = min(from, w.next)
 		}
-		ng := m.newGroup(g.rk, g.key, g.end, from)
+		// Not below the compaction etcd has just reported.
+		ng := m.newGroup(g.rk, g.key, g.end, from, r.CompactRevision)
 		for _, w := range survivors {
 			m.join(w, ng)
 		}

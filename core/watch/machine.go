@@ -167,6 +167,9 @@ func (m *Machine) sortedStreams() []*stream {
 
 func (m *Machine) sortedGroups() []*group {
 	ids := slices.Sorted(maps.Keys(m.shared))
+	if fault("map-order") {
+		ids = slices.Collect(maps.Keys(m.shared))
+	}
 	out := make([]*group, len(ids))
 	for i, id := range ids {
 		out[i] = m.shared[id]

@@ -385,7 +385,7 @@ func TestSharedGroupForWatchersCreatedAtDifferentTimes(t *testing.T) {
 	}
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=4"}})
-	h.expectUp("shared create 1 a from 5")
+	h.expectUp("shared create 1 a from 4")
 	c := h.last.Upstream[0].Watch.GetCreateRequest()
 	if !c.PrevKv || !c.ProgressNotify || !c.Fragment || len(c.RangeEnd) != 0 || len(c.Filters) != 0 {
 		t.Errorf("upstream create = %v, want prev_kv, progress_notify, fragment, no filters", c)
@@ -438,6 +438,32 @@ func TestSharedGroupForWatchersCreatedAtDifferentTimes(t *testing.T) {
 	}
 }
 
+// etcd answers no progress request on a stream, and sends a watch no
+// progress notification, while a watch on it starts past the store's
+// revision. A group for watchers that start after the latest revision
+// therefore has its upstream watch start at that revision, and the event
+// etcd brings from it, which the watchers do not want, goes nowhere.
+func TestUpstreamWatchStartsAtTheLatestRevision(t *testing.T) {
+	h := newHarness(t, conf{})
+	h.open(1)
+	h.create(1, "a", "", 0)
+	h.ready()
+	h.answerAll(4)
+	h.expectSends(h.ready(), out{1: {"w0 created rev=4"}})
+	h.expectUp("shared create 1 a from 4")
+	h.up(port.WatchShared, createdResp(1, 4))
+	h.up(port.WatchShared, etcdEvents(1, 4, "a"))
+	h.expectSends(h.ready(), out{})
+	h.up(port.WatchShared, etcdEvents(1, 5, "a"))
+	h.expectSends(h.ready(), out{1: {"w0 rev=5 [a@5]"}})
+	// A start revision the proxy knows is past: exactly there.
+	h.create(1, "b", "", 2)
+	h.ready()
+	h.answerAll(5)
+	h.ready()
+	h.expectUp("shared create 2 b from 2")
+}
+
 func TestDifferentRangesGetDifferentGroups(t *testing.T) {
 	h := newHarness(t, conf{})
 	h.open(1)
@@ -447,7 +473,7 @@ func TestDifferentRangesGetDifferentGroups(t *testing.T) {
 	h.ready()
 	h.answerAll(3)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=3", "w1 created rev=3", "w2 created rev=3"}})
-	h.expectUp("shared create 1 a from 4", "shared create 2 [a,b) from 4", "shared create 3 [a,\x00) from 4")
+	h.expectUp("shared create 1 a from 3", "shared create 2 [a,b) from 3", "shared create 3 [a,\x00) from 3")
 
 	h.up(port.WatchShared, etcdEvents(2, 4, "a", "ab"))
 	h.up(port.WatchShared, etcdEvents(3, 4, "a", "ab"))
@@ -455,7 +481,7 @@ func TestDifferentRangesGetDifferentGroups(t *testing.T) {
 	h.expectSends(h.ready(), out{1: {"w1 rev=4 [a@4, ab@4]", "w2 rev=4 [a@4, ab@4]", "w0 rev=4 [a@4]"}})
 }
 
-// ---- 2. history window, start revisions, own watches and merging ----
+// ---- 2. history window, start revisions, catch-up watches and merging ----
 
 // windowOf sets up stream 1 watching "a" on a group created at 4 that has
 // seen an event at every revision from 5 to last, one per response.
@@ -468,7 +494,7 @@ func windowOf(t *testing.T, cfg conf, last int64, streams ...port.StreamID) *har
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 a from 5")
+	h.expectUp("shared create 1 a from 4")
 	h.up(port.WatchShared, createdResp(1, 4))
 	for rev := int64(5); rev <= last; rev++ {
 		h.up(port.WatchShared, etcdEvents(1, rev, "a"))
@@ -559,8 +585,8 @@ func TestStartRevisionOlderThanWindow(t *testing.T) {
 
 // A watcher without start revision whose fetched revision is older than the
 // window (its read was served before events the group has since seen) gets
-// an own upstream watch, merged into the group once it reaches the window.
-func TestOwnWatchMergesIntoGroup(t *testing.T) {
+// a catch-up watch, merged into the group once it reaches the window.
+func TestCatchUpMergesIntoGroup(t *testing.T) {
 	h := newHarness(t, conf{HistoryEvents: 3})
 	h.open(1)
 	h.m.OpenStream(2, "tok")
@@ -585,13 +611,13 @@ func TestOwnWatchMergesIntoGroup(t *testing.T) {
 		t.Errorf("catch-up create = %v, want prev_kv, fragment and progress_notify", c)
 	}
 	h.up(port.WatchCatchUp, createdResp(2, 8))
-	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(8), WatchId: 2}) // progress alone: not yet
+	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(4), WatchId: 2}) // progress alone: not yet
 	h.expectSends(h.ready(), out{})
 	h.expectUp()
 	h.up(port.WatchCatchUp, evResp(2, 8, put("a", 5)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=8 [a@5]", "w0 rev=8 [a@6]", "w0 rev=8 [a@7]", "w0 rev=8 [a@8]"}})
 	h.expectUp("catch-up cancel 2")
-	// What the own watch still had in flight is ignored.
+	// What the catch-up watch still had in flight is ignored.
 	h.up(port.WatchCatchUp, evResp(2, 8, put("a", 6)))
 	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Canceled: true})
 	h.expectSends(h.ready(), out{})
@@ -607,9 +633,9 @@ func TestOwnWatchMergesIntoGroup(t *testing.T) {
 	}
 }
 
-// An own watch that overtakes the group: the group's late events are not
+// A catch-up watch that overtakes the group: the group's late events are not
 // delivered again.
-func TestOwnWatchAheadOfGroupMergesWithoutDuplicates(t *testing.T) {
+func TestCatchUpAheadOfGroupMergesWithoutDuplicates(t *testing.T) {
 	h := newHarness(t, conf{HistoryEvents: 1})
 	h.open(1)
 	h.m.OpenStream(2, "tok")
@@ -625,7 +651,7 @@ func TestOwnWatchAheadOfGroupMergesWithoutDuplicates(t *testing.T) {
 	h.answerAll(4)
 	h.ready()
 	h.expectUp("catch-up create 2 a from 5")
-	// The own watch delivers up to 8, which the group has not seen yet.
+	// The catch-up watch delivers up to 8, which the group has not seen yet.
 	h.up(port.WatchCatchUp, evResp(2, 9, put("a", 5), put("a", 6), put("a", 7), put("a", 8)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=9 [a@5, a@6, a@7, a@8]"}})
 	h.expectUp("catch-up cancel 2")
@@ -737,7 +763,7 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 	}
 	h.answerAll(7)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=7", "w1 created rev=7"}, 2: {"w0 created rev=7"}})
-	h.expectUp("shared create 1 a from 8", "shared create 2 b from 8", "shared create 3 [c,d) from 8")
+	h.expectUp("shared create 1 a from 7", "shared create 2 b from 7", "shared create 3 [c,d) from 7")
 
 	// After port.Ready, a new create gets a new fetch.
 	h.create(2, "a", "", 0)
@@ -781,7 +807,7 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 	}
 	h.m.Fetched(f1.ID, port.FetchResult{Header: hdr(10)})
 	h.expectSends(h.ready(), out{3: {"w0 created rev=10", "w1 created rev=10"}})
-	h.expectUp("shared create 4 [x,y) from 11")
+	h.expectUp("shared create 4 [x,y) from 10")
 }
 
 // ---- 4. cancel ----
@@ -850,7 +876,7 @@ func TestCloseStreamLeavesNothing(t *testing.T) {
 	h.m.OpenStream(3, "tok")
 	h.create(1, "a", "", 0)
 	h.create(1, "b", "", 0)
-	h.create(1, "c", "", 2) // compacted: own watch
+	h.create(1, "c", "", 2) // compacted: a catch-up watch
 	h.create(3, "a", "", 0)
 	h.ready()
 	for _, f := range h.last.Fetches {
@@ -862,7 +888,7 @@ func TestCloseStreamLeavesNothing(t *testing.T) {
 	}
 	// Revision 2 is compacted: the revision at creation is read next.
 	h.expectSends(h.ready(), out{1: {"w0 created rev=10", "w1 created rev=10"}, 3: {"w0 created rev=10"}})
-	h.expectUp("shared create 1 a from 11", "shared create 2 b from 11")
+	h.expectUp("shared create 1 a from 10", "shared create 2 b from 10")
 	if f := h.last.Fetches; len(f) != 1 || f[0].Revision != 0 {
 		t.Fatalf("fetches = %+v, want one of the latest revision", f)
 	}
@@ -921,7 +947,7 @@ func TestFiltersAndPrevKV(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 [a,c) from 5")
+	h.expectUp("shared create 1 [a,c) from 4")
 
 	r := evResp(1, 5, put("a", 5), del("b", 5))
 	orig := proto.Clone(r).(*pb.WatchResponse)
@@ -971,7 +997,7 @@ func TestFragments(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 [k,l) from 5")
+	h.expectUp("shared create 1 [k,l) from 4")
 
 	val := strings.Repeat("x", 60)
 	var evs []*mvccpb.Event
@@ -1033,11 +1059,11 @@ func TestFragments(t *testing.T) {
 	h.expectSends(h.ready(), out{1: {"w0 rev=7 [k1@7]"}, 2: {"w0 rev=7 [k1@7]"}})
 }
 
-// staleOwn sets up stream 1 watching "a" on a group created at 4 that has
+// staleCatchUp sets up stream 1 watching "a" on a group created at 4 that has
 // seen events 5..last, and stream 2 (with a token) watching "a" with a read
 // served at 4 but answered only after those events: its place is older than
-// the window, so it gets an own upstream watch (ID 2) from 5.
-func staleOwn(t *testing.T, cfg conf, last int64) *harness {
+// the window, so it gets a catch-up watch (ID 2) from 5.
+func staleCatchUp(t *testing.T, cfg conf, last int64) *harness {
 	t.Helper()
 	h := newHarness(t, cfg)
 	h.open(1)
@@ -1060,8 +1086,8 @@ func staleOwn(t *testing.T, cfg conf, last int64) *harness {
 	return h
 }
 
-func TestOwnWatchFragmentsReassembled(t *testing.T) {
-	h := staleOwn(t, conf{HistoryEvents: 1}, 8)
+func TestCatchUpFragmentsReassembled(t *testing.T) {
+	h := staleCatchUp(t, conf{HistoryEvents: 1}, 8)
 	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Fragment: true, Events: []*mvccpb.Event{put("a", 5)}})
 	h.expectSends(h.ready(), out{})
 	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(8), WatchId: 2, Events: []*mvccpb.Event{put("a", 6)}})
@@ -1099,7 +1125,7 @@ func TestCreateErrorsAndWatchIDs(t *testing.T) {
 		dup, dup, empty, empty, compacted,
 		"w4 created rev=5", "w5 created rev=5", "w6 created rev=5",
 	}})
-	h.expectUp("shared create 1 a from 6", "shared create 2 b from 6", "shared create 3 [b,\x00) from 6", "shared create 4 \x00 from 6", "shared create 5 [\x00,\x00) from 6")
+	h.expectUp("shared create 1 a from 5", "shared create 2 b from 5", "shared create 3 [b,\x00) from 5", "shared create 4 \x00 from 5", "shared create 5 [\x00,\x00) from 5")
 
 	// Error responses carry the latest revision seen.
 	h.create(1, "a", "", 0, withID(0)) // 0 is "auto": 8
@@ -1228,7 +1254,7 @@ func TestRequestProgress(t *testing.T) {
 	h.expectUp("shared progress")
 
 	// A notification below the requested revision does not answer it.
-	h.up(port.WatchShared, progressResp(7))
+	h.up(port.WatchShared, progressResp(5))
 	h.expectSends(h.ready(), out{})
 	// An event, then the notification: the event goes first.
 	h.up(port.WatchShared, etcdEvents(1, 6, "a"))
@@ -1252,8 +1278,8 @@ func TestRequestProgress(t *testing.T) {
 
 // A request for a stream whose watcher is still catching up on its own
 // watch waits for it.
-func TestRequestProgressWaitsForOwnWatch(t *testing.T) {
-	h := staleOwn(t, conf{HistoryEvents: 1}, 8)
+func TestRequestProgressWaitsForCatchUp(t *testing.T) {
+	h := staleCatchUp(t, conf{HistoryEvents: 1}, 8)
 	h.m.RequestProgress(2)
 	h.ready()
 	h.answerAll(8)
@@ -1277,7 +1303,7 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 	h.ready()
 	h.answerAll(10)
 	h.ready()
-	h.expectUp("shared create 1 a from 11")
+	h.expectUp("shared create 1 a from 10")
 	h.up(port.WatchShared, createdResp(1, 10))
 
 	h.m.RequestProgress(1)
@@ -1324,16 +1350,16 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 // A stream's progress request waits on the upstream stream its watchers are
 // on now, not the one they were on when it was made.
 func TestProgressRequestFollowsWatcherIntoGroup(t *testing.T) {
-	h := staleOwn(t, conf{HistoryEvents: 1, RetryInterval: 100 * time.Millisecond}, 8)
+	h := staleCatchUp(t, conf{HistoryEvents: 1, RetryInterval: 100 * time.Millisecond}, 8)
 	h.m.RequestProgress(2)
 	h.ready()
 	h.answerAll(10) // writes elsewhere at 9 and 10
 	h.ready()
-	h.expectUp("catch-up progress") // the own watch is not synced: etcd ignores it
+	h.expectUp("catch-up progress") // the catch-up watch is not synced: etcd ignores it
 	h.up(port.WatchCatchUp, evResp(2, 10, put("a", 5), put("a", 6), put("a", 7)))
 	h.expectSends(h.ready(), out{2: {"w0 rev=10 [a@5, a@6, a@7]", "w0 rev=10 [a@8]"}})
 	h.expectUp("catch-up cancel 2")
-	// The own stream has no watch left, so etcd answers no progress request
+	// The catch-up stream has no watch left, so etcd answers no progress request
 	// on it; the answer must come from the shared stream, which must be asked.
 	h.tick(100 * time.Millisecond)
 	h.ready()
@@ -1348,7 +1374,7 @@ func TestProgressRequestFollowsWatcherIntoGroup(t *testing.T) {
 	h.expectSends(h.ready(), out{2: {"w-1 rev=10"}})
 }
 
-func TestProgressRequestFollowsWatcherToOwnWatch(t *testing.T) {
+func TestProgressRequestFollowsWatcherToCatchUp(t *testing.T) {
 	h := newHarness(t, conf{HistoryEvents: 1, StreamBufferBytes: 150, RetryInterval: 100 * time.Millisecond})
 	h.open(1)
 	h.create(1, "a", "", 0)
@@ -1372,7 +1398,7 @@ func TestProgressRequestFollowsWatcherToOwnWatch(t *testing.T) {
 	h.up(port.WatchShared, progressResp(11))
 	h.expectSends(h.ready(), out{})
 
-	h.ack(1) // window is 9 only: own watch from 8
+	h.ack(1) // window is 9 only: a catch-up watch from 8
 	h.ready()
 	h.expectUp("shared cancel 1", "catch-up create 2 a from 8")
 	h.up(port.WatchCatchUp, createdResp(2, 11))
@@ -1385,7 +1411,7 @@ func TestProgressRequestFollowsWatcherToOwnWatch(t *testing.T) {
 		found = found || u == "catch-up progress"
 	}
 	if !found {
-		t.Fatalf("upstream requests after RetryInterval = %q, want an own progress request", h.ups)
+		t.Fatalf("upstream requests after RetryInterval = %q, want a catch-up progress request", h.ups)
 	}
 	h.up(port.WatchCatchUp, progressResp(11))
 	h.expectSends(h.ready(), out{1: {"w-1 rev=11"}})
@@ -1472,7 +1498,7 @@ func TestSlowClient(t *testing.T) {
 	h.answerAll(4)
 	h.ready()
 	h.ack(2)
-	h.expectUp("shared create 1 a from 5")
+	h.expectUp("shared create 1 a from 4")
 	val := strings.Repeat("x", 40)
 	event := func(rev int64) {
 		t.Helper()
@@ -1536,16 +1562,16 @@ func TestSlowClient(t *testing.T) {
 	}
 }
 
-// A held stream whose own watch answers lets it go and starts again from
+// A held stream whose catch-up watch answers lets it go and starts again from
 // where the client is once drained.
-func TestSlowClientOnOwnWatch(t *testing.T) {
-	h := staleOwn(t, conf{HistoryEvents: 1, StreamBufferBytes: 150}, 20)
+func TestSlowClientOnCatchUp(t *testing.T) {
+	h := staleCatchUp(t, conf{HistoryEvents: 1, StreamBufferBytes: 150}, 20)
 	val := strings.Repeat("x", 40)
 	for rev := int64(5); rev <= 7; rev++ {
 		h.up(port.WatchCatchUp, evResp(2, 20, putV("a", rev, val)))
 		h.ready()
 	}
-	// Over the bound after 7: the own watch is let go at once.
+	// Over the bound after 7: the catch-up watch is let go at once.
 	h.expectLog(2, revs(0, "a", 5, 7)...)
 	h.expectUp("catch-up cancel 2")
 	h.up(port.WatchCatchUp, evResp(2, 20, putV("a", 8, val)))
@@ -1570,7 +1596,7 @@ func TestUpstreamLost(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 a from 5", "shared create 2 b from 5")
+	h.expectUp("shared create 1 a from 4", "shared create 2 b from 4")
 	h.up(port.WatchShared, etcdEvents(1, 5, "a"))
 	h.up(port.WatchShared, etcdEvents(1, 6, "a"))
 	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // b is at 6
@@ -1600,7 +1626,7 @@ func TestUpstreamLost(t *testing.T) {
 	// Lost again, and etcd has compacted past where the groups stand.
 	h.m.UpstreamLost(port.WatchShared)
 	h.ready()
-	h.expectUp("shared create 5 a from 9", "shared create 6 b from 9")
+	h.expectUp("shared create 5 a from 8", "shared create 6 b from 8")
 	h.up(port.WatchShared, createdResp(5, 20))
 	h.up(port.WatchShared, compactResp(5, 15, 20))
 	h.up(port.WatchShared, createdResp(6, 20))
@@ -1626,7 +1652,7 @@ func TestUpstreamCompactionSparesWatchersAtCompactRevision(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 c from 5")
+	h.expectUp("shared create 1 c from 4")
 	h.create(2, "c", "", 0)
 	h.ready()
 	h.answerAll(8) // next: 9
@@ -1647,8 +1673,8 @@ func TestUpstreamCompactionSparesWatchersAtCompactRevision(t *testing.T) {
 	h.expectSends(h.ready(), out{2: {"w0 rev=9 [c@9]", "w0 rev=10 [c@10]"}, 3: {"w0 rev=10 [c@10]"}})
 }
 
-func TestUpstreamLostOwn(t *testing.T) {
-	h := staleOwn(t, conf{HistoryEvents: 1}, 20)
+func TestUpstreamLostCatchUp(t *testing.T) {
+	h := staleCatchUp(t, conf{HistoryEvents: 1}, 20)
 	h.up(port.WatchCatchUp, evResp(2, 20, put("a", 5)))
 	h.up(port.WatchCatchUp, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // nothing else up to 6
 	h.expectSends(h.ready(), out{2: {"w0 rev=20 [a@5]"}})
@@ -1798,10 +1824,7 @@ func determinismScript() []func(e *etcdSim) []node.Input {
 		func(e *etcdSim) []node.Input {
 			return []node.Input{sh(e, "a", &pb.WatchResponse{Header: hdr(12), Events: []*mvccpb.Event{put("a", 12)}})}
 		},
-		func(e *etcdSim) []node.Input {
-			return []node.Input{sh(e, "b", &pb.WatchResponse{Header: hdr(13), WatchId: 0})}
-		},
-		func(e *etcdSim) []node.Input { return []node.Input{sh(e, "b", compactResp(0, 12, 12))} },
+		func(e *etcdSim) []node.Input { return []node.Input{sh(e, "b", compactResp(0, 13, 13))} },
 		fixed(create(3, createReqFor("d", "", 2, withID(9)))),
 		func(e *etcdSim) []node.Input { return e.answer(12, true) },
 		func(e *etcdSim) []node.Input { return e.answer(12, false) },
@@ -1934,8 +1957,8 @@ func TestNamespace(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=4"}, 2: {"w0 created rev=4"}})
-	h.expectUp("shared create 1 [p/a,p/c) from 5")
-	h.create(3, "p/a", "p/c", 0, withPrevKV()) // answered late: an own watch
+	h.expectUp("shared create 1 [p/a,p/c) from 4")
+	h.create(3, "p/a", "p/c", 0, withPrevKV()) // answered late: a catch-up watch
 	h.ready()
 	h.up(port.WatchShared, evResp(1, 5, put("p/a", 5), del("p/b", 5)))
 	h.expectSends(h.ready(), out{
@@ -1949,7 +1972,7 @@ func TestNamespace(t *testing.T) {
 	h.ready()
 	h.answer(h.last.Fetches[0].ID, port.FetchResult{Header: hdr(6)})
 	h.expectSends(h.ready(), out{2: {"w1 created rev=6", "w1 rev=6 [a@6 prev=a@5]"}})
-	// The own watch.
+	// The catch-up watch.
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{3: {"w0 created rev=4"}})
 	h.expectUp("catch-up create 2 [p/a,p/c) from 5")
@@ -1972,7 +1995,7 @@ func TestNamespace(t *testing.T) {
 // removal allows: the progress answer speaks for every watcher still on the
 // stream, and the cancelled one never reached that revision.
 func TestCancelResponseBeforeProgressItAllows(t *testing.T) {
-	h := staleOwn(t, conf{HistoryEvents: 1}, 8)
+	h := staleCatchUp(t, conf{HistoryEvents: 1}, 8)
 	h.create(2, "b", "", 0)
 	h.ready()
 	h.answerAll(8)
@@ -1980,7 +2003,7 @@ func TestCancelResponseBeforeProgressItAllows(t *testing.T) {
 	h.m.RequestProgress(2)
 	h.ready()
 	h.answerAll(8)
-	h.expectSends(h.ready(), out{}) // w0 is still catching up on its own watch
+	h.expectSends(h.ready(), out{}) // w0 is still catching up on its catch-up watch
 	h.m.Cancel(2, 0)
 	h.expectSends(h.ready(), out{2: {"w0 canceled rev=8", "w-1 rev=8"}})
 }

@@ -18,9 +18,9 @@ func (m *Machine) join(w *watcher, g *group) {
 // brought so far: the window would skip the part still to come. Replay
 // stops where the stream goes over its bound.
 func (m *Machine) replay(w *watcher, g *group) {
-	held := g.window
+	held, through := g.window, g.rev
 	if g.rewindBase != 0 && w.next <= g.rewindBase {
-		held = g.prefix
+		held, through = g.prefix, g.upRev
 	}
 	for _, b := range held {
 		if w.s.held() {
@@ -30,6 +30,7 @@ func (m *Machine) replay(w *watcher, g *group) {
 			m.deliver(w, b)
 		}
 	}
+	w.advance(through)
 }
 
 // leave takes w out of its group, closing the group when it was the last.
@@ -49,7 +50,9 @@ func (m *Machine) leave(w *watcher) {
 // queued before it: dropping may answer a progress request.
 func (m *Machine) drop(w *watcher) {
 	m.leave(w)
-	m.closeCatchUp(w)
+	if !(fault("cancel-held-catch-up") && w.s.held()) {
+		m.closeCatchUp(w)
+	}
 	w.s.remove(w)
 	if w.state != ended {
 		m.stats.Watchers--

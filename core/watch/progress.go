@@ -100,13 +100,14 @@ func (m *Machine) progressAnswered(u port.UpstreamID, rev int64) {
 	case port.WatchShared:
 		for _, g := range m.sortedGroups() {
 			if covers(&g.up) {
-				g.progress(rev, m.cfg.HistoryEvents)
+				m.groupProgress(g, rev)
 			}
 		}
 	case port.WatchCatchUp:
 		for _, c := range m.sortedCatchUps() {
 			if covers(&c.up) {
 				c.rev = max(c.rev, rev)
+				c.w.advance(c.rev)
 			}
 		}
 		m.mergeAll()
@@ -156,7 +157,7 @@ func (m *Machine) relayProgress(ws []*watcher, rev int64) {
 		return
 	}
 	for _, w := range ws {
-		if !w.progressNotify {
+		if !w.progressNotify || m.future(w) {
 			continue
 		}
 		if r, ok := w.synced(); ok && r >= rev && r >= w.told {
@@ -172,7 +173,7 @@ func (m *Machine) relayProgress(ws []*watcher, rev int64) {
 func (m *Machine) notifyIdle() {
 	for _, s := range m.sortedStreams() {
 		for _, w := range s.order {
-			if !w.progressNotify || w.state != live {
+			if !w.progressNotify || w.state != live || m.future(w) {
 				continue
 			}
 			if w.eventsSinceNotify {
@@ -187,3 +188,8 @@ func (m *Machine) notifyIdle() {
 		}
 	}
 }
+
+// future reports whether a watcher's start revision is still ahead of the
+// store: etcd counts such a watch as not synced and sends it no progress
+// notification.
+func (m *Machine) future(w *watcher) bool { return w.start > m.lastRev }

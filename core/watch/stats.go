@@ -1,5 +1,7 @@
 package watch
 
+import "github.com/etcdproxy/etcdproxy/core/port"
+
 // Stats are the machine's counters.
 type Stats struct {
 	Watchers       int   // client watchers now (creates not yet answered included)
@@ -18,6 +20,7 @@ type Gauges struct {
 	Groups       int // shared upstream watches open
 	CatchUps     int // catch-up upstream watches open
 	WindowEvents int // events held in history windows
+	Rewinding    int // groups whose upstream watch is rewound now
 }
 
 // Stats returns the counters.
@@ -28,6 +31,45 @@ func (m *Machine) Gauges() Gauges {
 	g := Gauges{Streams: len(m.streams), Groups: len(m.shared), CatchUps: len(m.catchUps)}
 	for _, gr := range m.groups {
 		g.WindowEvents += gr.windowLen
+		if gr.rewindBase != 0 {
+			g.Rewinding++
+		}
 	}
 	return g
+}
+
+// WatcherInfo is where one client watcher stands, for tests and the
+// simulation's coverage counts.
+type WatcherInfo struct {
+	Live      bool // created and not ended
+	InGroup   bool // served by its range's group
+	Rewinding bool // its group's upstream watch is rewound behind its place
+	CatchUp   bool // served by a catch-up watch
+	Held      bool // its stream is over its bound
+	// Next is the first revision it has not been given; GroupUpstream is
+	// its group's upstream watch ID (0 when not in a group).
+	Next          int64
+	GroupUpstream int64
+}
+
+// Inspect tells where watcher watchID of stream id stands.
+func (m *Machine) Inspect(id port.StreamID, watchID int64) (WatcherInfo, bool) {
+	s := m.streams[id]
+	if s == nil || s.watchers[watchID] == nil {
+		return WatcherInfo{}, false
+	}
+	w := s.watchers[watchID]
+	var up int64
+	if w.group != nil {
+		up = w.group.up.id
+	}
+	return WatcherInfo{
+		Next:          w.next,
+		GroupUpstream: up,
+		Live:          w.state == live,
+		InGroup:       w.group != nil,
+		Rewinding:     w.group != nil && w.group.rewindBase != 0 && w.next <= w.group.rewindBase,
+		CatchUp:       w.catchUp != nil,
+		Held:          s.held(),
+	}, true
 }

@@ -95,6 +95,24 @@ func (m *Machine) upID() int64 {
 	return m.nextUp
 }
 
+// upstreamStart is the start revision of an upstream watch that must bring
+// every event from revision from on. etcd counts a watch whose start
+// revision is past its current revision as not synced: it answers no
+// progress request on the watch's stream and sends the watch no progress
+// notification until the store gets there, which on an idle cluster is
+// never. So a watch that would start just past the latest revision seen
+// starts one revision earlier; the events of that revision, if any, are
+// ones its watchers have had or do not want, and are skipped (a group
+// records nothing at or below its revision; delivery skips what lies before
+// a watcher's next revision). It never starts below floor, a revision
+// etcd is known to have compacted up to.
+func (m *Machine) upstreamStart(from, floor int64) int64 {
+	if from > m.lastRev && from > 1 && from-1 >= floor && !fault("future-upstream-start") {
+		return from - 1
+	}
+	return from
+}
+
 func createReq(id int64, key, end []byte, from int64) *pb.WatchRequest {
 	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
 		Key: key, RangeEnd: end, StartRevision: from, PrevKv: true, ProgressNotify: true, Fragment: true, WatchId: id,
@@ -148,7 +166,8 @@ func (m *Machine) UpstreamLost(u port.UpstreamID) {
 				}
 				from = min(from, g.rev)
 			}
-			m.openGroupWatch(g, from)
+			g.upRev = from - 1
+			m.openGroupWatch(g, from, 0)
 		}
 	case port.WatchCatchUp:
 		for _, c := range m.sortedCatchUps() {

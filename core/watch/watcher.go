@@ -54,18 +54,21 @@ func (w *watcher) filtering() bool { return w.noPut || w.noDelete }
 
 // synced returns the revision up to which the watcher has been given every
 // event, and whether that is known (false while it waits or is held back).
+// A watcher's next revision moves past revisions without events for it as
+// its group or catch-up watch learns of them (see advance), so next-1 is
+// exactly what it has.
 func (w *watcher) synced() (int64, bool) {
-	if w.state != live || w.s.held() {
+	if w.state != live || w.s.held() || (w.group == nil && w.catchUp == nil) {
 		return 0, false
 	}
-	switch {
-	case w.group != nil && w.group.rewindBase != 0 && w.next <= w.group.rewindBase:
-		// Behind a rewind: it has what came before next, no more.
-		return w.next - 1, true
-	case w.group != nil:
-		return max(w.group.rev, w.next-1), true
-	case w.catchUp != nil:
-		return max(w.catchUp.rev, w.next-1), true
+	return w.next - 1, true
+}
+
+// advance records that the watcher has every event up to rev: its next
+// revision moves past it unless its stream is held (then it has only what
+// was delivered).
+func (w *watcher) advance(rev int64) {
+	if !w.s.held() {
+		w.next = max(w.next, rev+1)
 	}
-	return 0, false
 }
