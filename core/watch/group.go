@@ -24,9 +24,9 @@ type group struct {
 	// upstream watch catches up. Every member not held has every event up
 	// to max(upRev, its next-1).
 	rev, base, upRev int64
-	window    []*batch
-	windowLen int // events in window
-	watchers  []*watcher
+	window           []*batch
+	windowLen        int // events in window
+	watchers         []*watcher
 	// While the upstream watch is rewound (see Machine.rewind), rewindBase
 	// is where the window began before, and prefix collects the older
 	// events until the upstream watch has passed rewindBase.
