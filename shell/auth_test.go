@@ -8,18 +8,20 @@ import (
 	"go.etcd.io/etcd/api/v3/authpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 // TestAuthTokensPassThrough: with auth enabled in etcd, each request through
 // the proxy is authorized as the client that sent it, with etcd's own
 // errors for missing or insufficient credentials.
 func TestAuthTokensPassThrough(t *testing.T) {
-	m := startMember(t)
-	p := startProxy(t, []string{m.ClientURL}, nil)
-	ctx := ctxT(t, 30*time.Second)
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	ctx := testutil.Context(t, 30*time.Second)
 
 	// Set up users through the proxy, as an operator would.
-	admin := newClient(t, p.Addr())
+	admin := testutil.Client(t, p.Addr())
 	for _, step := range []func() error{
 		func() error { _, err := admin.UserAdd(ctx, "root", "rootpw"); return err },
 		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
@@ -53,7 +55,7 @@ func TestAuthTokensPassThrough(t *testing.T) {
 		t.Errorf("alice watching outside her permission: %+v", wr)
 	}
 
-	anon := newClient(t, p.Addr())
+	anon := testutil.Client(t, p.Addr())
 	if _, err := anon.Get(ctx, "app/x"); !errors.Is(err, rpctypes.ErrUserEmpty) {
 		t.Errorf("read without a token: %v, want %v", err, rpctypes.ErrUserEmpty)
 	}

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -33,7 +34,7 @@ func TestEndpointsAutoSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	eventually(t, 10*time.Second, "a log line naming every member", func() bool {
+	testutil.WaitUntil(t, 10*time.Second, "a log line naming every member", func() bool {
 		for _, e := range logs.FilterMessage("etcd endpoints updated by auto-sync").All() {
 			listed := fmt.Sprint(e.ContextMap()["endpoints"])
 			all := true

@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/proxy/grpcproxy"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
+
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 // startReferenceProxy serves etcd's own grpc-proxy KV service
@@ -39,10 +43,10 @@ func startReferenceProxy(tb testing.TB, endpoints []string) string {
 //
 //	go test ./shell -run '^$' -bench BenchmarkUnary -benchtime 3s -count 5
 func BenchmarkUnary(b *testing.B) {
-	m := startMemberB(b)
+	m := testutil.StartMember(b)
 	targets := []struct{ name, addr string }{
-		{"direct", trimScheme(m.ClientURL)},
-		{"etcdproxy", startProxyB(b, []string{m.ClientURL})},
+		{"direct", strings.TrimPrefix(m.ClientURL, "http://")},
+		{"etcdproxy", testutil.StartProxyLogging(b, []string{m.ClientURL}, nil, zap.NewNop()).Addr()},
 		{"grpcproxy", startReferenceProxy(b, []string{m.ClientURL})},
 	}
 	ops := []struct {
@@ -65,7 +69,7 @@ func BenchmarkUnary(b *testing.B) {
 	for _, op := range ops {
 		for _, tg := range targets {
 			b.Run(op.name+"/"+tg.name, func(b *testing.B) {
-				kv := pb.NewKVClient(rawConnB(b, tg.addr))
+				kv := pb.NewKVClient(testutil.Dial(b, tg.addr))
 				ctx := context.Background()
 				b.SetParallelism(16) // 16 x GOMAXPROCS(2) = 32 callers
 				b.ResetTimer()

@@ -9,29 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
-	"github.com/etcdproxy/etcdproxy/core/watch"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
-
-// etcdWatchers reads etcd's own gauge of open watchers
-// (etcd_debugging_mvcc_watcher_total) from the registry the embedded member
-// reports to.
-func etcdWatchers(t *testing.T) float64 {
-	t.Helper()
-	mfs, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "etcd_debugging_mvcc_watcher_total" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatal("etcd_debugging_mvcc_watcher_total not found")
-	return 0
-}
 
 // TestCoalescingAtScale creates 10,000 watchers on one key over 100 client
 // connections, at different times and start revisions inside the history
@@ -40,12 +21,12 @@ func etcdWatchers(t *testing.T) float64 {
 // watcher gets exactly the writes from its start revision on.
 func TestCoalescingAtScale(t *testing.T) {
 	const conns, perConn = 100, 100
-	m := startMember(t)
-	p := startProxy(t, []string{m.ClientURL}, nil)
-	direct := pb.NewKVClient(rawConn(t, m.ClientURL))
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	direct := pb.NewKVClient(testutil.Dial(t, m.ClientURL))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	base := etcdWatchers(t)
+	base := testutil.EtcdWatchers(t)
 
 	var puts []int64 // revisions of the writes to the key
 	put := func(v string) {
@@ -66,7 +47,7 @@ func TestCoalescingAtScale(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	clients := make([]*client, conns)
 	for i := range clients {
-		st, err := pb.NewWatchClient(rawConn(t, p.Addr())).Watch(ctx)
+		st, err := pb.NewWatchClient(testutil.Dial(t, p.Addr())).Watch(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +112,7 @@ func TestCoalescingAtScale(t *testing.T) {
 	// created "now" starts after the writes before its creation, which we
 	// cannot see from here, so for those only the tail is checked: no
 	// duplicates, in order, ending with the last write).
-	eventually(t, 2*time.Minute, "every watcher received the last write", func() bool {
+	testutil.WaitUntil(t, 2*time.Minute, "every watcher received the last write", func() bool {
 		for _, c := range clients {
 			c.mu.Lock()
 			for id := range c.starts {
@@ -173,7 +154,7 @@ func TestCoalescingAtScale(t *testing.T) {
 	st, g := p.CoreState()
 	stats, gauges := st.Watch, g.Watch
 	t.Logf("watchers %d, upstream watch creates %d (rewinds %d, catch-ups %d), open now: groups %d, catch-ups %d; etcd watchers %v; events received %d, sent %d",
-		stats.Watchers, stats.GroupsOpened+stats.CatchUpsOpened, stats.Rewinds, stats.CatchUpsOpened, gauges.Groups, gauges.CatchUps, etcdWatchers(t)-base, stats.EventsReceived, stats.EventsSent)
+		stats.Watchers, stats.GroupsOpened+stats.CatchUpsOpened, stats.Rewinds, stats.CatchUpsOpened, gauges.Groups, gauges.CatchUps, testutil.EtcdWatchers(t)-base, stats.EventsReceived, stats.EventsSent)
 	if stats.Watchers != conns*perConn {
 		t.Errorf("proxy counts %d watchers, want %d", stats.Watchers, conns*perConn)
 	}
@@ -185,7 +166,7 @@ func TestCoalescingAtScale(t *testing.T) {
 	if gauges.Groups != 1 || gauges.CatchUps != 0 {
 		t.Errorf("upstream watches open: %d groups, %d catch-ups; want 1 group", gauges.Groups, gauges.CatchUps)
 	}
-	if n := etcdWatchers(t) - base; n != 1 {
+	if n := testutil.EtcdWatchers(t) - base; n != 1 {
 		t.Errorf("etcd has %v watchers for the proxy, want 1", n)
 	}
 	body := metricsText(t, p.Addr())
@@ -198,11 +179,10 @@ func TestCoalescingAtScale(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	eventually(t, 10*time.Second, "nothing left once every client is gone", func() bool {
-		s, g := p.CoreState()
-		return s.Watch.Watchers == 0 && g.Watch == (watch.Gauges{}) && g.Flow.Streams == 0 && g.Flow.QueuedBytes == 0
+	testutil.WaitUntil(t, 10*time.Second, "nothing left once every client is gone", func() bool {
+		return testutil.NodeEmpty(p.CoreState()) == ""
 	})
-	eventually(t, 10*time.Second, "etcd's watcher released", func() bool { return etcdWatchers(t)-base == 0 })
+	testutil.WaitUntil(t, 10*time.Second, "etcd's watcher released", func() bool { return testutil.EtcdWatchers(t)-base == 0 })
 }
 
 func metricsText(t *testing.T, addr string) string {

@@ -170,36 +170,48 @@ func (c *Config) Validate() error {
 	return validateListenTLS(c)
 }
 
-// validateEndpoint accepts what clientv3 accepts: host:port, or a URL with
-// scheme http, https, unix or unixs.
+// validateEndpoint refuses, with a clear error, an endpoint clientv3 would
+// take but could never dial. The endpoint itself goes to clientv3
+// unchanged; this is only a check, in clientv3's own terms: unix:path,
+// unix://localhost:name and unix:///abs/path sockets (unixs for TLS), an
+// http(s) URL with a host and port, or host:port.
 func validateEndpoint(ep string) error {
 	if ep == "" {
 		return errors.New("empty endpoint")
+	}
+	if rest, ok := cutUnixScheme(ep); ok {
+		if strings.Trim(rest, "/") == "" {
+			return errors.New("missing socket path")
+		}
+		return nil
 	}
 	if strings.Contains(ep, "://") {
 		u, err := url.Parse(ep)
 		if err != nil {
 			return err
 		}
-		switch u.Scheme {
-		case "http", "https":
-			if u.Host == "" {
-				return errors.New("missing host")
-			}
-			if _, _, err := net.SplitHostPort(u.Host); err != nil {
-				return err
-			}
-		case "unix", "unixs":
-		default:
+		if u.Scheme != "http" && u.Scheme != "https" {
 			return fmt.Errorf("unsupported scheme %q (want http, https, unix or unixs)", u.Scheme)
 		}
-		return nil
-	}
-	if strings.HasPrefix(ep, "unix:") || strings.HasPrefix(ep, "unixs:") {
-		return nil
+		if u.Host == "" {
+			return errors.New("missing host")
+		}
+		_, _, err = net.SplitHostPort(u.Host)
+		return err
 	}
 	_, _, err := net.SplitHostPort(ep)
 	return err
+}
+
+// cutUnixScheme returns what follows the scheme of a unix socket endpoint
+// ("unix:", "unixs:", with or without "//").
+func cutUnixScheme(ep string) (string, bool) {
+	for _, scheme := range []string{"unix:", "unixs:"} {
+		if rest, ok := strings.CutPrefix(ep, scheme); ok {
+			return rest, true
+		}
+	}
+	return "", false
 }
 
 func (c *Config) logger() *zap.Logger {

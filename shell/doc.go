@@ -20,6 +20,18 @@
 //     every request, and calls that etcd does not scope by key cannot act on
 //     the whole cluster (see namespace.go).
 //
+//   - Watch streams without an auth token are served by the core's node
+//     (core/node), run on one event loop (loop.go): client requests, upstream
+//     responses and fetch answers reach it as data on one channel, in order;
+//     it hands responses to the client streams' senders, requests to the
+//     upstream streams (upstream_stream.go, which reopen a broken stream and
+//     make sure nothing meant for the broken one reaches the new one) and
+//     revision fetches to goroutines (fetch.go). Every timer of the loop
+//     comes from the injected clock (Config.Clock).
+//   - --endpoints are handed to clientv3 as written, in every form it dials
+//     (host:port, http(s) URLs, unix and unixs sockets); /metrics reaches a
+//     member's own metrics the same way.
+//
 // The shell holds no request state beyond what a stream needs while it is
 // open: the proxy is stateless and any number of copies can run side by side.
 package shell

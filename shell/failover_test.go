@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 // failoverBound is the longest a client may see requests through the proxy
@@ -27,9 +28,9 @@ func TestFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Stop)
-	p := startProxy(t, cl.Endpoints(), nil)
-	c := newClient(t, p.Addr())
-	ctx := ctxT(t, 60*time.Second)
+	p := testutil.StartProxy(t, cl.Endpoints(), nil)
+	c := testutil.Client(t, p.Addr())
+	ctx := testutil.Context(t, 60*time.Second)
 
 	first, err := c.Put(ctx, "w/0", "0")
 	if err != nil {
@@ -116,7 +117,7 @@ func TestFailover(t *testing.T) {
 			survivor = m
 		}
 	}
-	want := collect(t, ctx, newClient(t, survivor.ClientURL).Watch(ctx, "w/", clientv3.WithPrefix(), clientv3.WithRev(first.Header.Revision)), end)
+	want := collect(t, ctx, testutil.Client(t, survivor.ClientURL).Watch(ctx, "w/", clientv3.WithPrefix(), clientv3.WithRev(first.Header.Revision)), end)
 	got := collect(t, ctx, wch, end)
 	if len(want) < written {
 		t.Fatalf("direct watch saw %d events for %d writes", len(want), written)

@@ -23,8 +23,7 @@ import (
 func (p *Proxy) httpHandler(withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", http.NotFound)
-	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: p.up.tls}}
-	grpcproxy.HandleMetrics(mux, httpc, p.up.client.Endpoints())
+	mux.Handle(etcdhttp.PathMetrics, memberMetrics{endpoints: p.up.client.Endpoints, tls: p.up.tls})
 	grpcproxy.HandleHealth(p.lg, mux, p.up.client)
 	mux.Handle(etcdhttp.PathProxyMetrics, promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{}))
 	grpcproxy.HandleProxyHealth(p.lg, mux, p.selfClient())

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -26,13 +27,13 @@ func httpGet(t *testing.T, url string) (int, string) {
 // TestHTTPEndpoints: the client port and --metrics-addr serve etcd's
 // metrics (/metrics), the proxy's own (/proxy/metrics) and health checks.
 func TestHTTPEndpoints(t *testing.T) {
-	m := startMember(t)
+	m := testutil.StartMember(t)
 	maddr, err := embedetcd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.MetricsAddr = "http://" + maddr })
-	putGet(t, newClient(t, p.Addr()), "k")
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.MetricsAddr = "http://" + maddr })
+	putGet(t, testutil.Client(t, p.Addr()), "k")
 
 	for _, base := range []string{"http://" + p.Addr(), "http://" + maddr} {
 		if code, body := httpGet(t, base+"/health"); code != 200 || !strings.Contains(body, `"health":"true"`) {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -29,11 +30,11 @@ func keysOf(r *clientv3.GetResponse) []string {
 // keys of the rest of etcd can be neither read, written, compared, deleted
 // nor watched, including at the edges of the prefix.
 func TestNamespaceKeyspaceBoundary(t *testing.T) {
-	m := startMember(t)
-	p := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "p/" })
-	direct := newClient(t, m.ClientURL)
-	ns := newClient(t, p.Addr())
-	ctx := ctxT(t, 30*time.Second)
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "p/" })
+	direct := testutil.Client(t, m.ClientURL)
+	ns := testutil.Client(t, p.Addr())
+	ctx := testutil.Context(t, 30*time.Second)
 
 	// Keys around the prefix, written directly: "p/" itself, the first key
 	// after the prefix ("p0"), and keys of another tenant.
@@ -126,11 +127,11 @@ func TestNamespaceKeyspaceBoundary(t *testing.T) {
 // TestNamespaceEndingIn0xff checks the prefix end computed for a namespace
 // whose last byte is 0xff: its range must stop before "b".
 func TestNamespaceEndingIn0xff(t *testing.T) {
-	m := startMember(t)
-	p := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "a\xff" })
-	direct := newClient(t, m.ClientURL)
-	ns := newClient(t, p.Addr())
-	ctx := ctxT(t, 30*time.Second)
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "a\xff" })
+	direct := testutil.Client(t, m.ClientURL)
+	ns := testutil.Client(t, p.Addr())
+	ctx := testutil.Context(t, 30*time.Second)
 	for _, k := range []string{"a\xff1", "a\xff\xff", "b", "b\x00", "a"} {
 		if _, err := direct.Put(ctx, k, "v"); err != nil {
 			t.Fatal(err)
@@ -156,11 +157,11 @@ func TestNamespaceEndingIn0xff(t *testing.T) {
 // and reads only leases whose keys all lie inside it, while a
 // concurrency.Session through the namespace works.
 func TestNamespaceLeases(t *testing.T) {
-	m := startMember(t)
-	pa := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "a/" })
-	pb2 := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "b/" })
-	a, b := newClient(t, pa.Addr()), newClient(t, pb2.Addr())
-	ctx := ctxT(t, 30*time.Second)
+	m := testutil.StartMember(t)
+	pa := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "a/" })
+	pb2 := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "b/" })
+	a, b := testutil.Client(t, pa.Addr()), testutil.Client(t, pb2.Addr())
+	ctx := testutil.Context(t, 30*time.Second)
 
 	la, err := a.Grant(ctx, 60)
 	if err != nil {
@@ -217,7 +218,7 @@ func TestNamespaceLeases(t *testing.T) {
 	if err := e.Campaign(ctx, "me"); err != nil {
 		t.Fatal(err)
 	}
-	direct := newClient(t, m.ClientURL)
+	direct := testutil.Client(t, m.ClientURL)
 	r, err := direct.Get(ctx, "a/leader/", clientv3.WithPrefix())
 	if err != nil || len(r.Kvs) != 1 {
 		t.Fatalf("election key under the namespace: %v %v", r, err)
@@ -233,11 +234,11 @@ func TestNamespaceLeases(t *testing.T) {
 // TestNamespaceRefusesClusterWideCalls: calls that etcd does not scope by
 // key are refused under a namespace; reads of cluster state are not.
 func TestNamespaceRefusesClusterWideCalls(t *testing.T) {
-	m := startMember(t)
-	p := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "p/" })
-	cc := rawConn(t, p.Addr())
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "p/" })
+	cc := testutil.Dial(t, p.Addr())
 	kv, mt, au, cl := pb.NewKVClient(cc), pb.NewMaintenanceClient(cc), pb.NewAuthClient(cc), pb.NewClusterClient(cc)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testutil.Context(t, 30*time.Second)
 
 	refused := map[string]func() error{
 		"Compact":    func() error { _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: 1}); return err },
@@ -282,7 +283,7 @@ func TestNamespaceRefusesClusterWideCalls(t *testing.T) {
 		t.Errorf("user list: %v %v", r, err)
 	}
 	// Nothing was changed behind the refusals.
-	direct := newClient(t, m.ClientURL)
+	direct := testutil.Client(t, m.ClientURL)
 	if ul, err := direct.UserList(context.Background()); err != nil || len(ul.Users) != 0 {
 		t.Errorf("users in etcd: %v %v", ul, err)
 	}

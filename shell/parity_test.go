@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -221,10 +222,10 @@ func TestParityUnderNamespace(t *testing.T) {
 }
 
 func testParity(t *testing.T, namespace string, steps []parityStep) {
-	direct := startMember(t)
-	behind := startMember(t)
-	p := startProxy(t, []string{behind.ClientURL}, func(c *shell.Config) { c.Namespace = namespace })
-	dc, pc := rawConn(t, direct.ClientURL), rawConn(t, p.Addr())
+	direct := testutil.StartMember(t)
+	behind := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{behind.ClientURL}, func(c *shell.Config) { c.Namespace = namespace })
+	dc, pc := testutil.Dial(t, direct.ClientURL), testutil.Dial(t, p.Addr())
 
 	for _, s := range steps {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

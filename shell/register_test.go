@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -14,13 +15,13 @@ import (
 // other. MemberList through either lists both, clientv3's Sync discovers
 // them, and a proxy that stops drops out of the list.
 func TestResolverRegistration(t *testing.T) {
-	m := startMember(t)
+	m := testutil.StartMember(t)
 	start := func() *shell.Proxy {
 		addr, err := embedetcd.FreeAddr()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return startProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
+		return testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
 			c.ListenAddr, c.AdvertiseClientURL = addr, addr
 			c.ResolverPrefix, c.ResolverTTL = "___grpc_proxy_endpoint", 60
 		})
@@ -29,9 +30,9 @@ func TestResolverRegistration(t *testing.T) {
 	want := []string{p1.Addr(), p2.Addr()}
 	sort.Strings(want)
 
-	c := newClient(t, p1.Addr())
+	c := testutil.Client(t, p1.Addr())
 	listed := func() []string {
-		r, err := c.MemberList(ctxT(t, 5*time.Second))
+		r, err := c.MemberList(testutil.Context(t, 5*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,9 +43,9 @@ func TestResolverRegistration(t *testing.T) {
 		sort.Strings(urls)
 		return urls
 	}
-	eventually(t, 10*time.Second, "both proxies listed", func() bool { return slices.Equal(listed(), want) })
+	testutil.WaitUntil(t, 10*time.Second, "both proxies listed", func() bool { return slices.Equal(listed(), want) })
 
-	if err := c.Sync(ctxT(t, 5*time.Second)); err != nil {
+	if err := c.Sync(testutil.Context(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	eps := c.Endpoints()
@@ -54,7 +55,7 @@ func TestResolverRegistration(t *testing.T) {
 	}
 
 	p2.Close()
-	eventually(t, 10*time.Second, "the stopped proxy leaves the list", func() bool {
+	testutil.WaitUntil(t, 10*time.Second, "the stopped proxy leaves the list", func() bool {
 		return slices.Equal(listed(), []string{p1.Addr()})
 	})
 }

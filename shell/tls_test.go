@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -125,7 +126,7 @@ func tlsClient(t *testing.T, endpoint string, info transport.TLSInfo) *clientv3.
 
 func putGet(t *testing.T, c *clientv3.Client, key string) {
 	t.Helper()
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testutil.Context(t, 10*time.Second)
 	if _, err := c.Put(ctx, key, "v"); err != nil {
 		t.Fatalf("put %s: %v", key, err)
 	}
@@ -141,10 +142,10 @@ func TestTLSTowardsEtcd(t *testing.T) {
 	ca := newTestCA(t)
 	m := startTLSMember(t, ca)
 	cert, key := ca.issue(t, "", 3)
-	p := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
 		c.Cert, c.Key, c.CACert = cert, key, ca.file
 	})
-	putGet(t, newClient(t, p.Addr()), "plain-client")
+	putGet(t, testutil.Client(t, p.Addr()), "plain-client")
 }
 
 // TestTLSTowardsClients: the proxy terminates client TLS (--cert-file,
@@ -155,15 +156,15 @@ func TestTLSTowardsClients(t *testing.T) {
 	m := startTLSMember(t, ca)
 	upCert, upKey := ca.issue(t, "", 3)
 	srvCert, srvKey := ca.issue(t, "proxy", 4)
-	p := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
 		c.Cert, c.Key, c.CACert = upCert, upKey, ca.file
 		c.CertFile, c.KeyFile, c.TrustedCAFile = srvCert, srvKey, ca.file
 	})
 	cliCert, cliKey := ca.issue(t, "client", 5)
 	putGet(t, tlsClient(t, "https://"+p.Addr(), transport.TLSInfo{CertFile: cliCert, KeyFile: cliKey, TrustedCAFile: ca.file}), "tls-client")
 
-	plain := newClient(t, p.Addr())
-	ctx := ctxT(t, 2*time.Second)
+	plain := testutil.Client(t, p.Addr())
+	ctx := testutil.Context(t, 2*time.Second)
 	if _, err := plain.Get(ctx, "tls-client"); err == nil {
 		t.Errorf("a plaintext client was served by a TLS-only proxy")
 	}
@@ -171,8 +172,8 @@ func TestTLSTowardsClients(t *testing.T) {
 
 // TestAutoTLS: --auto-tls serves clients with a generated certificate.
 func TestAutoTLS(t *testing.T) {
-	m := startMember(t)
-	p := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
 		c.AutoTLS, c.DataDir = true, t.TempDir()
 	})
 	tc := &tls.Config{InsecureSkipVerify: true}

@@ -2,7 +2,6 @@ package shell_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 // TestNoClusterYet starts the proxy with no etcd member reachable: it must
@@ -23,8 +23,8 @@ func TestNoClusterYet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startProxy(t, []string{"http://" + clientAddr}, nil)
-	kv := pb.NewKVClient(rawConn(t, p.Addr()))
+	p := testutil.StartProxy(t, []string{"http://" + clientAddr}, nil)
+	kv := pb.NewKVClient(testutil.Dial(t, p.Addr()))
 
 	for _, deadline := range []time.Duration{500 * time.Millisecond, 3 * time.Second} {
 		ctx, cancel := context.WithTimeout(context.Background(), deadline)
@@ -46,7 +46,7 @@ func TestNoClusterYet(t *testing.T) {
 	// created, so it is asked for on a goroutine.)
 	wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
 	defer wcancel()
-	wc := newClient(t, p.Addr())
+	wc := testutil.Client(t, p.Addr())
 	watched := make(chan clientv3.WatchChan, 1)
 	go func() { watched <- wc.Watch(wctx, "w") }()
 
@@ -60,16 +60,23 @@ func TestNoClusterYet(t *testing.T) {
 	}
 	t.Cleanup(m.Stop)
 	up := time.Now()
-	var lastErr error
-	eventually(t, 10*time.Second, "a put through the proxy after etcd came up", func() bool {
+	// Until then, every failed put is one a client can retry: Unavailable
+	// (the proxy's answer when no member answers in time), nothing else.
+	failures := map[codes.Code]int{}
+	testutil.WaitUntil(t, 10*time.Second, "a put through the proxy after etcd came up", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, lastErr = kv.Put(ctx, &pb.PutRequest{Key: []byte("a"), Value: []byte("v")})
-		return lastErr == nil
+		_, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("a"), Value: []byte("v")})
+		if err != nil {
+			failures[status.Code(err)]++
+		}
+		return err == nil
 	})
-	t.Logf("first successful put %v after etcd came up", time.Since(up))
-	if lastErr != nil && !errors.Is(lastErr, context.DeadlineExceeded) {
-		t.Fatal(lastErr)
+	t.Logf("first successful put %v after etcd came up; failures before it: %v", time.Since(up), failures)
+	for code, n := range failures {
+		if code != codes.Unavailable {
+			t.Errorf("%d puts failed with %v while etcd came up, want only Unavailable", n, code)
+		}
 	}
 	var wch clientv3.WatchChan
 	select {
@@ -78,7 +85,7 @@ func TestNoClusterYet(t *testing.T) {
 		t.Fatal("a watch asked for before etcd was up was never created")
 	}
 	t.Logf("watch created %v after etcd came up", time.Since(up))
-	if _, err := kv.Put(ctxT(t, 5*time.Second), &pb.PutRequest{Key: []byte("w"), Value: []byte("v")}); err != nil {
+	if _, err := kv.Put(testutil.Context(t, 5*time.Second), &pb.PutRequest{Key: []byte("w"), Value: []byte("v")}); err != nil {
 		t.Fatal(err)
 	}
 	if wr := <-wch; wr.Err() != nil || len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != "w" {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -26,6 +27,9 @@ type watchLog struct {
 	violations []string
 	resps      chan *pb.WatchResponse
 	broken     chan error
+	// progressAsked counts progress requests sent and not answered yet;
+	// their answers are recorded under watch ID -1.
+	progressAsked int
 }
 
 func openWatchLog(t *testing.T, ctx context.Context, cc *grpc.ClientConn) *watchLog {
@@ -107,14 +111,19 @@ func (l *watchLog) create(t *testing.T, ctx context.Context, cr *pb.WatchCreateR
 	}
 }
 
-// record keeps a response under its watch ID. Progress responses are not
-// kept: etcd drops progress requests while a watcher is unsynced, so their
-// number differs from run to run.
+// record keeps a response under its watch ID. Progress answers are kept
+// only for the requests progress made: etcd drops progress requests while
+// a watcher is unsynced, so a script asks only where every watcher is
+// synced.
 //
 // It also checks atomicity: a revision's events never straddle two
 // responses, except within one fragment sequence.
 func (l *watchLog) record(r *pb.WatchResponse) {
 	if r.WatchId == -1 && !r.Created {
+		if l.progressAsked > 0 {
+			l.progressAsked--
+			l.byID[-1] = append(l.byID[-1], fmt.Sprintf("progress rev=%d", r.Header.GetRevision()))
+		}
 		return
 	}
 	if len(r.Events) > 0 {
@@ -164,6 +173,19 @@ func (l *watchLog) waitFor(t *testing.T, ctx context.Context, want map[int64]int
 	}
 }
 
+// progress asks for progress and waits for the answer, at a point of the
+// script where every watcher is synced (etcd answers nothing otherwise).
+func (l *watchLog) progress(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if err := l.st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}); err != nil {
+		t.Fatal(err)
+	}
+	l.progressAsked++
+	for l.progressAsked > 0 {
+		l.next(t, ctx)
+	}
+}
+
 func (l *watchLog) cancel(t *testing.T, id int64) {
 	t.Helper()
 	if err := l.st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: id}}}); err != nil {
@@ -191,15 +213,16 @@ func (l *watchLog) String() string {
 // against an etcd member directly and against a second, identical member
 // through the proxy, and requires the same responses on every watch: created
 // and cancel revisions, events with prev_kv and filters, fragments,
-// historical, current and future start revisions, compaction, duplicate and
-// invalid requests, and progress.
+// historical, current and future start revisions, compaction and the cancel
+// of a compacted watch, duplicate and invalid requests, and progress
+// requests where every watcher is synced.
 func TestWatchParityWithDirectEtcd(t *testing.T) {
 	// A small request limit, on etcd and on the proxy alike, so that a
 	// transaction's events come in fragments.
 	const limit = 4096
 	small := embedetcd.Options{NoFsync: true, Configure: func(c *embed.Config) { c.MaxRequestBytes = limit }}
-	direct, behind := startMemberWith(t, small), startMemberWith(t, small)
-	p := startProxy(t, []string{behind.ClientURL}, func(c *shell.Config) { c.MaxSendBytes = limit })
+	direct, behind := testutil.StartMemberWith(t, small), testutil.StartMemberWith(t, small)
+	p := testutil.StartProxy(t, []string{behind.ClientURL}, func(c *shell.Config) { c.MaxSendBytes = limit })
 	run := func(cc *grpc.ClientConn) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -233,6 +256,7 @@ func TestWatchParityWithDirectEtcd(t *testing.T) {
 			t.Fatal(err)
 		}
 		l.waitFor(t, ctx, map[int64]int64{0: 12, 1: 7, 2: 8, 3: 12, 100: 12})
+		l.progress(t, ctx)
 		l.cancel(t, 0)
 		for r := l.next(t, ctx); !r.Canceled; r = l.next(t, ctx) {
 		}
@@ -241,19 +265,25 @@ func TestWatchParityWithDirectEtcd(t *testing.T) {
 		}
 		l.create(t, ctx, &pb.WatchCreateRequest{Key: []byte("k1"), StartRevision: 4})
 		l.next(t, ctx) // the compaction answer
+		// etcd keeps a compacted watch's ID until the client cancels it,
+		// and confirms the cancel; meanwhile it answers no progress request.
+		l.cancel(t, 4)
+		for r := l.next(t, ctx); !r.Canceled; r = l.next(t, ctx) {
+		}
 		l.create(t, ctx, &pb.WatchCreateRequest{Key: []byte("k1"), StartRevision: 15})
 		l.create(t, ctx, &pb.WatchCreateRequest{Key: []byte("k1"), StartRevision: 8, PrevKv: true})
 		put("k1", "c") // 13
 		put("k1", "d") // 14
 		put("k1", "e") // 15
 		l.waitFor(t, ctx, map[int64]int64{1: 15, 3: 15, 100: 15, 5: 15, 6: 15})
+		l.progress(t, ctx)
 		for _, v := range l.violations {
 			t.Errorf("%s", v)
 		}
 		return l.String()
 	}
-	want := run(rawConn(t, direct.ClientURL))
-	got := run(rawConn(t, p.Addr()))
+	want := run(testutil.Dial(t, direct.ClientURL))
+	got := run(testutil.Dial(t, p.Addr()))
 	if got != want {
 		t.Errorf("watch responses through the proxy differ from direct etcd\n--- proxy:\n%s--- direct:\n%s", got, want)
 	}

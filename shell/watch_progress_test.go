@@ -7,6 +7,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -17,10 +18,10 @@ import (
 // etcd-io/etcd#19710), carry a revision >= R, and follow every event up
 // to R on that stream.
 func TestRequestProgressLikeKubernetes(t *testing.T) {
-	m := startMember(t)
-	p := startProxy(t, []string{m.ClientURL}, nil)
-	ctx := ctxT(t, 30*time.Second)
-	cc := rawConn(t, p.Addr())
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	ctx := testutil.Context(t, 30*time.Second)
+	cc := testutil.Dial(t, p.Addr())
 	kv := pb.NewKVClient(cc)
 	st, err := pb.NewWatchClient(cc).Watch(ctx)
 	if err != nil {
@@ -88,14 +89,14 @@ func TestRequestProgressLikeKubernetes(t *testing.T) {
 // event the window still had, in order, and then etcd's compaction response,
 // never a gap passed over in silence.
 func TestHeldWatcherCompactedMeanwhile(t *testing.T) {
-	m := startMember(t)
-	p := startProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
 		c.WatchStreamBufferBytes = 16 << 10
 		c.WatchHistoryEvents = 10
 	})
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testutil.Context(t, 60*time.Second)
 	slow := openSlowWatch(t, ctx, p.Addr(), "k")
-	kv := pb.NewKVClient(rawConn(t, m.ClientURL))
+	kv := pb.NewKVClient(testutil.Dial(t, m.ClientURL))
 	value := make([]byte, 2048)
 	var last int64
 	for i := 0; i < 200; i++ {
@@ -105,7 +106,7 @@ func TestHeldWatcherCompactedMeanwhile(t *testing.T) {
 		}
 		last = r.Header.Revision
 	}
-	eventually(t, 10*time.Second, "the slow stream is held", func() bool { s, _ := p.CoreState(); return s.Holds > 0 })
+	testutil.WaitUntil(t, 10*time.Second, "the slow stream is held", func() bool { s, _ := p.CoreState(); return s.Holds > 0 })
 	if _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: last, Physical: true}); err != nil {
 		t.Fatal(err)
 	}

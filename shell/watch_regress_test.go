@@ -8,6 +8,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 // TestWatchAcrossEtcdRestart covers two bugs of etcd's own proxy. After etcd
@@ -19,18 +21,18 @@ import (
 // their own key's events, with none lost or repeated; a watcher created
 // after the restart must get events too.
 func TestWatchAcrossEtcdRestart(t *testing.T) {
-	m := startMember(t)
-	p := startProxy(t, []string{m.ClientURL}, nil)
-	ctx := ctxT(t, 60*time.Second)
-	cc := rawConn(t, p.Addr())
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	ctx := testutil.Context(t, 60*time.Second)
+	cc := testutil.Dial(t, p.Addr())
 	l := openWatchLog(t, ctx, cc)
 	l.create(t, ctx, &pb.WatchCreateRequest{Key: []byte("a"), WatchId: 1})
 	l.create(t, ctx, &pb.WatchCreateRequest{Key: []byte("b"), WatchId: 2})
 
-	kv := newClient(t, p.Addr())
+	kv := testutil.Client(t, p.Addr())
 	putOK := func(k, v string) {
 		t.Helper()
-		eventually(t, 20*time.Second, "put "+k, func() bool {
+		testutil.WaitUntil(t, 20*time.Second, "put "+k, func() bool {
 			rctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
 			_, err := kv.Put(rctx, k, v)
@@ -74,11 +76,11 @@ func TestWatchAcrossEtcdRestart(t *testing.T) {
 // a compaction and a proxy restart, re-created client watches never
 // received events again.
 func TestWatchAfterCompactionAndProxyRestart(t *testing.T) {
-	m := startMember(t)
-	ctx := ctxT(t, 60*time.Second)
-	direct := newClient(t, m.ClientURL)
-	p1 := startProxy(t, []string{m.ClientURL}, nil)
-	c1 := newClient(t, p1.Addr())
+	m := testutil.StartMember(t)
+	ctx := testutil.Context(t, 60*time.Second)
+	direct := testutil.Client(t, m.ClientURL)
+	p1 := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	c1 := testutil.Client(t, p1.Addr())
 	w1 := c1.Watch(ctx, "k")
 	var rev int64
 	for i := 0; i < 5; i++ {
@@ -89,22 +91,34 @@ func TestWatchAfterCompactionAndProxyRestart(t *testing.T) {
 		rev = r.Header.Revision
 	}
 	for got := 0; got < 5; {
-		wr := <-w1
-		got += len(wr.Events)
+		select {
+		case wr, ok := <-w1:
+			if !ok || wr.Err() != nil {
+				t.Fatalf("watch through the first proxy ended after %d events: %v", got, wr.Err())
+			}
+			got += len(wr.Events)
+		case <-ctx.Done():
+			t.Fatalf("watch through the first proxy: %d of 5 events before the deadline", got)
+		}
 	}
 	if _, err := direct.Compact(ctx, rev); err != nil {
 		t.Fatal(err)
 	}
 	p1.Close()
 
-	p2 := startProxy(t, []string{m.ClientURL}, nil)
-	c2 := newClient(t, p2.Addr())
+	p2 := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	c2 := testutil.Client(t, p2.Addr())
 	// A client resuming after its last revision, and one starting fresh.
 	resumed := c2.Watch(ctx, "k", clientv3.WithRev(rev+1), clientv3.WithCreatedNotify())
 	fresh := c2.Watch(ctx, "k", clientv3.WithCreatedNotify())
 	for _, wch := range []clientv3.WatchChan{resumed, fresh} {
-		if wr := <-wch; !wr.Created {
-			t.Fatalf("first response is not the created notification: %+v", wr)
+		select {
+		case wr, ok := <-wch:
+			if !ok || !wr.Created {
+				t.Fatalf("first response is not the created notification: %+v (channel open: %v)", wr, ok)
+			}
+		case <-ctx.Done():
+			t.Fatal("no created notification before the deadline")
 		}
 	}
 	r, err := direct.Put(ctx, "k", "after")
@@ -113,9 +127,9 @@ func TestWatchAfterCompactionAndProxyRestart(t *testing.T) {
 	}
 	for name, wch := range map[string]clientv3.WatchChan{"resumed": resumed, "fresh": fresh} {
 		select {
-		case wr := <-wch:
-			if err := wr.Err(); err != nil {
-				t.Fatalf("%s watch: %v", name, err)
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				t.Fatalf("%s watch ended: %v", name, wr.Err())
 			}
 			if len(wr.Events) != 1 || wr.Events[0].Kv.ModRevision != r.Header.Revision {
 				t.Errorf("%s watch got %+v, want the write at %d", name, wr.Events, r.Header.Revision)

@@ -15,17 +15,15 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
-	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"pgregory.net/rapid"
 
-	"github.com/etcdproxy/etcdproxy/core/watch"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -378,38 +376,20 @@ type realEnv struct {
 	broken error
 }
 
-func realDial(t *testing.T, addr string) *grpc.ClientConn {
-	t.Helper()
-	cc, err := grpc.NewClient(strings.TrimPrefix(addr, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
-}
-
 func startRealEnv(t *testing.T) *realEnv {
 	cl, err := embedetcd.StartCluster(t.TempDir(), 3, embedetcd.Options{NoFsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Stop)
-	cfg := shell.DefaultConfig()
-	cfg.ListenAddr = "127.0.0.1:0"
-	cfg.AdvertiseClientURL = ""
-	cfg.Endpoints = cl.Endpoints()
-	cfg.WatchHistoryEvents = 4
-	cfg.WatchStreamBufferBytes = 600
-	cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named("proxy")
-	p, err := shell.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p := testutil.StartProxyLogging(t, cl.Endpoints(), func(c *shell.Config) {
+		c.WatchHistoryEvents = 4
+		c.WatchStreamBufferBytes = 600
+	}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named("proxy"))
 	e := &realEnv{t: t, cl: cl, p: p}
-	e.proxyCC = realDial(t, p.Addr())
+	e.proxyCC = testutil.Dial(t, p.Addr())
 	for _, m := range cl.Members {
-		e.memberCC = append(e.memberCC, realDial(t, m.ClientURL))
+		e.memberCC = append(e.memberCC, testutil.Dial(t, m.ClientURL))
 	}
 	return e
 }
@@ -1138,12 +1118,12 @@ func (s *realRun) finish() {
 	}
 	deadline := time.Now().Add(realLeakWait)
 	for {
-		_, g := s.e.p.CoreState()
-		if g.Watch == (watch.Gauges{}) && g.Flow.Streams == 0 && g.Flow.PendingFetches == 0 && g.Flow.QueuedBytes == 0 {
+		held := testutil.NodeEmpty(s.e.p.CoreState())
+		if held == "" {
 			break
 		}
 		if time.Now().After(deadline) {
-			s.fatalf("the proxy still holds watch state %v after every client stream closed: %+v", realLeakWait, g)
+			s.fatalf("the proxy still holds %s %v after every client stream closed", held, realLeakWait)
 		}
 		select {
 		case <-time.After(20 * time.Millisecond):
@@ -1153,36 +1133,18 @@ func (s *realRun) finish() {
 	// Nor does etcd hold a watcher for it (the members run in this
 	// process and share etcd's metrics).
 	for {
-		n, err := realEtcdWatchers()
-		if err == nil && n == 0 {
+		n := testutil.EtcdWatchers(s.e.t)
+		if n == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			s.fatalf("etcd still has %v watchers %v after every client stream closed (error %v)", n, realLeakWait, err)
+			s.fatalf("etcd still has %v watchers %v after every client stream closed", n, realLeakWait)
 		}
 		select {
 		case <-time.After(20 * time.Millisecond):
 		case <-s.ctx.Done():
 		}
 	}
-}
-
-// realEtcdWatchers is the number of watchers on the embedded members.
-func realEtcdWatchers() (float64, error) {
-	mfs, err := prometheus.DefaultGatherer.Gather()
-	if err != nil {
-		return 0, err
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "etcd_debugging_mvcc_watcher_total" {
-			var n float64
-			for _, m := range mf.GetMetric() {
-				n += m.GetGauge().GetValue()
-			}
-			return n, nil
-		}
-	}
-	return 0, errors.New("no etcd_debugging_mvcc_watcher_total metric")
 }
 
 // compare returns how the proxy watch differs from its direct twin, or "".

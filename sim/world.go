@@ -19,7 +19,7 @@ import (
 
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
-	"github.com/etcdproxy/etcdproxy/core/watch"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 // World is one simulated proxy: the core's composite node, a model etcd
@@ -851,12 +851,8 @@ func (w *World) CloseAll() {
 		w.Close(id)
 	}
 	w.Settle()
-	g := w.N.Gauges()
-	if g.Watch != (watch.Gauges{}) || g.Flow.Streams != 0 || g.Flow.QueuedBytes != 0 || g.Flow.PendingFetches != 0 {
-		w.violate("left behind after every client closed: %+v", g)
-	}
-	if s := w.N.Stats(); s.Watch.Watchers != 0 {
-		w.violate("%d watchers counted after every client closed", s.Watch.Watchers)
+	if held := testutil.NodeEmpty(w.N.Stats(), w.N.Gauges()); held != "" {
+		w.violate("left behind after every client closed: %s", held)
 	}
 	for u := range w.Up {
 		if n, _ := w.Up[u].Open(); n != 0 {

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 var bins struct {
@@ -52,15 +52,6 @@ func needBins(t *testing.T) {
 	if bins.buildErr != nil {
 		t.Fatalf("building binaries: %v", bins.buildErr)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	a, err := embedetcd.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }
 
 // logWatcher collects a process's zap JSON log lines.
@@ -115,11 +106,11 @@ func etcdctl(t *testing.T, endpoint string, args ...string) string {
 // embedded etcd, then etcdctl put and get through the proxy.
 func TestSeedFlowWithEtcdctl(t *testing.T) {
 	needBins(t)
-	listen := freeAddr(t)
+	listen := testutil.FreeAddr(t)
 	cmd := exec.Command(bins.proxy, "start", "--embedded-etcd",
 		"--listen-addr="+listen,
-		"--embedded-client-url=http://"+freeAddr(t),
-		"--embedded-peer-url=http://"+freeAddr(t),
+		"--embedded-client-url=http://"+testutil.FreeAddr(t),
+		"--embedded-peer-url=http://"+testutil.FreeAddr(t),
 		"--data-dir="+t.TempDir())
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -174,7 +165,7 @@ func TestStartErrors(t *testing.T) {
 	}
 	defer busy.Close()
 	missing := filepath.Join(t.TempDir(), "missing")
-	ep := "--endpoints=" + freeAddr(t)
+	ep := "--endpoints=" + testutil.FreeAddr(t)
 	cases := []struct {
 		name string
 		args []string
@@ -187,8 +178,8 @@ func TestStartErrors(t *testing.T) {
 		{"endpoint without port", []string{"start", "--endpoints=etcd.example"}, `invalid --endpoints entry "etcd.example"`},
 		{"unsupported scheme", []string{"start", "--endpoints=ftp://127.0.0.1:2379"}, `unsupported scheme "ftp"`},
 		{"listen address in use", []string{"start", ep, "--listen-addr=" + busy.Addr().String()}, "address already in use"},
-		{"unreadable serving certificate", []string{"start", ep, "--listen-addr=" + freeAddr(t), "--cert-file=" + missing + ".crt", "--key-file=" + missing + ".key"}, missing + ".crt"},
-		{"unreadable etcd CA", []string{"start", ep, "--listen-addr=" + freeAddr(t), "--cacert=" + missing + ".ca"}, missing + ".ca"},
+		{"unreadable serving certificate", []string{"start", ep, "--listen-addr=" + testutil.FreeAddr(t), "--cert-file=" + missing + ".crt", "--key-file=" + missing + ".key"}, missing + ".crt"},
+		{"unreadable etcd CA", []string{"start", ep, "--listen-addr=" + testutil.FreeAddr(t), "--cacert=" + missing + ".ca"}, missing + ".ca"},
 		{"flag not implemented yet", []string{"start", "--discovery-srv=example.com"}, "flag --discovery-srv is not implemented yet"},
 		{"resolver prefix without ttl", []string{"start", "--resolver-prefix=___grpc_proxy_endpoint"}, "invalid --resolver-ttl 0"},
 		{"bad tls version", []string{"start", "--tls-min-version=TLS0.9"}, "invalid --tls-min-version"},

@@ -21,6 +21,7 @@ import (
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 // ---- harness ----
@@ -917,11 +918,8 @@ func TestCloseStreamLeavesNothing(t *testing.T) {
 	h.m.CloseStream(2)
 	h.expectSends(h.ready(), out{})
 	h.expectUp("shared cancel 1")
-	if g := h.m.Gauges(); g != (node.Gauges{}) {
-		t.Errorf("gauges = %+v, want all zero", g)
-	}
-	if st := h.m.Stats(); st.Watch.Watchers != 0 {
-		t.Errorf("watchers = %d, want 0", st.Watch.Watchers)
+	if held := testutil.NodeEmpty(h.m.Stats(), h.m.Gauges()); held != "" {
+		t.Errorf("left behind: %s", held)
 	}
 	// Inputs for the closed streams are ignored.
 	h.create(1, "a", "", 0)

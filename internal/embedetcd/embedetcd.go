@@ -19,7 +19,7 @@ import (
 // Member is one embedded etcd member.
 type Member struct {
 	Name      string
-	ClientURL string // http://127.0.0.1:port
+	ClientURL string // http://127.0.0.1:port, or a unix socket URL
 	PeerURL   string
 	Dir       string
 	Etcd      *embed.Etcd
@@ -47,8 +47,24 @@ func FreeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// parseClientURL parses a client URL, including the unix socket forms that
+// net/url refuses: unix://localhost:m0 (a socket file named localhost:m0
+// in the working directory, as etcd's integration framework names them)
+// and unix:///abs/path.
+func parseClientURL(s string) (*url.URL, error) {
+	for _, scheme := range []string{"unix", "unixs"} {
+		if rest, ok := strings.CutPrefix(s, scheme+"://"); ok {
+			if strings.HasPrefix(rest, "/") {
+				return &url.URL{Scheme: scheme, Path: rest}, nil
+			}
+			return &url.URL{Scheme: scheme, Host: rest}, nil
+		}
+	}
+	return url.Parse(s)
+}
+
 func newConfig(name, dir, clientURL, peerURL string, opts Options) (*embed.Config, error) {
-	cu, err := url.Parse(clientURL)
+	cu, err := parseClientURL(clientURL)
 	if err != nil {
 		return nil, fmt.Errorf("client URL %q: %w", clientURL, err)
 	}
