@@ -9,13 +9,16 @@
 //     results and etcd's own gRPC status codes and messages: errors from etcd
 //     pass through untouched, and errors the proxy makes itself are the
 //     rpctypes errors etcd would give.
+//
 //   - Auth tokens travel with each request: the proxy forwards the caller's
 //     token (and its require-leader flag) on the upstream call, so etcd
 //     authorizes every request as the client that sent it.
+//
 //   - The upstream connection uses one member at a time (pick-first over
 //     --endpoints) and moves to another member when the one in use stops.
 //     A request that cannot reach any member fails with Unavailable before
 //     the client's deadline rather than hanging.
+//
 //   - Under --namespace, the keyspace boundary of core/keyspace holds for
 //     every request, and calls that etcd does not scope by key cannot act on
 //     the whole cluster (see namespace.go).
@@ -28,6 +31,7 @@
 //     make sure nothing meant for the broken one reaches the new one) and
 //     revision fetches to goroutines (fetch.go). Every timer of the loop
 //     comes from the injected clock (Config.Clock).
+//
 //   - --endpoints are handed to clientv3 as written, in every form it dials
 //     (host:port, http(s) URLs, unix and unixs sockets); /metrics reaches a
 //     member's own metrics the same way.

@@ -104,4 +104,3 @@ func TestLoopTimersComeFromTheClock(t *testing.T) {
 		t.Errorf("the client got %v", got)
 	}
 }
-
