@@ -151,10 +151,15 @@ func (l *loop) execute(rd port.Ready) {
 		}
 		l.mu.Lock()
 		for id, ms := range l.batches {
+			if len(ms) == 0 {
+				delete(l.batches, id) // no sends for it this time: let it go
+				continue
+			}
 			if q := l.clients[id]; q != nil {
 				q.push(ms)
 			}
-			delete(l.batches, id)
+			clear(ms)
+			l.batches[id] = ms[:0] // push copied them; the next Ready reuses the room
 		}
 		l.mu.Unlock()
 	}

@@ -225,7 +225,7 @@ func (w *World) route() {
 		return
 	}
 	r := w.N.Ready()
-	w.N.Advance()
+	defer w.N.Advance() // once it is carried out: Advance lets the node reuse it
 	if w.Recording != nil {
 		writeReady(&w.Recording.Outputs, r)
 	}

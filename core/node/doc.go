@@ -10,9 +10,10 @@
 //   - HasReady tells whether there is anything to do; Ready hands out what
 //     is pending (responses for client streams, requests for upstream
 //     streams, revision fetches to run) and changes nothing.
-//   - Advance acknowledges the Ready: its outputs are the caller's now. A
-//     Written input later reports the bytes of client responses actually
-//     written, which is what releases a stream's flow control.
+//   - Advance acknowledges the Ready: the caller has carried it out (the
+//     next step reuses its slices). A Written input later reports the bytes
+//     of client responses actually written, which is what releases a
+//     stream's flow control.
 //
 // The node owns what the machines share: the client streams (their IDs and
 // per-stream flow control) and the revision fetches (a fetch is tagged with

@@ -68,7 +68,7 @@ func (n *Node) Tick(now time.Time) { n.Step(Tick{Now: now}) }
 func (n *Node) HasReady() bool { return n.out.HasReady() }
 
 // Ready returns what the caller must do. It changes nothing; Advance
-// acknowledges it.
+// acknowledges it, after which the next step reuses its slices.
 func (n *Node) Ready() port.Ready { return n.out.Ready() }
 
 // Advance acknowledges the last Ready.

@@ -96,7 +96,8 @@ func (o *Outbox) HasReady() bool {
 }
 
 // Ready returns what was produced since the last Advance. It changes
-// nothing: calling it twice gives the same.
+// nothing: calling it twice gives the same. Its slices are valid until the
+// step after the next Advance.
 func (o *Outbox) Ready() Ready {
 	r := Ready{Sends: o.sends, Upstream: o.upstream}
 	for _, id := range o.fetchIDs {
@@ -107,10 +108,13 @@ func (o *Outbox) Ready() Ready {
 	return r
 }
 
-// Advance acknowledges the last Ready: its outputs are the shell's now,
-// and the current-revision fetch it held is closed to further joiners.
+// Advance acknowledges the last Ready: the shell has carried it out, and
+// the current-revision fetch it held is closed to further joiners. The
+// next step reuses the Ready's slices, so the caller must be done with
+// them (the sends of one Ready can number one per watcher).
 func (o *Outbox) Advance() {
-	o.sends, o.upstream, o.fetchIDs = nil, nil, nil
+	clear(o.sends) // drop the responses for the collector
+	o.sends, o.upstream, o.fetchIDs = o.sends[:0], o.upstream[:0], nil
 	o.batch = nil
 }
 

@@ -21,8 +21,8 @@ type group struct {
 	// reached the group. base is where the window starts: the window holds
 	// every event in (base, rev]. upRev is how far the current upstream
 	// watch has brought the group: below rev while a rewound or reopened
-	// upstream watch catches up. Every member not held has every event up
-	// to max(upRev, its next-1).
+	// upstream watch catches up. Every member whose stream is not held has
+	// every event up to upRev: its next revision is past it (advance).
 	rev, base, upRev int64
 	window           []*batch
 	windowLen        int // events in window

@@ -77,6 +77,8 @@ func (d driver) Stats() node.Stats   { return d.n.Stats() }
 func (d driver) Gauges() node.Gauges { return d.n.Gauges() }
 func (d driver) Ready() port.Ready {
 	rd := d.n.Ready()
+	// The node reuses a Ready's slices after Advance; the tests keep them.
+	rd.Sends, rd.Upstream = slices.Clone(rd.Sends), slices.Clone(rd.Upstream)
 	d.n.Advance()
 	return rd
 }
