@@ -14,8 +14,8 @@ import (
 )
 
 // watchCodec is the proxy server's gRPC codec: gRPC's own protobuf codec,
-// plus one message type of the proxy's, sharedWatchResponse, a watch
-// response whose events are encoded once for every watcher that gets them.
+// plus one message type of the proxy's, outMsg, a watch response whose
+// events, when shared, are encoded once for every watcher that gets them.
 // The node says which events those are (port.SharedEvents); only the header
 // fields (the watch ID above all) differ between the watchers' responses.
 // At 10,000 watchers on a key that turns 10,000 encodings of an event into
@@ -31,11 +31,14 @@ func (c *watchCodec) Name() string { return "proto" }
 func (c *watchCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
 
 func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
-	s, ok := v.(*sharedWatchResponse)
+	m, ok := v.(*outMsg)
 	if !ok {
 		return c.proto.Marshal(v)
 	}
-	r := s.resp
+	if m.shared == nil {
+		return c.proto.Marshal(m.resp)
+	}
+	r := m.resp
 	head := &pb.WatchResponse{
 		Header: r.Header, WatchId: r.WatchId, Created: r.Created, Canceled: r.Canceled,
 		CompactRevision: r.CompactRevision, CancelReason: r.CancelReason, Fragment: r.Fragment,
@@ -44,19 +47,12 @@ func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if err != nil {
 		return nil, err
 	}
-	eb, err := s.events.encoded()
+	eb, err := m.shared.encoded()
 	if err != nil {
 		return nil, err
 	}
 	// Field 11 (events) follows fields 1 to 7, as protobuf lays them out.
 	return mem.BufferSlice{mem.SliceBuffer(hb), mem.SliceBuffer(eb)}, nil
-}
-
-// sharedWatchResponse is a watch response whose events (resp.Events) are
-// encoded by events, once for every response that shares them.
-type sharedWatchResponse struct {
-	resp   *pb.WatchResponse
-	events *sharedEncoding
 }
 
 // sharedEncoding is the encoding of a run of events as repeated field 11 of

@@ -22,7 +22,7 @@ func TestWatchCodecEncodesEventsOnce(t *testing.T) {
 	var first []byte
 	for _, id := range []int64{0, 1, 7, -1} {
 		want := &pb.WatchResponse{Header: h, WatchId: id, Events: evs, Fragment: id == 7}
-		data, err := c.Marshal(&sharedWatchResponse{resp: want, events: shared})
+		data, err := c.Marshal(&outMsg{resp: want, shared: shared})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,14 +45,17 @@ func TestWatchCodecEncodesEventsOnce(t *testing.T) {
 			t.Errorf("watch %d: the events were encoded again", id)
 		}
 	}
-	// Any other message is gRPC's own encoding.
+	// A response whose events are its own, and any other message, are
+	// gRPC's own encoding.
 	r := &pb.WatchResponse{WatchId: 3, Events: evs[1:]}
-	data, err := c.Marshal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
 	plain, _ := proto.Marshal(r)
-	if string(data.Materialize()) != string(plain) {
-		t.Errorf("plain response encoded differently from proto.Marshal")
+	for _, v := range []any{&outMsg{resp: r}, r} {
+		data, err := c.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(data.Materialize()) != string(plain) {
+			t.Errorf("%T encoded differently from proto.Marshal", v)
+		}
 	}
 }

@@ -17,6 +17,10 @@ import (
 // tickInterval is how often the node hears the time.
 const tickInterval = 50 * time.Millisecond
 
+// maxStepOutputs is how many outputs a step gathers before the loop
+// carries them out instead of taking more inputs.
+const maxStepOutputs = 16 << 10
+
 // fetchTimeout bounds one revision fetch; a fetch that runs out is
 // reported as a transport error, and the node tries it again.
 const fetchTimeout = 5 * time.Second
@@ -44,7 +48,8 @@ type loop struct {
 
 	ups [port.NumUpstreams]*upstreamStream
 
-	// batches, by stream, the sends of one Ready (loop goroutine only).
+	// batches gathers, by stream, the sends of one Ready (loop goroutine
+	// only): each stream's queue takes its slice whole.
 	batches map[port.StreamID][]outMsg
 }
 
@@ -95,9 +100,12 @@ func (l *loop) run(n *node.Node) {
 			return
 		case in := <-l.inputs:
 			l.step(n, in)
-			// Take whatever else is already waiting before acting, so that
-			// creates arriving together share one revision fetch.
-			for more := true; more; {
+			// Take what else is already waiting before acting, so that
+			// creates arriving together share one revision fetch; but act
+			// once a step holds maxStepOutputs, so that a burst of events
+			// for many watchers goes out in pieces, not in one Ready of
+			// millions of responses.
+			for more := true; more && n.Pending() < maxStepOutputs; {
 				select {
 				case in := <-l.inputs:
 					l.step(n, in)
@@ -151,15 +159,10 @@ func (l *loop) execute(rd port.Ready) {
 		}
 		l.mu.Lock()
 		for id, ms := range l.batches {
-			if len(ms) == 0 {
-				delete(l.batches, id) // no sends for it this time: let it go
-				continue
-			}
 			if q := l.clients[id]; q != nil {
-				q.push(ms)
+				q.push(ms) // the queue owns the slice now
 			}
-			clear(ms)
-			l.batches[id] = ms[:0] // push copied them; the next Ready reuses the room
+			delete(l.batches, id)
 		}
 		l.mu.Unlock()
 	}

@@ -27,14 +27,16 @@ type outMsg struct {
 // sender writes them. The node bounds how many bytes it hands out before the
 // sender reports them written, so the queue is bounded too.
 type clientQueue struct {
-	mu    sync.Mutex
-	items []outMsg
-	wake  chan struct{}
+	mu      sync.Mutex
+	batches [][]outMsg // as the loop handed them over, one per Ready
+	wake    chan struct{}
 }
 
+// push hands the queue one Ready's responses for its stream; the queue
+// owns ms from then on.
 func (q *clientQueue) push(ms []outMsg) {
 	q.mu.Lock()
-	q.items = append(q.items, ms...)
+	q.batches = append(q.batches, ms)
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -42,12 +44,12 @@ func (q *clientQueue) push(ms []outMsg) {
 	}
 }
 
-func (q *clientQueue) take() []outMsg {
+func (q *clientQueue) take() [][]outMsg {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	items := q.items
-	q.items = nil
-	return items
+	batches := q.batches
+	q.batches = nil
+	return batches
 }
 
 // serveWatch serves one client watch stream through the node.
@@ -80,16 +82,14 @@ func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.Wa
 			// loop hears from every stream, and 10,000 watchers make
 			// 10,000 responses per event.
 			n := 0
-			for _, m := range q.take() {
-				var msg any = m.resp
-				if m.shared != nil {
-					msg = &sharedWatchResponse{resp: m.resp, events: m.shared}
+			for _, ms := range q.take() {
+				for i := range ms {
+					if err := stream.SendMsg(&ms[i]); err != nil {
+						sendErr <- err
+						return
+					}
+					n += ms[i].size
 				}
-				if err := stream.SendMsg(msg); err != nil {
-					sendErr <- err
-					return
-				}
-				n += m.size
 			}
 			if n > 0 {
 				l.input(node.Written{Stream: id, Bytes: n})

@@ -64,6 +64,10 @@ func (n *Node) Step(in Input) {
 // Tick tells the node the time: Step(Tick{now}).
 func (n *Node) Tick(now time.Time) { n.Step(Tick{Now: now}) }
 
+// Pending is the number of outputs Ready would hand out now: a caller that
+// feeds several inputs per step can stop while a step is still small.
+func (n *Node) Pending() int { return n.out.Pending() }
+
 // HasReady reports whether Ready has anything to hand out.
 func (n *Node) HasReady() bool { return n.out.HasReady() }
 

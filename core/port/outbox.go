@@ -90,6 +90,9 @@ func (o *Outbox) Tick(now time.Time) {
 	}
 }
 
+// Pending is the number of outputs waiting to be handed out.
+func (o *Outbox) Pending() int { return len(o.sends) + len(o.upstream) + len(o.fetchIDs) }
+
 // HasReady reports whether there is anything to hand out.
 func (o *Outbox) HasReady() bool {
 	return len(o.sends) > 0 || len(o.upstream) > 0 || len(o.fetchIDs) > 0
@@ -114,6 +117,9 @@ func (o *Outbox) Ready() Ready {
 // them (the sends of one Ready can number one per watcher).
 func (o *Outbox) Advance() {
 	clear(o.sends) // drop the responses for the collector
+	if cap(o.sends) > 1024 && len(o.sends) < cap(o.sends)/4 {
+		o.sends = nil // a burst has passed: do not hold its room
+	}
 	o.sends, o.upstream, o.fetchIDs = o.sends[:0], o.upstream[:0], nil
 	o.batch = nil
 }
