@@ -167,6 +167,11 @@ func (c *Config) Validate() error {
 	if c.MaxRecvBytes <= 0 {
 		return fmt.Errorf("invalid --max-recv-bytes %d: must be positive", c.MaxRecvBytes)
 	}
+	if c.MaxRecvBytes < c.MaxSendBytes {
+		// etcd's proxy refuses this too (clientv3: the receive limit must
+		// not be below the send limit).
+		return fmt.Errorf("invalid --max-recv-bytes %d: must not be smaller than --max-send-bytes %d", c.MaxRecvBytes, c.MaxSendBytes)
+	}
 	return validateListenTLS(c)
 }
 

@@ -47,12 +47,18 @@ func dialUpstream(cfg *Config) (*upstream, error) {
 		PermitWithoutStream:  cfg.PermitWithoutStream,
 		// The proxy's server already bounds request size (see Config);
 		// a second, smaller bound here would answer differently from etcd.
-		MaxCallSendMsgSize: int(^uint32(0) >> 1),
+		MaxCallSendMsgSize: upstreamSendLimit(cfg),
 		MaxCallRecvMsgSize: cfg.MaxRecvBytes,
 		// clientv3 logs every failed attempt at warn level; a proxy relays
 		// client errors as a matter of course, so only its errors are kept.
 		Logger: u.lg.Named("client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
 		DialOptions: []grpc.DialOption{
+			// clientv3 applies the two limits above only to calls made
+			// through its own API; the proxy forwards with the raw
+			// etcdserverpb clients on the same connection, so they are
+			// the connection's defaults too (else gRPC's 4 MiB receive
+			// limit would refuse a large Range that etcd answered).
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvBytes), grpc.MaxCallSendMsgSize(upstreamSendLimit(cfg))),
 			grpc.WithDisableServiceConfig(),
 			grpc.WithDefaultServiceConfig(pickFirst),
 			grpc.WithChainUnaryInterceptor(u.trackMember),
@@ -81,6 +87,14 @@ func dialUpstream(cfg *Config) (*upstream, error) {
 		go u.reportSync(c.Ctx(), cfg.EndpointsAutoSyncInterval)
 	}
 	return u, nil
+}
+
+// upstreamSendLimit is the largest request the proxy sends to etcd: the
+// largest its own server accepts (so that etcd, not the proxy, answers a
+// request that is too large), and no more than the receive limit, as
+// clientv3 requires.
+func upstreamSendLimit(cfg *Config) int {
+	return min(cfg.MaxSendBytes+grpcOverheadBytes, cfg.MaxRecvBytes)
 }
 
 // reportSync logs the endpoint list whenever --endpoints-auto-sync-interval

@@ -74,7 +74,14 @@
 // again every RetryInterval until one comes. An upstream progress answer
 // speaks for a watch only if its request went out after etcd confirmed the
 // watch (etcd sends created responses and progress answers on different
-// internal channels, so their order on the stream proves nothing).
+// internal channels, so their order on the stream proves nothing). No
+// upstream watch starts past the latest revision the machine has seen: etcd
+// counts such a watch as unsynced and would answer no progress request on
+// its stream, and send it no progress notification, until the next write.
+// A watcher's next revision moves with what its group or catch-up watch
+// learns (events, progress), so a watcher that has been told it is current
+// survives a compaction at the revision after it, as a direct etcd watcher
+// does.
 //
 // Slow clients: the node bounds the bytes queued for each client stream. A
 // stream over its bound stops receiving; its watchers keep their place
