@@ -14,8 +14,9 @@
 // only while every watch on the stream is synced (a watch starting past the
 // store's revision is not), periodic progress notifications at etcd's
 // ticker, compaction responses for exactly the watches that need a
-// compacted revision, and they can break as when the proxy moves to another
-// member. Client streams create watches over random keys and ranges at
+// compacted revision (etcd then keeps the watch on the stream, unsynced,
+// until the proxy cancels it), and they can break as when the proxy moves
+// to another member. Client streams create watches over random keys and ranges at
 // past, current, future and invalid start revisions with random options,
 // cancel them (created, not yet created, or ended by etcd), ask for
 // progress, stop reading for a while and close; time passes on a
@@ -80,7 +81,8 @@
 // watcher ended by a compaction at exactly the revision it needs, a rewind
 // restarted from the wrong place after the shared stream is lost, a
 // catch-up watch left open by a cancel on a held stream, an upstream watch
-// starting past etcd's revision, and map iteration in Go's random order.
+// starting past etcd's revision, a compacted upstream watch never
+// cancelled, and map iteration in Go's random order.
 //
 // The named scenarios (scenarios_test.go) replay the bug classes etcd's
 // robustness tests found in etcd and the bugs of etcd's own proxy as fixed

@@ -24,6 +24,7 @@ var mutants = map[string]string{
 	"cancel-held-catch-up":      "a cancel on a held stream leaves the watcher's catch-up watch open",
 	"future-upstream-start":     "an upstream watch starts past etcd's revision, so etcd answers no progress for its stream",
 	"map-order":                 "groups are visited in Go's random map order, so replaying the same inputs gives other outputs",
+	"keep-compacted":            "an upstream watch etcd compacted is never cancelled, so etcd keeps it and answers no progress on its stream",
 }
 
 // TestMutationsAreCaught proves the simulation's checks can fail: the

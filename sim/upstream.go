@@ -22,7 +22,8 @@ import (
 // a watch catches up, in fragments; progress answers only when every watch
 // on the stream is synced; periodic progress notifications (ProgressTick)
 // to synced watches that were sent no events since the last tick; and
-// compaction responses for watches that need a compacted revision.
+// compaction responses for watches that need a compacted revision, after
+// which etcd keeps the watch on the stream until the proxy cancels it.
 type Upstream struct {
 	store   *Store
 	watches map[int64]*upWatch
@@ -50,6 +51,10 @@ type upWatch struct {
 	start    int64
 	fragment bool
 	sent     bool // events went out since the last progress tick
+	// compacted: etcd sent the compaction response; the watch stays on
+	// the stream (counted, its ID taken, and no progress answered while it
+	// is there) until the proxy cancels it.
+	compacted bool
 }
 
 // NewUpstream returns a stream over store.
@@ -100,8 +105,11 @@ func (u *Upstream) Request(r *pb.WatchRequest) {
 }
 
 // synced is etcd's test: the watch has been sent everything, and its start
-// revision is not in the future.
-func (u *Upstream) synced(w *upWatch) bool { return w.next > u.store.Rev && w.start <= u.store.Rev }
+// revision is not in the future. A compacted watch still on the stream is
+// not synced.
+func (u *Upstream) synced(w *upWatch) bool {
+	return !w.compacted && w.next > u.store.Rev && w.start <= u.store.Rev
+}
 
 // Open returns the number of watches open on the stream and the largest
 // number on one key range.
@@ -131,9 +139,12 @@ func (u *Upstream) ids() []int64 {
 func (u *Upstream) Pump(maxRevs int, fragment bool) {
 	for _, id := range u.ids() {
 		w := u.watches[id]
+		if w.compacted {
+			continue
+		}
 		if w.next <= u.store.Rev && w.next < u.store.Compacted {
 			u.ch = append(u.ch, &pb.WatchResponse{Header: &pb.ResponseHeader{}, WatchId: w.id, CompactRevision: u.store.Compacted, Canceled: true})
-			delete(u.watches, id)
+			w.compacted = true
 			continue
 		}
 		if w.next > u.store.Rev {
@@ -168,17 +179,18 @@ func (u *Upstream) Pump(maxRevs int, fragment bool) {
 func (u *Upstream) ProgressTick() {
 	for _, id := range u.ids() {
 		w := u.watches[id]
-		if !w.sent && u.synced(w) {
+		if !w.sent && u.synced(w) && !w.compacted {
 			u.ch = append(u.ch, &pb.WatchResponse{Header: u.header(), WatchId: w.id})
 		}
 		w.sent = false
 	}
 }
 
-// Synced reports whether every watch has been sent everything.
+// Synced reports whether every watch has been sent everything (a compacted
+// watch has nothing more coming).
 func (u *Upstream) Synced() bool {
 	for _, w := range u.watches {
-		if w.next <= u.store.Rev {
+		if !w.compacted && w.next <= u.store.Rev {
 			return false
 		}
 	}

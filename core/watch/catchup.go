@@ -44,6 +44,7 @@ func (m *Machine) catchUpResponse(c *catchUp, r *pb.WatchResponse) {
 	case upEnded:
 		delete(m.catchUps, c.up.id)
 		w.catchUp = nil
+		m.releaseCompacted(port.WatchCatchUp, c.up.id, r)
 		if r.CompactRevision != 0 && m.survives(w, r.CompactRevision) {
 			// etcd compacted only revisions the watcher does not need.
 			m.openCatchUpAbove(w, r.CompactRevision)

@@ -44,7 +44,8 @@
 //   - A start revision older than etcd's compaction gets etcd's own
 //     compaction response, relayed from an upstream watch. etcd compacts a
 //     watch only if it needs a revision below the compaction revision; so
-//     does the machine.
+//     does the machine. It cancels the compacted upstream watch, which etcd
+//     otherwise keeps on the stream (and answers no progress request there).
 //   - RequestProgress is answered at a revision R only once every event up
 //     to R has been delivered to every watcher on the stream, and R is at
 //     least the store revision when the request arrived. Unlike etcd, which

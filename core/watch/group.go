@@ -121,6 +121,7 @@ func (m *Machine) groupProgress(g *group, rev int64) {
 func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 	delete(m.shared, g.up.id)
 	delete(m.groups, g.rk)
+	m.releaseCompacted(port.WatchShared, g.up.id, r)
 	watchers := g.watchers
 	g.watchers = nil
 	var survivors []*watcher

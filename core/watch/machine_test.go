@@ -1205,6 +1205,7 @@ func TestCompactedStartRevision(t *testing.T) {
 	h.expectSends(h.ready(), out{})
 	h.up(port.WatchCatchUp, compactResp(1, 5, 10))
 	h.expectSends(h.ready(), out{1: {"w4 canceled compact=5 rev=10"}})
+	h.expectUp("catch-up cancel 1") // etcd keeps it until cancelled
 	if st := h.m.Stats(); st.Watch.Compacted != 1 || st.Watch.Watchers != 0 {
 		t.Errorf("stats = %+v", st)
 	}
@@ -1667,7 +1668,8 @@ func TestUpstreamCompactionSparesWatchersAtCompactRevision(t *testing.T) {
 	h.up(port.WatchShared, createdResp(2, 12))
 	h.up(port.WatchShared, compactResp(2, 9, 12))
 	h.expectSends(h.ready(), out{1: {"w0 canceled compact=9 rev=12"}})
-	h.expectUp("shared create 3 c from 9")
+	// etcd keeps a compacted watch until it is cancelled.
+	h.expectUp("shared cancel 2", "shared create 3 c from 9")
 	h.up(port.WatchShared, etcdEvents(3, 9, "c"))
 	h.up(port.WatchShared, etcdEvents(3, 10, "c"))
 	h.expectSends(h.ready(), out{2: {"w0 rev=9 [c@9]", "w0 rev=10 [c@10]"}, 3: {"w0 rev=10 [c@10]"}})

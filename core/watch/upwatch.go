@@ -113,6 +113,16 @@ func (m *Machine) upstreamStart(from, floor int64) int64 {
 	return from
 }
 
+// releaseCompacted cancels an upstream watch etcd ended by compaction: etcd
+// keeps such a watch on its stream (it counts it, keeps its ID, and answers
+// no progress request on the stream while it is there) until the client
+// cancels it, as clientv3 does.
+func (m *Machine) releaseCompacted(u port.UpstreamID, id int64, r *pb.WatchResponse) {
+	if r.CompactRevision != 0 && !fault("keep-compacted") {
+		m.out.Upstream(port.UpstreamRequest{Upstream: u, Watch: cancelReq(id)})
+	}
+}
+
 func createReq(id int64, key, end []byte, from int64) *pb.WatchRequest {
 	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
 		Key: key, RangeEnd: end, StartRevision: from, PrevKv: true, ProgressNotify: true, Fragment: true, WatchId: id,
