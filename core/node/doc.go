@@ -15,8 +15,10 @@
 //     of client responses actually written, which is what releases a
 //     stream's flow control.
 //
-// The node owns what the machines share: the client streams (their IDs and
-// per-stream flow control) and the revision fetches (a fetch is tagged with
+// The node owns what the machines share: the client streams (one ID space
+// for every kind of stream, named by the shell's loop from one counter and
+// registered here, and their per-stream flow control) and the revision
+// fetches (a fetch is tagged with
 // the machines that asked, and plain current-revision fetches made in one
 // step are one fetch for all of them). It starts no goroutine, does no I/O,
 // reads no clock and takes no lock; the shell runs it on one loop goroutine,
