@@ -2,7 +2,6 @@ package shell
 
 import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/etcdproxy/etcdproxy/core/node"
@@ -30,9 +29,6 @@ func (l *loop) fetch(f port.Fetch) {
 		res.Err = status.FromContextError(ctx.Err()).Err()
 	default:
 		res.Err = err
-	}
-	if _, ok := status.FromError(res.Err); !ok {
-		res.Err = status.Error(codes.Unknown, res.Err.Error())
 	}
 	l.input(node.Fetched{ID: f.ID, Result: res})
 }

@@ -57,30 +57,31 @@ func (h memberMetrics) fetch(ctx context.Context, ep string) ([]byte, error) {
 	return io.ReadAll(resp.Body)
 }
 
-// target returns the HTTP client and URL for a member's /metrics.
+// target returns the HTTP client and URL for a member's /metrics. The
+// client keeps no connection open: a scrape comes now and then, and each
+// one builds its client afresh.
 func (h memberMetrics) target(ep string) (*http.Client, string) {
-	if rest, ok := cutUnixScheme(ep); ok {
+	tr := &http.Transport{TLSClientConfig: h.tls, DisableKeepAlives: true}
+	client := &http.Client{Transport: tr}
+	rest, unix := cutUnixScheme(ep)
+	switch {
+	case unix:
 		socket := unixSocketPath(rest)
-		scheme, tlsCfg := "http", (*tls.Config)(nil)
-		if strings.HasPrefix(ep, "unixs:") {
-			scheme = "https"
-			if h.tls != nil {
-				tlsCfg = h.tls.Clone()
-				if tlsCfg.ServerName == "" {
-					tlsCfg.ServerName = path.Base(socket) // as clientv3 names the server
-				}
-			}
-		}
-		dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 		}
-		return &http.Client{Transport: &http.Transport{DialContext: dial, TLSClientConfig: tlsCfg}}, scheme + "://localhost/metrics"
-	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: h.tls}}
-	if strings.Contains(ep, "://") {
+		if !strings.HasPrefix(ep, "unixs:") {
+			tr.TLSClientConfig = nil
+			return client, "http://localhost/metrics"
+		}
+		if h.tls != nil && h.tls.ServerName == "" {
+			tr.TLSClientConfig = h.tls.Clone()
+			tr.TLSClientConfig.ServerName = path.Base(socket) // as clientv3 names the server
+		}
+		return client, "https://localhost/metrics"
+	case strings.Contains(ep, "://"):
 		return client, strings.TrimSuffix(ep, "/") + "/metrics"
-	}
-	if h.tls != nil {
+	case h.tls != nil:
 		return client, "https://" + ep + "/metrics"
 	}
 	return client, "http://" + ep + "/metrics"

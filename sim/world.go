@@ -390,12 +390,10 @@ func (w *World) Compact(rev int64) { w.Store.Compact(rev) }
 // AnswerFetch answers the i-th pending revision fetch as etcd would now, or
 // with a transport error (retry), which makes the node try again later.
 func (w *World) AnswerFetch(i int, retry bool) {
-	if len(w.fetches) == 0 {
+	f, ok := takeAt(&w.fetches, i)
+	if !ok {
 		return
 	}
-	i %= len(w.fetches)
-	f := w.fetches[i]
-	w.fetches = append(w.fetches[:i], w.fetches[i+1:]...)
 	res := w.serve(f)
 	if retry {
 		res = port.FetchResult{Err: status.Error(codes.Unavailable, "connection refused")}
@@ -409,27 +407,33 @@ func (w *World) AnswerFetch(i int, retry bool) {
 // ServeFetch has etcd serve the i-th pending fetch now; the answer reaches
 // the proxy later (DeliverFetch), after whatever happens meanwhile.
 func (w *World) ServeFetch(i int) {
-	if len(w.fetches) == 0 {
-		return
+	if f, ok := takeAt(&w.fetches, i); ok {
+		w.served = append(w.served, node.Fetched{ID: f.ID, Result: w.serve(f)})
 	}
-	i %= len(w.fetches)
-	f := w.fetches[i]
-	w.fetches = append(w.fetches[:i], w.fetches[i+1:]...)
-	w.served = append(w.served, node.Fetched{ID: f.ID, Result: w.serve(f)})
 }
 
 // DeliverFetch hands the i-th served answer to the node.
 func (w *World) DeliverFetch(i int) {
-	if len(w.served) == 0 {
+	in, ok := takeAt(&w.served, i)
+	if !ok {
 		return
 	}
-	i %= len(w.served)
-	in := w.served[i]
-	w.served = append(w.served[:i], w.served[i+1:]...)
 	if w.Trace != nil {
 		w.Trace("fetch %d answered late: %v at store revision %d", in.ID, in.Result, w.Store.Rev)
 	}
 	w.step(in)
+}
+
+// takeAt removes and returns the element at i (modulo the length).
+func takeAt[T any](s *[]T, i int) (T, bool) {
+	var v T
+	if len(*s) == 0 {
+		return v, false
+	}
+	i %= len(*s)
+	v = (*s)[i]
+	*s = slices.Delete(*s, i, i+1)
+	return v, true
 }
 
 // serve is etcd's answer to a fetch now.

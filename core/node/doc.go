@@ -18,9 +18,8 @@
 // The node owns what the machines share: the client streams (one ID space
 // for every kind of stream, named by the shell's loop from one counter and
 // registered here, and their per-stream flow control) and the revision
-// fetches (a fetch is tagged with
-// the machines that asked, and plain current-revision fetches made in one
-// step are one fetch for all of them). It starts no goroutine, does no I/O,
+// fetches (a fetch is tagged with the machines that asked, and plain
+// current-revision fetches made in one step are one fetch for all of them). It starts no goroutine, does no I/O,
 // reads no clock and takes no lock; the shell runs it on one loop goroutine,
 // and the simulation drives it step by step.
 package node

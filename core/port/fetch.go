@@ -37,7 +37,7 @@ func (o *Outbox) Fetched(id FetchID, r FetchResult) (Machines, bool) {
 	if f == nil || f.retrying {
 		return 0, false
 	}
-	if Retryable(r.Err) {
+	if retryable(r.Err) {
 		f.retrying, f.retryAt = true, o.now.Add(o.cfg.RetryInterval)
 		return 0, false
 	}
@@ -48,9 +48,9 @@ func (o *Outbox) Fetched(id FetchID, r FetchResult) (Machines, bool) {
 	return f.req.For, true
 }
 
-// Retryable tells transport trouble, worth another try, from etcd's
-// verdicts on a request.
-func Retryable(err error) bool {
+// retryable tells transport trouble, worth another try, from etcd's
+// verdicts on a request. An error that is no gRPC status counts as Unknown.
+func retryable(err error) bool {
 	if err == nil {
 		return false
 	}

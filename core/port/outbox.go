@@ -71,9 +71,6 @@ func NewOutbox(cfg Config, now time.Time) *Outbox {
 	return &Outbox{cfg: cfg, now: now, flows: map[StreamID]*Flow{}, fetches: map[FetchID]*fetch{}}
 }
 
-// Now is the time of the last Tick.
-func (o *Outbox) Now() time.Time { return o.now }
-
 // Tick advances the clock: fetches whose retry is due are handed out again.
 func (o *Outbox) Tick(now time.Time) {
 	o.now = now
@@ -94,9 +91,7 @@ func (o *Outbox) Tick(now time.Time) {
 func (o *Outbox) Pending() int { return len(o.sends) + len(o.upstream) + len(o.fetchIDs) }
 
 // HasReady reports whether there is anything to hand out.
-func (o *Outbox) HasReady() bool {
-	return len(o.sends) > 0 || len(o.upstream) > 0 || len(o.fetchIDs) > 0
-}
+func (o *Outbox) HasReady() bool { return o.Pending() > 0 }
 
 // Ready returns what was produced since the last Advance. It changes
 // nothing: calling it twice gives the same. Its slices are valid until the
@@ -179,18 +174,17 @@ func (o *Outbox) Upstream(r UpstreamRequest) { o.upstream = append(o.upstream, r
 // Holds counts the times a stream went over its bound.
 func (o *Outbox) Holds() int64 { return o.holds }
 
-// FlowStats are the flow control's counters and gauges.
+// FlowStats are the flow control's gauges.
 type FlowStats struct {
-	Holds          int64 // times a stream went over its bound
-	Streams        int   // client streams open
-	QueuedBytes    int   // bytes handed out and not yet written
-	HeldStreams    int   // streams over their bound now
-	PendingFetches int   // revision fetches not answered yet
+	Streams        int // client streams open
+	QueuedBytes    int // bytes handed out and not yet written
+	HeldStreams    int // streams over their bound now
+	PendingFetches int // revision fetches not answered yet
 }
 
 // Stats counts the Outbox's state; it walks every stream.
 func (o *Outbox) Stats() FlowStats {
-	s := FlowStats{Holds: o.holds, Streams: len(o.flows), PendingFetches: len(o.fetches)}
+	s := FlowStats{Streams: len(o.flows), PendingFetches: len(o.fetches)}
 	for _, f := range o.flows {
 		s.QueuedBytes += f.queued
 		if f.held {

@@ -83,8 +83,3 @@ type Ready struct {
 	Upstream []UpstreamRequest
 	Fetches  []Fetch
 }
-
-// Empty reports whether there is nothing to do.
-func (r Ready) Empty() bool {
-	return len(r.Sends) == 0 && len(r.Upstream) == 0 && len(r.Fetches) == 0
-}

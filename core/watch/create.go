@@ -76,7 +76,8 @@ func (m *Machine) fetchFor(w *watcher, rev int64) {
 		f.Key, f.End = w.key, w.end
 	}
 	w.fetch = m.out.Fetch(port.Watch, f)
-	m.waitersOf(w.fetch).watchers = append(m.fetches[w.fetch].watchers, w)
+	ws := m.waitersOf(w.fetch)
+	ws.watchers = append(ws.watchers, w)
 }
 
 func (m *Machine) waitersOf(id port.FetchID) *waiters {
@@ -93,9 +94,7 @@ func (m *Machine) Fetched(id port.FetchID, r port.FetchResult) {
 		return
 	}
 	delete(m.fetches, id)
-	if r.Header != nil {
-		m.seen(r.Header)
-	}
+	m.seen(r.Header)
 	for _, w := range f.watchers {
 		if w.state != fetching || w.fetch != id || w.s.closed {
 			continue
@@ -133,7 +132,7 @@ func (m *Machine) flushQueue(s *stream) {
 		r := s.queue[0]
 		switch {
 		case r.refusal != "":
-			m.send(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: r.refusal})
+			m.sendRefusal(s, r.refusal)
 		case r.create != nil:
 			if r.create.result == nil {
 				return
@@ -148,6 +147,12 @@ func (m *Machine) flushQueue(s *stream) {
 	m.checkProgress(s)
 }
 
+// sendRefusal answers a create with etcd's refusal: created and cancelled
+// at once, for no watch ID, with etcd's reason.
+func (m *Machine) sendRefusal(s *stream, reason string) {
+	m.send(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: reason})
+}
+
 // complete answers a create with the revision fetched for it: etcd's
 // refusal, or created at that revision, and the watcher goes live in its
 // range's group (or on a catch-up watch of its own).
@@ -157,7 +162,7 @@ func (m *Machine) complete(w *watcher) {
 	w.result = nil
 	if r.Err != nil {
 		m.stats.Watchers--
-		m.send(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: r.Err.Error()})
+		m.sendRefusal(s, r.Err.Error())
 		return
 	}
 	w.id = w.chosen
@@ -165,7 +170,7 @@ func (m *Machine) complete(w *watcher) {
 		w.id = s.autoID()
 	} else if s.watchers[w.id] != nil {
 		m.stats.Watchers--
-		m.send(s, &pb.WatchResponse{Header: m.header(), WatchId: invalidWatchID, Created: true, Canceled: true, CancelReason: reasonDuplicateID})
+		m.sendRefusal(s, reasonDuplicateID)
 		return
 	}
 	rev := r.Header.GetRevision()

@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"time"
@@ -156,32 +157,23 @@ func (m *Machine) headerAt(rev int64) *pb.ResponseHeader {
 // header returns etcd's response header as of the latest revision seen.
 func (m *Machine) header() *pb.ResponseHeader { return m.headerAt(m.lastRev) }
 
-func (m *Machine) sortedStreams() []*stream {
-	ids := slices.Sorted(maps.Keys(m.streams))
-	out := make([]*stream, len(ids))
-	for i, id := range ids {
-		out[i] = m.streams[id]
-	}
-	return out
-}
+func (m *Machine) sortedStreams() []*stream { return sortedByKey(m.streams) }
 
 func (m *Machine) sortedGroups() []*group {
-	ids := slices.Sorted(maps.Keys(m.shared))
 	if fault("map-order") {
-		ids = slices.Collect(maps.Keys(m.shared))
+		return slices.Collect(maps.Values(m.shared))
 	}
-	out := make([]*group, len(ids))
-	for i, id := range ids {
-		out[i] = m.shared[id]
-	}
-	return out
+	return sortedByKey(m.shared)
 }
 
-func (m *Machine) sortedCatchUps() []*catchUp {
-	ids := slices.Sorted(maps.Keys(m.catchUps))
-	out := make([]*catchUp, len(ids))
-	for i, id := range ids {
-		out[i] = m.catchUps[id]
+func (m *Machine) sortedCatchUps() []*catchUp { return sortedByKey(m.catchUps) }
+
+// sortedByKey returns a map's values in the order of their keys: the
+// machine never lets Go's map order reach its outputs.
+func sortedByKey[K cmp.Ordered, V any](mp map[K]V) []V {
+	out := make([]V, 0, len(mp))
+	for _, k := range slices.Sorted(maps.Keys(mp)) {
+		out = append(out, mp[k])
 	}
 	return out
 }

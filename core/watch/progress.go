@@ -29,8 +29,8 @@ func (m *Machine) RequestProgress(id port.StreamID) {
 	if s == nil {
 		return
 	}
-	f := m.out.Fetch(port.Watch, port.Fetch{Token: s.token, Key: []byte{0}})
-	m.waitersOf(f).streams = append(m.fetches[f].streams, s)
+	ws := m.waitersOf(m.out.Fetch(port.Watch, port.Fetch{Token: s.token, Key: []byte{0}}))
+	ws.streams = append(ws.streams, s)
 }
 
 // wantProgress asks etcd for progress on the upstream streams that s
