@@ -11,6 +11,8 @@ import (
 
 	"github.com/benbjohnson/clock"
 	"go.uber.org/zap"
+
+	"github.com/etcdproxy/etcdproxy/core/failover"
 )
 
 // Config is everything the proxy needs to start. Field names follow the
@@ -84,6 +86,13 @@ type Config struct {
 	// --watch-progress-notify-interval.
 	WatchProgressInterval time.Duration
 
+	// FailoverTimeout is the proxy's own detection bound for the member in
+	// use: a health probe unanswered this long, no raft leader for this
+	// long, or this far behind the most advanced member, and the proxy
+	// moves to a healthy member. Probes go to every member four times per
+	// bound. Zero means failover.DefaultTimeout.
+	FailoverTimeout time.Duration
+
 	// Clock is the time source of the core and its loop (ticks, fetch
 	// timeouts, reconnect backoff); nil means the wall clock.
 	Clock clock.Clock
@@ -115,6 +124,7 @@ func DefaultConfig() Config {
 		TLSMinVersion:          "TLS1.2",
 		WatchHistoryEvents:     4096,
 		WatchStreamBufferBytes: 4 << 20,
+		FailoverTimeout:        failover.DefaultTimeout,
 	}
 }
 
@@ -125,6 +135,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		return fmt.Errorf("invalid --listen-addr %q: %w", c.ListenAddr, err)
+	}
+	if c.FailoverTimeout != 0 && c.FailoverTimeout < 100*time.Millisecond {
+		return fmt.Errorf("invalid --failover-timeout %v: must be at least 100ms", c.FailoverTimeout)
 	}
 	if len(c.Endpoints) == 0 {
 		return errors.New("--endpoints must name at least one etcd member")
@@ -224,4 +237,11 @@ func (c *Config) logger() *zap.Logger {
 		return zap.NewNop()
 	}
 	return c.Logger
+}
+
+func (c *Config) failoverTimeout() time.Duration {
+	if c.FailoverTimeout == 0 {
+		return failover.DefaultTimeout
+	}
+	return c.FailoverTimeout
 }

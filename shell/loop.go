@@ -32,9 +32,10 @@ const fetchTimeout = 5 * time.Second
 // inputs. Every timer (the tick, fetch timeouts, reconnect backoff) comes
 // from the injected clock.
 type loop struct {
-	lg    *zap.Logger
-	clock clock.Clock
-	kv    pb.KVClient
+	lg      *zap.Logger
+	clock   clock.Clock
+	kv      pb.KVClient
+	members *members // nil: no failover (tests of the loop alone)
 
 	inputs  chan node.Input
 	queries chan chan snapshot
@@ -59,9 +60,9 @@ type snapshot struct {
 	Gauges node.Gauges
 }
 
-func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, wc pb.WatchClient) *loop {
+func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, wc pb.WatchClient, ms *members) *loop {
 	l := &loop{
-		lg: lg, clock: clk, kv: kv,
+		lg: lg, clock: clk, kv: kv, members: ms,
 		inputs: make(chan node.Input, 1024), queries: make(chan chan snapshot),
 		clients: map[port.StreamID]*clientQueue{}, batches: map[port.StreamID][]outMsg{},
 	}
@@ -171,6 +172,50 @@ func (l *loop) execute(rd port.Ready) {
 	}
 	for _, f := range rd.Fetches {
 		go l.fetch(f)
+	}
+	for _, p := range rd.Probes {
+		go l.probe(p)
+	}
+	for _, sw := range rd.Switches {
+		l.switchMember(sw)
+	}
+	if len(rd.Ends) > 0 {
+		l.mu.Lock()
+		for _, e := range rd.Ends {
+			if q := l.clients[e.Stream]; q != nil {
+				q.finish(e.Err)
+			}
+		}
+		l.mu.Unlock()
+	}
+}
+
+// probe runs a member probe and hands its answer to the node.
+func (l *loop) probe(p port.Probe) {
+	if l.members == nil {
+		return
+	}
+	ctx, cancel := l.clock.WithTimeout(l.ctx, l.members.timeout)
+	defer cancel()
+	r := l.members.probe(ctx, p.Member)
+	if l.ctx.Err() == nil {
+		l.input(node.Probed{Member: p.Member, Seq: p.Seq, Result: r})
+	}
+}
+
+// switchMember moves the proxy to another member. The upstream streams are
+// reopened there at once (gRPC ends them when it closes the connection to
+// the member left, but a stream must not wait for that).
+func (l *loop) switchMember(sw port.Switch) {
+	if l.members == nil {
+		return
+	}
+	l.members.use(sw)
+	if sw.From == "" {
+		return
+	}
+	for _, u := range l.ups {
+		u.restart()
 	}
 }
 

@@ -48,7 +48,7 @@ func (w *refusingWatch) Watch(context.Context, ...grpc.CallOption) (pb.Watch_Wat
 func TestLoopTimersComeFromTheClock(t *testing.T) {
 	clk := clock.NewMock()
 	kv, wc := &blockingKV{}, &refusingWatch{}
-	l := newLoop(zap.NewNop(), clk, node.Config{Port: port.Config{RetryInterval: 100 * time.Millisecond}}, kv, wc)
+	l := newLoop(zap.NewNop(), clk, node.Config{Port: port.Config{RetryInterval: 100 * time.Millisecond}}, kv, wc, nil)
 	t.Cleanup(l.close)
 	q := &clientQueue{wake: make(chan struct{}, 1)}
 	l.mu.Lock()
@@ -100,7 +100,7 @@ func TestLoopTimersComeFromTheClock(t *testing.T) {
 	}
 	// Nothing reached the client: a create whose revision cannot be read
 	// is not answered.
-	if got := q.take(); len(got) != 0 {
+	if got, _ := q.take(); len(got) != 0 {
 		t.Errorf("the client got %v", got)
 	}
 }

@@ -2,14 +2,18 @@ package shell
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/etcdproxy/etcdproxy/core/failover"
 )
 
 // nodeCollector exports the core node's state. The loop computes it only
 // when Prometheus scrapes, in one query for all the metrics. The first two
 // carry the names etcd's proxy uses for the same ideas.
 type nodeCollector struct {
-	l       *loop
-	metrics []nodeMetric
+	l         *loop
+	metrics   []nodeMetric
+	failovers *prometheus.Desc
+	inUse     *prometheus.Desc
 }
 
 type nodeMetric struct {
@@ -52,6 +56,11 @@ func newNodeCollector(l *loop) *nodeCollector {
 	counter("etcdproxy_watch_events_sent_total", "Events handed to client watchers.", func(s snapshot) float64 { return float64(s.Stats.Watch.EventsSent) })
 	counter("etcdproxy_watch_upstream_watches_opened_total", "Upstream watchers opened (groups and catch-ups).",
 		func(s snapshot) float64 { return float64(s.Stats.Watch.GroupsOpened + s.Stats.Watch.CatchUpsOpened) })
+	gauge("etcdproxy_upstream_members", "etcd members the proxy knows (configured or found by auto-sync).", func(s snapshot) float64 { return float64(s.Stats.Failover.Members) })
+	gauge("etcdproxy_upstream_members_healthy", "etcd members whose last health probe was answered in time, with a leader, and not behind the cluster.",
+		func(s snapshot) float64 { return float64(s.Stats.Failover.Healthy) })
+	c.failovers = prometheus.NewDesc("etcdproxy_upstream_failovers_total", "Switches of the etcd member in use, by reason (silent, unreachable, no leader, behind, removed).", []string{"reason"}, nil)
+	c.inUse = prometheus.NewDesc("etcdproxy_upstream_member_in_use", "The etcd member the proxy forwards to (1 for the member in use).", []string{"member"}, nil)
 	return c
 }
 
@@ -59,11 +68,21 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.metrics {
 		ch <- m.desc
 	}
+	ch <- c.failovers
+	ch <- c.inUse
 }
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.l.snapshot()
 	for _, m := range c.metrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(s))
+	}
+	for _, r := range failover.Reasons {
+		if r != failover.ReasonStart {
+			ch <- prometheus.MustNewConstMetric(c.failovers, prometheus.CounterValue, float64(s.Stats.Failover.Switches[r]), r)
+		}
+	}
+	if m := s.Stats.Failover.Member; m != "" {
+		ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, 1, m)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/etcdproxy/etcdproxy/core/failover"
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
@@ -47,6 +48,7 @@ type Proxy struct {
 	registry *prometheus.Registry
 	reg      *registration
 	loop     *loop
+	members  *members
 	tlsInfo  *transport.TLSInfo
 	self     *clientv3.Client // client of this proxy, for /proxy/health
 	errc     chan error
@@ -176,6 +178,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	if clk == nil {
 		clk = clock.New()
 	}
+	p.members = newMembers(p.lg.Named("failover"), p.up, cfg.failoverTimeout(), cfg.Endpoints)
 	p.loop = newLoop(p.lg.Named("core"), clk, node.Config{
 		Port: port.Config{StreamBufferBytes: cfg.WatchStreamBufferBytes},
 		Watch: watch.Config{
@@ -184,7 +187,12 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 			FragmentBytes:    cfg.MaxSendBytes,
 			ProgressInterval: cfg.WatchProgressInterval,
 		},
-	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn))
+		Failover: failover.Config{Timeout: cfg.failoverTimeout()},
+		Members:  cfg.Endpoints,
+	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn), p.members)
+	if cfg.EndpointsAutoSyncInterval > 0 {
+		go p.members.autoSync(c.Ctx(), p.loop, cfg.EndpointsAutoSyncInterval, cfg.Endpoints)
+	}
 	p.registry.MustRegister(newNodeCollector(p.loop))
 	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns, loop: p.loop})
 	pb.RegisterLeaseServer(s, &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns})
@@ -207,8 +215,8 @@ func (p *Proxy) Addr() string { return p.lis.Addr().String() }
 // Client returns the proxy's upstream etcd client.
 func (p *Proxy) Client() *clientv3.Client { return p.up.client }
 
-// UpstreamMember returns the address of the etcd member the proxy last
-// forwarded a request to.
+// UpstreamMember returns the host:port of the etcd member the proxy
+// forwards to.
 func (p *Proxy) UpstreamMember() string { return p.up.Member() }
 
 // Err reports a server that stopped on its own, which ends the proxy.
@@ -229,6 +237,9 @@ func (p *Proxy) Close() error {
 		}
 		if p.loop != nil {
 			p.loop.close()
+		}
+		if p.members != nil {
+			p.members.close()
 		}
 		if p.http != nil {
 			p.http.Close()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -34,14 +32,15 @@ type upstream struct {
 	tls    *tls.Config // nil for plaintext
 
 	mu     sync.Mutex
-	member string // address of the member the last call went to
+	member string // host:port of the member in use
 }
 
 func dialUpstream(cfg *Config) (*upstream, error) {
 	u := &upstream{lg: cfg.logger()}
 	ccfg := clientv3.Config{
-		Endpoints:            cfg.Endpoints,
-		AutoSyncInterval:     cfg.EndpointsAutoSyncInterval,
+		// The failover machine chooses the member in use, starting with
+		// the first; the connection only ever knows that one.
+		Endpoints:            cfg.Endpoints[:1],
 		DialKeepAliveTime:    cfg.DialKeepAliveTime,
 		DialKeepAliveTimeout: cfg.DialKeepAliveTimeout,
 		PermitWithoutStream:  cfg.PermitWithoutStream,
@@ -61,13 +60,7 @@ func dialUpstream(cfg *Config) (*upstream, error) {
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvBytes), grpc.MaxCallSendMsgSize(upstreamSendLimit(cfg))),
 			grpc.WithDisableServiceConfig(),
 			grpc.WithDefaultServiceConfig(pickFirst),
-			grpc.WithChainUnaryInterceptor(u.trackMember),
-			// gRPC's default reconnect backoff grows to two minutes; a
-			// proxy must notice a member coming back within seconds.
-			grpc.WithConnectParams(grpc.ConnectParams{
-				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-				MinConnectTimeout: 5 * time.Second,
-			}),
+			connectParams,
 		},
 	}
 	tlsCfg, err := upstreamTLS(cfg, u.lg)
@@ -82,11 +75,36 @@ func dialUpstream(cfg *Config) (*upstream, error) {
 	}
 	u.client = c
 	u.conn = c.ActiveConnection()
+	u.member = hostOf(cfg.Endpoints[0])
 	go u.monitor(c.Ctx())
-	if cfg.EndpointsAutoSyncInterval > 0 {
-		go u.reportSync(c.Ctx(), cfg.EndpointsAutoSyncInterval)
-	}
 	return u, nil
+}
+
+// connectParams: gRPC's default reconnect backoff grows to two minutes; a
+// proxy must notice a member coming back within seconds.
+var connectParams = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
+})
+
+// probeConfig is the client configuration of a health-probe connection to
+// one member: the same TLS as the proxy's connection, nothing else.
+func (u *upstream) probeConfig(endpoint string) clientv3.Config {
+	return clientv3.Config{
+		Endpoints:   []string{endpoint},
+		TLS:         u.tls,
+		Logger:      u.lg.Named("probe").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		DialOptions: []grpc.DialOption{connectParams},
+	}
+}
+
+// use moves the connection to endpoint: gRPC closes the connection to the
+// member left, which ends every call and stream still on it.
+func (u *upstream) use(endpoint string) {
+	u.mu.Lock()
+	u.member = hostOf(endpoint)
+	u.mu.Unlock()
+	u.client.SetEndpoints(endpoint)
 }
 
 // upstreamSendLimit is the largest request the proxy sends to etcd: the
@@ -97,45 +115,7 @@ func upstreamSendLimit(cfg *Config) int {
 	return min(cfg.MaxSendBytes+grpcOverheadBytes, cfg.MaxRecvBytes)
 }
 
-// reportSync logs the endpoint list whenever --endpoints-auto-sync-interval
-// changes it, so that operators (and etcd's own e2e tests) see which
-// members the proxy now knows.
-func (u *upstream) reportSync(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(min(interval, time.Second))
-	defer t.Stop()
-	last := strings.Join(u.client.Endpoints(), ",")
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if eps := u.client.Endpoints(); strings.Join(eps, ",") != last {
-			last = strings.Join(eps, ",")
-			u.lg.Info("etcd endpoints updated by auto-sync", zap.Strings("endpoints", eps))
-		}
-	}
-}
-
-// trackMember notes which member served each unary call, so that a switch
-// to another member shows up in the log.
-func (u *upstream) trackMember(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	var p peer.Peer
-	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
-	if p.Addr != nil {
-		addr := p.Addr.String()
-		u.mu.Lock()
-		prev := u.member
-		u.member = addr
-		u.mu.Unlock()
-		if prev != addr {
-			u.lg.Info("forwarding to etcd member", zap.String("member", addr), zap.String("previous", prev))
-		}
-	}
-	return err
-}
-
-// Member returns the address of the etcd member the last call went to.
+// Member returns the host:port of the etcd member in use.
 func (u *upstream) Member() string {
 	u.mu.Lock()
 	defer u.mu.Unlock()

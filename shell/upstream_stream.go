@@ -66,6 +66,17 @@ type upstreamStream struct {
 	lost  uint64 // UpstreamLost inputs handed to the loop
 	epoch uint64 // how many of them the loop has taken (voiding the queue)
 	wake  chan struct{}
+	stop  context.CancelFunc // ends the stream open now
+}
+
+// restart ends the stream open now; run reopens it (on the member in use).
+func (u *upstreamStream) restart() {
+	u.mu.Lock()
+	stop := u.stop
+	u.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 func newUpstreamStream(l *loop, id port.UpstreamID, open opener) *upstreamStream {
@@ -117,6 +128,9 @@ func (u *upstreamStream) run() {
 	var want uint64 // the epoch the current stream may send in
 	for l.ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(l.ctx)
+		u.mu.Lock()
+		u.stop = cancel
+		u.mu.Unlock()
 		conn, err := u.open(sctx)
 		if err != nil {
 			cancel()

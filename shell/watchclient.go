@@ -29,7 +29,19 @@ type outMsg struct {
 type clientQueue struct {
 	mu      sync.Mutex
 	batches [][]outMsg // as the loop handed them over, one per Ready
+	end     error      // set: end the stream with it once batches are sent
 	wake    chan struct{}
+}
+
+// finish ends the stream with err once what is queued is sent.
+func (q *clientQueue) finish(err error) {
+	q.mu.Lock()
+	q.end = err
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }
 
 // push hands the queue one Ready's responses for its stream; the queue
@@ -44,12 +56,12 @@ func (q *clientQueue) push(ms []outMsg) {
 	}
 }
 
-func (q *clientQueue) take() [][]outMsg {
+func (q *clientQueue) take() ([][]outMsg, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	batches := q.batches
 	q.batches = nil
-	return batches
+	return batches, q.end
 }
 
 // serveWatch serves one client watch stream through the node.
@@ -59,7 +71,7 @@ func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.Wa
 	l.mu.Lock()
 	l.clients[id] = q
 	l.mu.Unlock()
-	l.input(node.OpenStream{Stream: id})
+	l.input(node.OpenStream{Stream: id, RequireLeader: requiresLeader(stream.Context())})
 	defer func() {
 		l.input(node.CloseStream{Stream: id})
 		l.mu.Lock()
@@ -82,7 +94,8 @@ func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.Wa
 			// loop hears from every stream, and 10,000 watchers make
 			// 10,000 responses per event.
 			n := 0
-			for _, ms := range q.take() {
+			batches, end := q.take()
+			for _, ms := range batches {
 				for i := range ms {
 					if err := stream.SendMsg(&ms[i]); err != nil {
 						sendErr <- err
@@ -90,6 +103,10 @@ func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.Wa
 					}
 					n += ms[i].size
 				}
+			}
+			if end != nil {
+				sendErr <- end
+				return
 			}
 			if n > 0 {
 				l.input(node.Written{Stream: id, Bytes: n})
@@ -149,6 +166,17 @@ func watchInput(id port.StreamID, req *pb.WatchRequest, translate func(*pb.Watch
 func hasToken(ctx context.Context) bool {
 	md, ok := metadata.FromIncomingContext(ctx)
 	return ok && len(md.Get(rpctypes.TokenFieldNameGRPC)) > 0
+}
+
+// requiresLeader reports whether a client stream asked for a leader
+// (clientv3.WithRequireLeader).
+func requiresLeader(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return false
+	}
+	l := md.Get(rpctypes.MetadataRequireLeaderKey)
+	return len(l) > 0 && l[0] == rpctypes.MetadataHasLeader
 }
 
 func metadataWithToken(ctx context.Context, token string) context.Context {

@@ -69,6 +69,7 @@ func newStartCommand() *cobra.Command {
 	f.DurationVar(&c.DialKeepAliveTime, "dial-keepalive-time", 0, "keepalive time for client(grpc-proxy) connections (default 0, disable).")
 	f.DurationVar(&c.DialKeepAliveTimeout, "dial-keepalive-timeout", c.DialKeepAliveTimeout, "keepalive timeout for client(grpc-proxy) connections (default 20s).")
 	f.BoolVar(&c.PermitWithoutStream, "permit-without-stream", false, "Enable client(grpc-proxy) to send keepalive pings even with no active RPCs.")
+	f.DurationVar(&c.FailoverTimeout, "failover-timeout", c.FailoverTimeout, "Leave the etcd member in use for a healthy one once it has not answered a health probe, had no raft leader, or been behind the cluster for this long (probes go to every member 4 times per period).")
 	f.BoolVar(&c.Debug, "debug", false, "Enable debug-level logging for grpc-proxy.")
 
 	f.StringVar(&c.Cert, "cert", "", "identify secure connections with etcd servers using this TLS certificate file")

@@ -20,9 +20,13 @@ type Tick struct{ Now time.Time }
 
 // OpenStream registers a client Watch stream. Token is the client's auth
 // token ("" for none), used for the revision fetches made on its behalf.
+// RequireLeader is set when the client asked for a leader
+// (clientv3.WithRequireLeader): the stream is refused, or ended, with
+// etcd's "no leader" error when the member in use has none.
 type OpenStream struct {
-	Stream port.StreamID
-	Token  string
+	Stream        port.StreamID
+	Token         string
+	RequireLeader bool
 }
 
 // CloseStream ends a client stream and everything it holds.
@@ -66,6 +70,18 @@ type Fetched struct {
 	Result port.FetchResult
 }
 
+// Probed is the answer to a member probe.
+type Probed struct {
+	Member string
+	Seq    uint64
+	Result port.ProbeResult
+}
+
+// SetMembers replaces the etcd members the failover machine chooses from.
+type SetMembers struct{ Endpoints []string }
+
+func (Probed) isInput()           {}
+func (SetMembers) isInput()       {}
 func (Tick) isInput()             {}
 func (OpenStream) isInput()       {}
 func (CloseStream) isInput()      {}
@@ -79,11 +95,17 @@ func (Fetched) isInput()          {}
 
 func (i Tick) String() string { return "tick " + i.Now.UTC().Format(time.RFC3339Nano) }
 func (i OpenStream) String() string {
+	s := fmt.Sprintf("open stream %d", i.Stream)
 	if i.Token != "" {
-		return fmt.Sprintf("open stream %d with token", i.Stream)
+		s += " with token"
 	}
-	return fmt.Sprintf("open stream %d", i.Stream)
+	if i.RequireLeader {
+		s += " requiring a leader"
+	}
+	return s
 }
+func (i Probed) String() string      { return fmt.Sprintf("probe %d of %s: %v", i.Seq, i.Member, i.Result) }
+func (i SetMembers) String() string  { return fmt.Sprintf("members %v", i.Endpoints) }
 func (i CloseStream) String() string { return fmt.Sprintf("close stream %d", i.Stream) }
 func (i WatchCreate) String() string { return fmt.Sprintf("stream %d create %v", i.Stream, i.Req) }
 func (i WatchCancel) String() string {

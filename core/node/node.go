@@ -1,8 +1,12 @@
 package node
 
 import (
+	"slices"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/etcdproxy/etcdproxy/core/failover"
 	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
 )
@@ -10,32 +14,71 @@ import (
 // Config sets the node's bounds: the flow control and fetch retries it
 // owns, and each machine's.
 type Config struct {
-	Port  port.Config
-	Watch watch.Config
+	Port     port.Config
+	Watch    watch.Config
+	Failover failover.Config
+	// Members are the etcd endpoints the proxy starts with; the failover
+	// machine starts on the first. With none, no member is probed or
+	// chosen (a node fed by a simulation that plays etcd itself).
+	Members []string
+	// LeaderlessStreamEnd is how long the member in use may report no
+	// leader before client streams that asked for a leader
+	// (require-leader) end with etcd's "no leader" error, as etcd ends
+	// them after three election timeouts (default 3 s: etcd's default 1 s
+	// election timeout). The failover machine normally moves to a member
+	// with a leader well before.
+	LeaderlessStreamEnd time.Duration
 }
+
+// DefaultLeaderlessStreamEnd is LeaderlessStreamEnd unless configured.
+const DefaultLeaderlessStreamEnd = 3 * time.Second
 
 // Node is the composite state machine. It is not safe for concurrent use:
 // one loop owns it.
 type Node struct {
-	out   *port.Outbox
-	watch *watch.Machine
+	cfg      Config
+	out      *port.Outbox
+	watch    *watch.Machine
+	failover *failover.Machine
+	now      time.Time
+	// leader holds the client streams that asked for a leader.
+	leader map[port.StreamID]bool
 }
 
 // New returns a node with cfg's bounds; now is the clock's reading.
 func New(cfg Config, now time.Time) *Node {
+	if cfg.LeaderlessStreamEnd <= 0 {
+		cfg.LeaderlessStreamEnd = DefaultLeaderlessStreamEnd
+	}
 	out := port.NewOutbox(cfg.Port, now)
-	return &Node{out: out, watch: watch.New(cfg.Watch, out, now)}
+	return &Node{
+		cfg: cfg, out: out, now: now, leader: map[port.StreamID]bool{},
+		watch:    watch.New(cfg.Watch, out, now),
+		failover: failover.New(cfg.Failover, out, cfg.Members, now),
+	}
 }
 
 // Step feeds one input.
 func (n *Node) Step(in Input) {
 	switch in := in.(type) {
 	case Tick:
+		n.now = in.Now
 		n.out.Tick(in.Now)
+		n.failover.Tick(in.Now)
 		n.watch.Tick(in.Now)
+		n.endLeaderless()
 	case OpenStream:
+		if in.RequireLeader {
+			if _, ok := n.failover.Leaderless(); ok {
+				// etcd refuses such a stream while it has no leader.
+				n.out.End(port.End{Stream: in.Stream, Err: rpctypes.ErrGRPCNoLeader})
+				return
+			}
+			n.leader[in.Stream] = true
+		}
 		n.watch.OpenStream(in.Stream, in.Token, n.out.OpenStream(in.Stream))
 	case CloseStream:
+		delete(n.leader, in.Stream)
 		n.watch.CloseStream(in.Stream)
 		n.out.CloseStream(in.Stream)
 	case WatchCreate:
@@ -58,6 +101,30 @@ func (n *Node) Step(in Input) {
 		if For, ok := n.out.Fetched(in.ID, in.Result); ok && For.Has(port.Watch) {
 			n.watch.Fetched(in.ID, in.Result)
 		}
+	case Probed:
+		n.failover.Probed(in.Member, in.Seq, in.Result)
+	case SetMembers:
+		n.failover.SetMembers(in.Endpoints)
+	}
+}
+
+// endLeaderless ends the streams that asked for a leader once the member in
+// use has reported none for LeaderlessStreamEnd (the failover machine found
+// no member with a leader to move to).
+func (n *Node) endLeaderless() {
+	since, ok := n.failover.Leaderless()
+	if !ok || n.now.Sub(since) < n.cfg.LeaderlessStreamEnd || len(n.leader) == 0 {
+		return
+	}
+	ids := make([]port.StreamID, 0, len(n.leader))
+	for id := range n.leader {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		delete(n.leader, id)
+		n.watch.CloseStream(id)
+		n.out.End(port.End{Stream: id, Err: rpctypes.ErrGRPCNoLeader})
 	}
 }
 
@@ -80,8 +147,9 @@ func (n *Node) Advance() { n.out.Advance() }
 
 // Stats are the node's counters.
 type Stats struct {
-	Watch watch.Stats
-	Holds int64 // times a client stream went over its bound
+	Watch    watch.Stats
+	Failover failover.Stats
+	Holds    int64 // times a client stream went over its bound
 }
 
 // Gauges are the node's current state.
@@ -91,7 +159,12 @@ type Gauges struct {
 }
 
 // Stats returns the counters; it is cheap.
-func (n *Node) Stats() Stats { return Stats{Watch: n.watch.Stats(), Holds: n.out.Holds()} }
+func (n *Node) Stats() Stats {
+	return Stats{Watch: n.watch.Stats(), Failover: n.failover.Stats(), Holds: n.out.Holds()}
+}
+
+// Member returns the etcd member in use.
+func (n *Node) Member() string { return n.failover.Member() }
 
 // Gauges counts the node's current state; it walks every stream and group,
 // so it is meant for a metrics scrape, not for every step.

@@ -31,6 +31,9 @@ type Outbox struct {
 	sends    []Send
 	upstream []UpstreamRequest
 	fetchIDs []FetchID // fetches to hand out, in order
+	probes   []Probe
+	switches []Switch
+	ends     []End
 
 	flows map[StreamID]*Flow
 
@@ -88,7 +91,9 @@ func (o *Outbox) Tick(now time.Time) {
 }
 
 // Pending is the number of outputs waiting to be handed out.
-func (o *Outbox) Pending() int { return len(o.sends) + len(o.upstream) + len(o.fetchIDs) }
+func (o *Outbox) Pending() int {
+	return len(o.sends) + len(o.upstream) + len(o.fetchIDs) + len(o.probes) + len(o.switches) + len(o.ends)
+}
 
 // HasReady reports whether there is anything to hand out.
 func (o *Outbox) HasReady() bool { return o.Pending() > 0 }
@@ -97,7 +102,7 @@ func (o *Outbox) HasReady() bool { return o.Pending() > 0 }
 // nothing: calling it twice gives the same. Its slices are valid until the
 // step after the next Advance.
 func (o *Outbox) Ready() Ready {
-	r := Ready{Sends: o.sends, Upstream: o.upstream}
+	r := Ready{Sends: o.sends, Upstream: o.upstream, Probes: o.probes, Switches: o.switches, Ends: o.ends}
 	for _, id := range o.fetchIDs {
 		if f := o.fetches[id]; f != nil {
 			r.Fetches = append(r.Fetches, f.req)
@@ -112,10 +117,12 @@ func (o *Outbox) Ready() Ready {
 // them (the sends of one Ready can number one per watcher).
 func (o *Outbox) Advance() {
 	clear(o.sends) // drop the responses for the collector
+	clear(o.ends)
 	if cap(o.sends) > 1024 && len(o.sends) < cap(o.sends)/4 {
 		o.sends = nil // a burst has passed: do not hold its room
 	}
 	o.sends, o.upstream, o.fetchIDs = o.sends[:0], o.upstream[:0], nil
+	o.probes, o.switches, o.ends = o.probes[:0], o.switches[:0], o.ends[:0]
 	o.batch = nil
 }
 
@@ -168,6 +175,20 @@ func (o *Outbox) Written(id StreamID, n int) bool {
 
 // Upstream queues a request for an upstream stream.
 func (o *Outbox) Upstream(r UpstreamRequest) { o.upstream = append(o.upstream, r) }
+
+// ---- members ----
+
+// Probe queues a member probe.
+func (o *Outbox) Probe(p Probe) { o.probes = append(o.probes, p) }
+
+// Switch queues a switch of the member in use.
+func (o *Outbox) Switch(s Switch) { o.switches = append(o.switches, s) }
+
+// End queues the end of a client stream and forgets its flow control.
+func (o *Outbox) End(e End) {
+	o.ends = append(o.ends, e)
+	delete(o.flows, e.Stream)
+}
 
 // ---- gauges ----
 

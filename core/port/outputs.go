@@ -77,9 +77,14 @@ func (r FetchResult) String() string {
 }
 
 // Ready is everything the shell must do after a step: sends to client
-// streams, requests on upstream streams, and revision fetches to run.
+// streams, requests on upstream streams, revision fetches and member probes
+// to run, switches of the member in use, and client streams to end (after
+// their sends).
 type Ready struct {
 	Sends    []Send
 	Upstream []UpstreamRequest
 	Fetches  []Fetch
+	Probes   []Probe
+	Switches []Switch
+	Ends     []End
 }

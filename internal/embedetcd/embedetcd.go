@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver"
 )
 
 // Member is one embedded etcd member.
@@ -27,7 +28,8 @@ type Member struct {
 	mu        sync.Mutex // serializes Stop and Restart
 }
 
-// Options tune the members a test starts.
+// Options tune the members a test starts. Timing is etcd's default unless
+// Configure changes it: 100 ms heartbeat, 1000 ms election timeout.
 type Options struct {
 	// LogLevel is etcd's log level; "error" when empty.
 	LogLevel string
@@ -210,4 +212,53 @@ func (c *Cluster) Stop() {
 	for _, m := range c.Members {
 		m.Stop()
 	}
+}
+
+// Isolate cuts raft traffic between m and every other member, in both
+// directions, as a network partition would (etcd's own CutPeer: each side
+// drops what it sends to the other and what it receives on its streams
+// from the other). m keeps serving its client port, so a client of m sees
+// a member that answers but has lost its leader: after an election timeout
+// a leader m steps down (etcd runs raft with CheckQuorum) and a follower m
+// stops following, while the others, if a quorum, elect a leader among
+// themselves and keep committing. The cut is made on the members running
+// at the time: one stopped then is not cut, and one restarted afterwards
+// comes back with its own side mended.
+func (c *Cluster) Isolate(m *Member) { c.partition(m, true) }
+
+// Heal restores the raft traffic Isolate cut; m then catches up from the
+// leader.
+func (c *Cluster) Heal(m *Member) { c.partition(m, false) }
+
+func (c *Cluster) partition(m *Member, cut bool) {
+	ms := m.server()
+	if ms == nil {
+		return
+	}
+	for _, o := range c.Members {
+		if o == m {
+			continue
+		}
+		other := o.server()
+		if other == nil {
+			continue
+		}
+		if cut {
+			ms.CutPeer(other.MemberID())
+			other.CutPeer(ms.MemberID())
+		} else {
+			ms.MendPeer(other.MemberID())
+			other.MendPeer(ms.MemberID())
+		}
+	}
+}
+
+// server is the member's running etcd server, or nil when stopped.
+func (m *Member) server() *etcdserver.EtcdServer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Etcd == nil {
+		return nil
+	}
+	return m.Etcd.Server
 }
