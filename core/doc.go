@@ -11,11 +11,16 @@
 //     Advance, as etcd's raft RawNode is. It owns the machines and what
 //     they share.
 //   - port: where the core meets the shell: stream and upstream names, the
-//     outputs (sends, upstream requests, revision fetches), per-stream flow
-//     control and fetch batching.
+//     outputs (sends, upstream requests, revision fetches, member probes and
+//     switches, stream ends), per-stream flow control and fetch batching.
 //   - watch: the watch fan-out machine, which merges client watchers on one
 //     key range into one upstream etcd watcher with etcd's exact revision
 //     semantics.
+//   - failover: the machine that probes every etcd member and chooses the
+//     one the proxy uses, leaving it when it goes silent, unreachable,
+//     leaderless or behind the cluster, without flapping.
+//   - simfault: the switch for the faults planted in the machines for the
+//     simulation's mutation test (off in every normal build).
 //   - keyspace: the namespace translation (--namespace) between a client's
 //     keys and etcd's, with the guarantee that no translated request reaches
 //     a key outside the prefix.

@@ -190,6 +190,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		Failover: failover.Config{Timeout: cfg.failoverTimeout()},
 		Members:  cfg.Endpoints,
 	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn), p.members)
+	p.up.notifyDrop(func() { p.loop.input(node.Suspect{}) })
 	if cfg.EndpointsAutoSyncInterval > 0 {
 		go p.members.autoSync(c.Ctx(), p.loop, cfg.EndpointsAutoSyncInterval, cfg.Endpoints)
 	}

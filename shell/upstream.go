@@ -33,6 +33,15 @@ type upstream struct {
 
 	mu     sync.Mutex
 	member string // host:port of the member in use
+	onDrop func() // called when the connection leaves Ready
+}
+
+// notifyDrop sets what to call when the connection to the member in use
+// drops.
+func (u *upstream) notifyDrop(f func()) {
+	u.mu.Lock()
+	u.onDrop = f
+	u.mu.Unlock()
 }
 
 func dialUpstream(cfg *Config) (*upstream, error) {
@@ -127,8 +136,18 @@ func (u *upstream) Member() string {
 // logs whether any member is reachable.
 func (u *upstream) monitor(ctx context.Context) {
 	reported := connectivity.Idle
+	prev := connectivity.Idle
 	for {
 		st := u.conn.GetState()
+		if prev == connectivity.Ready && st != connectivity.Ready && st != connectivity.Shutdown {
+			u.mu.Lock()
+			f := u.onDrop
+			u.mu.Unlock()
+			if f != nil {
+				f()
+			}
+		}
+		prev = st
 		switch st {
 		case connectivity.Idle:
 			u.conn.Connect()

@@ -14,6 +14,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"pgregory.net/rapid"
 
+	"github.com/etcdproxy/etcdproxy/core/failover"
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
@@ -93,6 +94,8 @@ func runSchedule(t *rapid.T) {
 			FragmentBytes: rapid.IntRange(60, 400).Draw(t, "fragment bytes"),
 			RetryInterval: retry,
 		},
+		Members:  Members(3),
+		Failover: failover.Config{Timeout: time.Second},
 	}
 	if rapid.IntRange(0, 3).Draw(t, "proxy's own progress cadence") == 0 {
 		cfg.Watch.ProgressInterval = time.Second
@@ -129,6 +132,10 @@ func runSchedule(t *rapid.T) {
 				t.Skip("enough streams")
 			}
 			id := w.Open()
+			if rapid.IntRange(0, 3).Draw(t, "requires a leader") == 0 {
+				w.Close(id)
+				id = w.OpenRequiringLeader()
+			}
 			// Some clients start as slow readers.
 			w.Clients[id].Reading = rapid.Bool().Draw(t, "reads")
 		},
@@ -232,6 +239,28 @@ func runSchedule(t *rapid.T) {
 			}
 			w.Lose(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")))
 		},
+		"member fails": func(t *rapid.T) {
+			if rapid.IntRange(0, 2).Draw(t, "really") != 0 {
+				t.Skip("rare")
+			}
+			m := w.InUse()
+			if !rapid.Bool().Draw(t, "the one in use") {
+				m = w.Members[rapid.IntRange(0, len(w.Members)-1).Draw(t, "member")]
+			}
+			w.Fail(m, MemberFault(rapid.IntRange(1, 3).Draw(t, "fault")))
+		},
+		"member heals": func(t *rapid.T) {
+			var failed []*Member
+			for _, m := range w.Members {
+				if m.Fault != Healthy {
+					failed = append(failed, m)
+				}
+			}
+			if len(failed) == 0 {
+				t.Skip("every member is healthy")
+			}
+			w.Heal(failed[rapid.IntRange(0, len(failed)-1).Draw(t, "failed member")])
+		},
 		"tick": func(t *rapid.T) {
 			w.Tick(time.Duration(rapid.IntRange(1, 12).Draw(t, "tenths of a second")) * 100 * time.Millisecond)
 		},
@@ -243,6 +272,13 @@ func runSchedule(t *rapid.T) {
 	}
 	maps.Copy(actions, steered(w))
 	t.Repeat(actions)
+	// Every member but the one in use comes back: the node must move off
+	// that one if it failed, and every watch resume there exactly.
+	for _, m := range w.Members {
+		if m != w.InUse() {
+			w.Heal(m)
+		}
+	}
 	w.Settle()
 	if w.Trace != nil {
 		w.Trace("settled; checking completeness")

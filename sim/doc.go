@@ -72,9 +72,9 @@
 // reads.
 //
 // TestMutationsAreCaught proves the checks can fail: it builds the
-// simulation with the faults of core/watch (fault_sim.go, switched on by
-// the simfaults build tag, never in the proxy's build) and requires the
-// default run to catch each one: a skipped event, events after a cancel, a
+// simulation with the faults planted in the core's machines (core/simfault,
+// switched on by the simfaults build tag, never in the proxy's build) and
+// requires the default run to catch each one: a skipped event, events after a cancel, a
 // stale created revision, a leaked upstream watch, a duplicate after
 // failover, an unasked fragment flag, a cancel below what the watcher was
 // told, a progress answer counted for a watch created after its request, a
@@ -82,11 +82,15 @@
 // restarted from the wrong place after the shared stream is lost, a
 // catch-up watch left open by a cancel on a held stream, an upstream watch
 // starting past etcd's revision, a compacted upstream watch never
-// cancelled, and map iteration in Go's random order.
+// cancelled, map iteration in Go's random order; and in the failover
+// machine, a silent member never left, a lagging member never left, and a
+// move back to the first member as soon as it answers.
 //
 // The named scenarios (scenarios_test.go) replay the bug classes etcd's
 // robustness tests found in etcd and the bugs of etcd's own proxy as fixed
-// schedules.
+// schedules; TestScenarioSilentMember, TestScenarioMemberBehind and
+// TestScenarioLeaderlessMember fail the member in use while writes go on
+// and check the move, its timing and the watch across it.
 //
 // TestRealEtcdSchedules (real_test.go) is the second level: the whole proxy
 // in-process in front of an embedded 3-member etcd cluster, with rapid

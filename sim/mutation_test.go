@@ -8,8 +8,8 @@ import (
 	"testing"
 )
 
-// mutants are faults built into the watch machine behind the simfaults
-// build tag (core/watch/fault_sim.go): each breaks one guarantee.
+// mutants are faults built into the core's machines behind the simfaults
+// build tag (core/simfault): each breaks one guarantee.
 var mutants = map[string]string{
 	"skip-event":                "one event is not delivered",
 	"event-after-cancel":        "a watch keeps receiving events after its cancel response",
@@ -25,6 +25,9 @@ var mutants = map[string]string{
 	"future-upstream-start":     "an upstream watch starts past etcd's revision, so etcd answers no progress for its stream",
 	"map-order":                 "groups are visited in Go's random map order, so replaying the same inputs gives other outputs",
 	"keep-compacted":            "an upstream watch etcd compacted is never cancelled, so etcd keeps it and answers no progress on its stream",
+	"ignore-silence":            "the failover machine never leaves a member that stopped answering",
+	"ignore-behind":             "the failover machine never leaves a member that fell behind the cluster",
+	"fail-back":                 "the failover machine moves back to the first member as soon as it answers, leaving a healthy one",
 }
 
 // TestMutationsAreCaught proves the simulation's checks can fail: the

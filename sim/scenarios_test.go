@@ -7,6 +7,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/etcdproxy/etcdproxy/core/failover"
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
@@ -224,3 +225,81 @@ func TestScenarioWatchAfterCompactionAndRestart(t *testing.T) {
 // ctrlFirst takes etcd's control queue (created, cancelled) first whenever
 // both of its queues hold something.
 func ctrlFirst() bool { return true }
+
+// memberConfig is scenarioConfig with three members to fail over between.
+func memberConfig() node.Config {
+	cfg := scenarioConfig()
+	cfg.Members = Members(3)
+	cfg.Failover = failover.Config{Timeout: time.Second}
+	return cfg
+}
+
+// runFor advances time in 100 ms ticks, everything else settled between.
+func runFor(w *World, d time.Duration) {
+	for end := w.Clock.Now().Add(d); w.Clock.Now().Before(end); {
+		w.Tick(100 * time.Millisecond)
+		for u := range port.NumUpstreams {
+			w.Pump(u, 1<<30, false)
+			w.Deliver(u, 1<<30, ctrlFirst)
+		}
+		for len(w.fetches) > 0 {
+			w.AnswerFetch(0, false)
+		}
+		for _, id := range w.clientIDs() {
+			w.Read(id)
+		}
+	}
+}
+
+// testMemberFault: the member in use fails with f while writes go on; the
+// node must move within the bound, and the watch resume there with every
+// event once.
+func testMemberFault(t *testing.T, f MemberFault, bound time.Duration) {
+	w := NewWorld(memberConfig())
+	s := w.Open()
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a"), PrevKv: true})
+	runFor(w, time.Second)
+	first := w.InUse()
+	if first == nil || first.Name != "m0" {
+		t.Fatalf("in use at start: %v", first)
+	}
+	w.Write(put("a")) // 2
+	runFor(w, 500*time.Millisecond)
+	w.Fail(first, f)
+	failedAt := w.Clock.Now()
+	for i := 0; i < 5; i++ {
+		w.Write(put("a")) // 3..7: the member in use never serves them
+		runFor(w, 100*time.Millisecond)
+	}
+	for w.InUse() == first && w.Clock.Now().Sub(failedAt) < 10*time.Second {
+		runFor(w, 100*time.Millisecond)
+	}
+	if took := w.Clock.Now().Sub(failedAt); w.InUse() == first || took > bound {
+		t.Fatalf("member %s went %v: still in use after %v (bound %v)", first.Name, f, took, bound)
+	}
+	w.Heal(first)
+	runFor(w, 10*time.Second)
+	finish(t, w)
+	if cw := watchOf(t, w, s); cw.Got != 6 || cw.LastRev != 7 {
+		t.Fatalf("watch got %d events up to %d, want 6 up to 7", cw.Got, cw.LastRev)
+	}
+	if w.InUse() == first {
+		t.Fatalf("moved back to %s once it healed", first.Name)
+	}
+}
+
+// The member in use stops answering, and nothing breaks.
+func TestScenarioSilentMember(t *testing.T) {
+	testMemberFault(t, Silent, 1300*time.Millisecond)
+}
+
+// The member in use stops applying while the cluster moves on. Its lag
+// counts from when a probe of another member first saw the cluster past it
+// (the next probe after the first write), so the bound is a probe interval
+// longer.
+func TestScenarioMemberBehind(t *testing.T) { testMemberFault(t, Behind, 1600*time.Millisecond) }
+
+// The member in use loses its leader.
+func TestScenarioLeaderlessMember(t *testing.T) {
+	testMemberFault(t, Leaderless, 1300*time.Millisecond)
+}

@@ -42,7 +42,35 @@ type Upstream struct {
 	// held a progress answer requested before them: the reordering the
 	// proxy must not mistake for progress of the new watch.
 	Overtaken int
+	// View, when set, is the member's own view of the store: a member that
+	// fell behind, or lost its leader, serves the revision and compaction
+	// it had then while the cluster moves on. Silent: it sends nothing.
+	View *View
 }
+
+// View is a stale member's view of the store, or silence.
+type View struct {
+	Rev, Compacted int64
+	Silent         bool
+}
+
+// rev is the store's revision as the member serving the stream sees it.
+func (u *Upstream) rev() int64 {
+	if u.View != nil && !u.View.Silent {
+		return min(u.store.Rev, u.View.Rev)
+	}
+	return u.store.Rev
+}
+
+func (u *Upstream) compacted() int64 {
+	if u.View != nil && !u.View.Silent {
+		return min(u.store.Compacted, u.View.Compacted)
+	}
+	return u.store.Compacted
+}
+
+// silent reports that the member serving the stream answers nothing.
+func (u *Upstream) silent() bool { return u.View != nil && u.View.Silent }
 
 type upWatch struct {
 	id       int64
@@ -64,7 +92,7 @@ func NewUpstream(store *Store) *Upstream {
 	return u
 }
 
-func (u *Upstream) header() *pb.ResponseHeader { return &pb.ResponseHeader{Revision: u.store.Rev} }
+func (u *Upstream) header() *pb.ResponseHeader { return &pb.ResponseHeader{Revision: u.rev()} }
 
 // Request handles a request the proxy sent on the stream.
 func (u *Upstream) Request(r *pb.WatchRequest) {
@@ -78,7 +106,7 @@ func (u *Upstream) Request(r *pb.WatchRequest) {
 		}
 		w := &upWatch{id: c.WatchId, key: c.Key, end: c.RangeEnd, next: c.StartRevision, start: c.StartRevision, fragment: c.Fragment}
 		if w.next == 0 {
-			w.next = u.store.Rev + 1
+			w.next = u.rev() + 1
 		}
 		u.watches[w.id] = w
 		r := &pb.WatchResponse{Header: u.header(), WatchId: w.id, Created: true}
@@ -108,7 +136,7 @@ func (u *Upstream) Request(r *pb.WatchRequest) {
 // revision is not in the future. A compacted watch still on the stream is
 // not synced.
 func (u *Upstream) synced(w *upWatch) bool {
-	return !w.compacted && w.next > u.store.Rev && w.start <= u.store.Rev
+	return !w.compacted && w.next > u.rev() && w.start <= u.rev()
 }
 
 // Open returns the number of watches open on the stream and the largest
@@ -137,20 +165,23 @@ func (u *Upstream) ids() []int64 {
 // watch asked for them. A watch that needs a revision below the compaction
 // gets etcd's compaction response and is removed.
 func (u *Upstream) Pump(maxRevs int, fragment bool) {
+	if u.silent() {
+		return
+	}
 	for _, id := range u.ids() {
 		w := u.watches[id]
 		if w.compacted {
 			continue
 		}
-		if w.next <= u.store.Rev && w.next < u.store.Compacted {
-			u.ch = append(u.ch, &pb.WatchResponse{Header: &pb.ResponseHeader{}, WatchId: w.id, CompactRevision: u.store.Compacted, Canceled: true})
+		if w.next <= u.rev() && w.next < u.compacted() {
+			u.ch = append(u.ch, &pb.WatchResponse{Header: &pb.ResponseHeader{}, WatchId: w.id, CompactRevision: u.compacted(), Canceled: true})
 			w.compacted = true
 			continue
 		}
-		if w.next > u.store.Rev {
+		if w.next > u.rev() {
 			continue
 		}
-		to := min(u.store.Rev, w.next+int64(maxRevs)-1)
+		to := min(u.rev(), w.next+int64(maxRevs)-1)
 		evs := u.store.Events(w.key, w.end, w.next, to)
 		w.next = to + 1
 		if len(evs) == 0 {
@@ -161,7 +192,7 @@ func (u *Upstream) Pump(maxRevs int, fragment bool) {
 		for i, ev := range evs {
 			cp[i] = proto.Clone(ev).(*mvccpb.Event)
 		}
-		h := &pb.ResponseHeader{Revision: u.store.Rev}
+		h := &pb.ResponseHeader{Revision: u.rev()}
 		if fragment && w.fragment && len(cp) > 1 {
 			for i, ev := range cp {
 				u.ch = append(u.ch, &pb.WatchResponse{Header: h, WatchId: w.id, Events: []*mvccpb.Event{ev}, Fragment: i < len(cp)-1})
@@ -177,6 +208,9 @@ func (u *Upstream) Pump(maxRevs int, fragment bool) {
 // progress notification. (The proxy creates every upstream watch with
 // progress_notify.)
 func (u *Upstream) ProgressTick() {
+	if u.silent() {
+		return
+	}
 	for _, id := range u.ids() {
 		w := u.watches[id]
 		if !w.sent && u.synced(w) && !w.compacted {
@@ -190,7 +224,7 @@ func (u *Upstream) ProgressTick() {
 // watch has nothing more coming).
 func (u *Upstream) Synced() bool {
 	for _, w := range u.watches {
-		if !w.compacted && w.next <= u.store.Rev {
+		if !w.compacted && w.next <= u.rev() {
 			return false
 		}
 	}
@@ -202,6 +236,9 @@ func (u *Upstream) Synced() bool {
 // the next comes from the control queue.
 func (u *Upstream) Take(n int, fromCtrl func() bool) []*pb.WatchResponse {
 	var out []*pb.WatchResponse
+	if u.silent() {
+		return nil
+	}
 	for len(out) < n && (len(u.ctrl) > 0 || len(u.ch) > 0) {
 		if len(u.ctrl) > 0 && (len(u.ch) == 0 || fromCtrl()) {
 			r := u.ctrl[0]

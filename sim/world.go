@@ -38,6 +38,13 @@ type World struct {
 	// moment) and not yet delivered to the proxy.
 	served []node.Fetched
 	nextID port.StreamID
+	// Members are the etcd members (when cfg.Members names them): the
+	// node probes them and chooses one; the upstream streams and fetches
+	// are served by the one in use.
+	Members  []*Member
+	inUse    *Member
+	probes   []port.Probe
+	lastTick time.Duration // the clock's last step
 
 	Violations []string
 	// Coverage counts the rare situations this world reached.
@@ -94,6 +101,15 @@ func writeReady(b *bytes.Buffer, rd port.Ready) {
 	for _, f := range rd.Fetches {
 		fmt.Fprintf(b, "%v\n", f)
 	}
+	for _, p := range rd.Probes {
+		fmt.Fprintf(b, "%v\n", p)
+	}
+	for _, s := range rd.Switches {
+		fmt.Fprintf(b, "%v\n", s)
+	}
+	for _, e := range rd.Ends {
+		fmt.Fprintf(b, "%v\n", e)
+	}
 }
 
 // Coverage counts situations that are rare under random schedules and
@@ -123,6 +139,12 @@ type Coverage struct {
 	// Replayed: schedules whose recorded inputs were replayed into a new
 	// node and gave the same outputs.
 	Replayed int
+	// MovedSilent, MovedBehind, MovedNoLeader: the node left the member in
+	// use for that reason.
+	MovedSilent, MovedBehind, MovedNoLeader int
+	// LeaderlessEnded: client streams that asked for a leader, ended (or
+	// refused) with etcd's "no leader".
+	LeaderlessEnded int
 }
 
 // Add adds o's counts to c.
@@ -136,6 +158,10 @@ func (c *Coverage) Add(o Coverage) {
 	c.CancelBeforeCreated += o.CancelBeforeCreated
 	c.Fragments += o.Fragments
 	c.Replayed += o.Replayed
+	c.MovedSilent += o.MovedSilent
+	c.MovedBehind += o.MovedBehind
+	c.MovedNoLeader += o.MovedNoLeader
+	c.LeaderlessEnded += o.LeaderlessEnded
 }
 
 // Missing names the counts that are still zero.
@@ -151,6 +177,10 @@ func (c Coverage) Missing() []string {
 		"cancel before created":                       c.CancelBeforeCreated,
 		"fragments":                                   c.Fragments,
 		"schedules replayed":                          c.Replayed,
+		"moves off a silent member":                   c.MovedSilent,
+		"moves off a member behind":                   c.MovedBehind,
+		"moves off a leaderless member":               c.MovedNoLeader,
+		"require-leader streams ended":                c.LeaderlessEnded,
 	} {
 		if n == 0 {
 			out = append(out, name)
@@ -165,9 +195,13 @@ type Client struct {
 	ID      port.StreamID
 	Reading bool
 	Closed  bool
-	inbox   []port.Send
-	pending []*ClientWatch // creates waiting for their answer, in order
-	watches map[int64]*ClientWatch
+	// RequireLeader: the stream asked for a leader; Ended is the error the
+	// node ended it with.
+	RequireLeader bool
+	Ended         error
+	inbox         []port.Send
+	pending       []*ClientWatch // creates waiting for their answer, in order
+	watches       map[int64]*ClientWatch
 	// progress holds the store revision at each RequestProgress not yet
 	// answered; lastProgress is the revision of the last answer.
 	progress     []int64
@@ -201,6 +235,9 @@ func NewWorld(cfg node.Config) *World {
 	for u := range w.Up {
 		w.Up[u] = NewUpstream(w.Store)
 	}
+	for _, name := range cfg.Members {
+		w.Members = append(w.Members, &Member{Name: name, since: w.Clock.Now()})
+	}
 	w.N = node.New(cfg, w.Clock.Now())
 	return w
 }
@@ -225,7 +262,6 @@ func (w *World) route() {
 		return
 	}
 	r := w.N.Ready()
-	defer w.N.Advance() // once it is carried out: Advance lets the node reuse it
 	if w.Recording != nil {
 		writeReady(&w.Recording.Outputs, r)
 	}
@@ -251,7 +287,16 @@ func (w *World) route() {
 		}
 	}
 	w.fetches = append(w.fetches, r.Fetches...)
+	w.probes = append(w.probes, r.Probes...)
+	for _, e := range r.Ends {
+		w.ended(e)
+	}
+	switches := append([]port.Switch(nil), r.Switches...)
+	w.N.Advance() // once it is carried out: Advance lets the node reuse it
 	w.checkBounds()
+	for _, sw := range switches {
+		w.switchTo(sw)
+	}
 }
 
 // checkBounds: one upstream watch per key range on the shared stream, and
@@ -277,11 +322,17 @@ func (w *World) checkBounds() {
 // ---- client steps ----
 
 // Open opens a client stream.
-func (w *World) Open() port.StreamID {
+func (w *World) Open() port.StreamID { return w.open(false) }
+
+// OpenRequiringLeader opens a client stream that asks for a leader
+// (clientv3.WithRequireLeader).
+func (w *World) OpenRequiringLeader() port.StreamID { return w.open(true) }
+
+func (w *World) open(requireLeader bool) port.StreamID {
 	w.nextID++
 	id := w.nextID
-	w.Clients[id] = &Client{ID: id, Reading: true, watches: map[int64]*ClientWatch{}, chosen: map[int64]*ClientWatch{}}
-	w.step(node.OpenStream{Stream: id})
+	w.Clients[id] = &Client{ID: id, Reading: true, RequireLeader: requireLeader, watches: map[int64]*ClientWatch{}, chosen: map[int64]*ClientWatch{}}
+	w.step(node.OpenStream{Stream: id, RequireLeader: requireLeader})
 	return id
 }
 
@@ -436,9 +487,13 @@ func takeAt[T any](s *[]T, i int) (T, bool) {
 	return v, true
 }
 
-// serve is etcd's answer to a fetch now.
+// serve is etcd's answer to a fetch now. A member in use that is silent,
+// behind or without a leader cannot serve a linearizable read: the shell's
+// deadline runs out, or etcd answers "no leader"; both are retried.
 func (w *World) serve(f port.Fetch) port.FetchResult {
 	switch {
+	case !w.inUseServes():
+		return port.FetchResult{Err: status.Error(codes.DeadlineExceeded, "context deadline exceeded")}
 	case f.Revision != 0 && f.Revision < w.Store.Compacted:
 		return port.FetchResult{Err: rpctypes.ErrGRPCCompacted}
 	case f.Revision > w.Store.Rev:
@@ -496,10 +551,12 @@ func (w *World) ProgressTick() {
 	}
 }
 
-// Tick advances the clock.
+// Tick advances the clock; the members answer the probes asked for.
 func (w *World) Tick(d time.Duration) {
+	w.lastTick = d
 	w.Clock.Add(d)
 	w.step(node.Tick{Now: w.Clock.Now()})
+	w.answerProbes()
 }
 
 // ---- checks ----
@@ -754,7 +811,7 @@ func (w *World) Settle() {
 			w.Read(id)
 		}
 		w.Tick(w.Cfg.Port.RetryInterval)
-		if w.activity() == before && w.Pending() == 0 && w.inboxesEmpty() && w.Up[0].Queued() == 0 && w.Up[1].Queued() == 0 && w.Up[0].Synced() && w.Up[1].Synced() {
+		if w.activity() == before && w.Pending() == 0 && w.inboxesEmpty() && (w.inUseServes() || !w.canMove()) && w.Up[0].Queued() == 0 && w.Up[1].Queued() == 0 && w.Up[0].Synced() && w.Up[1].Synced() {
 			return
 		}
 	}

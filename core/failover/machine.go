@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/etcdproxy/etcdproxy/core/port"
+	"github.com/etcdproxy/etcdproxy/core/simfault"
 )
 
 // Config sets the machine's bounds.
@@ -138,6 +139,17 @@ func (m *Machine) Probed(member string, seq uint64, r port.ProbeResult) {
 	m.probe()
 }
 
+// Suspect hears that the connection to the member in use dropped: it is
+// probed at once rather than at its next turn, so that a member that went
+// away is left within a probe's round trip, and one that only reset a
+// connection is kept.
+func (m *Machine) Suspect() {
+	if m.cur != nil && !m.cur.outstanding {
+		m.cur.sentAt = time.Time{}
+		m.probe()
+	}
+}
+
 func (m *Machine) find(addr string) *member {
 	for _, mb := range m.members {
 		if mb.addr == addr {
@@ -173,6 +185,10 @@ func (m *Machine) judge() {
 	reason := m.failed(m.cur)
 	if reason == "" {
 		m.stuck = ""
+		if first := m.members[0]; simfault.On("fail-back") && m.cur != first && first.health == port.ProbeHealthy {
+			m.cur.leftAt = m.now
+			m.use(m.cur.addr, first, ReasonStart)
+		}
 		return
 	}
 	t := m.target(m.cur)
@@ -196,11 +212,11 @@ func (m *Machine) failed(mb *member) string {
 	switch {
 	case mb.health == port.ProbeUnreachable:
 		return ReasonUnreachable
-	case mb.silent(m.now, m.cfg.Timeout):
+	case mb.silent(m.now, m.cfg.Timeout) && !simfault.On("ignore-silence"):
 		return ReasonSilent
 	case mb.health == port.ProbeNoLeader && m.now.Sub(mb.leaderlessSince) >= m.cfg.Timeout:
 		return ReasonNoLeader
-	case m.front.lag(mb) >= m.cfg.Timeout:
+	case m.front.lag(mb) >= m.cfg.Timeout && !simfault.On("ignore-behind"):
 		return ReasonBehind
 	}
 	return ""

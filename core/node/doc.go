@@ -1,15 +1,18 @@
 // Package node is the proxy's core as one state machine: the composite of
-// the machines (the watch fan-out now; lease keep-alive coalescing and the
-// read cache join it next), driven the way etcd's raft RawNode is.
+// the machines (the watch fan-out and the failover machine that chooses the
+// etcd member in use; lease keep-alive coalescing and the read cache join it
+// next), driven the way etcd's raft RawNode is.
 //
 //   - Inputs are plain data (Input: client requests, upstream responses,
-//     answers to revision fetches, bytes written, clock ticks), printable
+//     answers to revision fetches and member probes, bytes written, clock
+//     ticks), printable
 //     and replayable: the same inputs in the same order give the same
 //     outputs, byte for byte.
 //   - Step feeds one input; Tick is Step(Tick{now}).
 //   - HasReady tells whether there is anything to do; Ready hands out what
 //     is pending (responses for client streams, requests for upstream
-//     streams, revision fetches to run) and changes nothing.
+//     streams, revision fetches and member probes to run, switches of the
+//     member in use, client streams to end) and changes nothing.
 //   - Advance acknowledges the Ready: the caller has carried it out (the
 //     next step reuses its slices). A Written input later reports the bytes
 //     of client responses actually written, which is what releases a
@@ -19,7 +22,12 @@
 // for every kind of stream, named by the shell's loop from one counter and
 // registered here, and their per-stream flow control) and the revision
 // fetches (a fetch is tagged with the machines that asked, and plain
-// current-revision fetches made in one step are one fetch for all of them). It starts no goroutine, does no I/O,
+// current-revision fetches made in one step are one fetch for all of them).
+// It also keeps etcd's require-leader promise for client streams that ask
+// for it: while the member in use reports no leader such a stream is
+// refused, and once it has had none for LeaderlessStreamEnd (the failover
+// machine found no member with a leader to move to) it is ended, with
+// etcd's "no leader" error. It starts no goroutine, does no I/O,
 // reads no clock and takes no lock; the shell runs it on one loop goroutine,
 // and the simulation drives it step by step.
 package node

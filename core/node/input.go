@@ -80,6 +80,10 @@ type Probed struct {
 // SetMembers replaces the etcd members the failover machine chooses from.
 type SetMembers struct{ Endpoints []string }
 
+// Suspect reports that the connection to the member in use dropped.
+type Suspect struct{}
+
+func (Suspect) isInput()          {}
 func (Probed) isInput()           {}
 func (SetMembers) isInput()       {}
 func (Tick) isInput()             {}
@@ -105,6 +109,7 @@ func (i OpenStream) String() string {
 	return s
 }
 func (i Probed) String() string      { return fmt.Sprintf("probe %d of %s: %v", i.Seq, i.Member, i.Result) }
+func (Suspect) String() string       { return "connection to the member in use dropped" }
 func (i SetMembers) String() string  { return fmt.Sprintf("members %v", i.Endpoints) }
 func (i CloseStream) String() string { return fmt.Sprintf("close stream %d", i.Stream) }
 func (i WatchCreate) String() string { return fmt.Sprintf("stream %d create %v", i.Stream, i.Req) }

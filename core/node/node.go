@@ -103,6 +103,8 @@ func (n *Node) Step(in Input) {
 		}
 	case Probed:
 		n.failover.Probed(in.Member, in.Seq, in.Result)
+	case Suspect:
+		n.failover.Suspect()
 	case SetMembers:
 		n.failover.SetMembers(in.Endpoints)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
 	"github.com/etcdproxy/etcdproxy/core/port"
+	"github.com/etcdproxy/etcdproxy/core/simfault"
 )
 
 // Config sets the machine's bounds.
@@ -177,3 +178,7 @@ func sortedByKey[K cmp.Ordered, V any](mp map[K]V) []V {
 	}
 	return out
 }
+
+// fault reports whether the simulation's mutation test planted the named
+// fault (never, outside the simfaults build).
+func fault(name string) bool { return simfault.On(name) }
