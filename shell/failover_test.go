@@ -12,6 +12,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 	"github.com/etcdproxy/etcdproxy/internal/netfault"
@@ -26,22 +28,23 @@ const failoverBound = 2 * time.Second
 // (it may block; the test goes on writing meanwhile) and heal ends it.
 type fault struct {
 	name   string
+	reason string // the failover's reason, as counted in the metric
 	inject func(cl *embedetcd.Cluster, m *embedetcd.Member, fw *netfault.Forwarder)
 	heal   func(cl *embedetcd.Cluster, m *embedetcd.Member, fw *netfault.Forwarder)
 }
 
 var (
-	stopped = fault{name: "stopped",
+	stopped = fault{name: "stopped", reason: "unreachable",
 		inject: func(_ *embedetcd.Cluster, m *embedetcd.Member, _ *netfault.Forwarder) { m.Stop() },
 		heal: func(_ *embedetcd.Cluster, m *embedetcd.Member, _ *netfault.Forwarder) {
 			if err := m.Restart(); err != nil {
 				panic(err)
 			}
 		}}
-	silent = fault{name: "silent",
+	silent = fault{name: "silent", reason: "silent",
 		inject: func(_ *embedetcd.Cluster, _ *embedetcd.Member, fw *netfault.Forwarder) { fw.Silence() },
 		heal:   func(_ *embedetcd.Cluster, _ *embedetcd.Member, fw *netfault.Forwarder) { fw.Resume() }}
-	isolated = fault{name: "isolated",
+	isolated = fault{name: "isolated", reason: "", // no leader, or behind: whichever etcd shows first
 		inject: func(cl *embedetcd.Cluster, m *embedetcd.Member, _ *netfault.Forwarder) { cl.Isolate(m) },
 		heal:   func(cl *embedetcd.Cluster, m *embedetcd.Member, _ *netfault.Forwarder) { cl.Heal(m) }}
 )
@@ -95,6 +98,26 @@ func testFailover(t *testing.T, f fault) {
 	// to a member with a leader before etcd would end it.
 	lch := c.Watch(clientv3.WithRequireLeader(ctx), "w/", clientv3.WithPrefix(), clientv3.WithRev(first.Header.Revision))
 
+	// A lease kept alive through the proxy: its keep-alive stream must
+	// move with the proxy, soon enough for the lease to live.
+	lease, err := c.Grant(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kach, err := c.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kaMu sync.Mutex
+	var lastKA time.Time
+	go func() {
+		for range kach {
+			kaMu.Lock()
+			lastKA = time.Now()
+			kaMu.Unlock()
+		}
+	}()
+
 	inUse := p.UpstreamMember()
 	if inUse != fws[0].Addr() {
 		t.Fatalf("proxy forwards to %q, not the first endpoint %s", inUse, eps[0])
@@ -132,9 +155,26 @@ func testFailover(t *testing.T, f fault) {
 			arrivalsMu.Unlock()
 		}
 	}()
+	// A write caught in flight on the failed member gets Unavailable once
+	// the proxy moves, long before its own generous deadline.
+	type inflight struct {
+		err  error
+		took time.Duration
+	}
+	caught := make(chan inflight, 1)
+	var faultAt time.Time
 	for i, after := 1, 0; after < 100; i++ {
 		if i == 20 {
-			go func() { f.inject(cl, victim, fws[0]); close(faultDone) }()
+			faultAt = time.Now()
+			go func() {
+				f.inject(cl, victim, fws[0])
+				close(faultDone)
+				start := time.Now()
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				_, err := c.Put(rctx, "inflight", "x")
+				caught <- inflight{err, time.Since(start)}
+			}()
 		}
 		select {
 		case <-faultDone:
@@ -166,6 +206,20 @@ func testFailover(t *testing.T, f fault) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	now := p.UpstreamMember()
+	// Still during the fault: the lease's keep-alives come through the
+	// proxy again (its stream moved with the proxy), and the lease lives.
+	testutil.WaitUntil(t, 10*time.Second, "a keep-alive answered through the proxy after the switch", func() bool {
+		kaMu.Lock()
+		defer kaMu.Unlock()
+		return lastKA.After(faultAt.Add(bound))
+	})
+	ttl, err := testutil.Client(t, cl.Members[1].ClientURL).TimeToLive(ctx, lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl.TTL <= 0 {
+		t.Errorf("lease kept alive through the proxy expired: TTL %d", ttl.TTL)
+	}
 	// The member comes back; the proxy stays where it is (no flapping).
 	f.heal(cl, victim, fws[0])
 	for range 100 {
@@ -186,6 +240,25 @@ func testFailover(t *testing.T, f fault) {
 	}
 	t.Logf("member %s %s: %d failed writes, longest outage %v (bound %v), %d writes in all",
 		inUse, f.name, failures, window, bound, written)
+	if in := <-caught; in.took > bound || (in.err != nil && status.Code(in.err) != codes.Unavailable) {
+		t.Errorf("a write made just after the member went %s returned after %v with %v; want Unavailable or success within %v", f.name, in.took, in.err, bound)
+	} else {
+		t.Logf("a write made just after the member went %s returned after %v: %v", f.name, in.took, in.err)
+	}
+	// The switch is counted, under its reason.
+	metrics := metricsText(t, p.Addr())
+	counted := 0
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "etcdproxy_upstream_failovers_total{") && !strings.HasSuffix(line, " 0") {
+			counted++
+			if f.reason != "" && !strings.Contains(line, `reason="`+f.reason+`"`) {
+				t.Errorf("failover counted as %s; want reason %q", line, f.reason)
+			}
+		}
+	}
+	if counted != 1 || !strings.Contains(metrics, `etcdproxy_upstream_member_in_use{member="`+eps[1]+`"} 1`) && !strings.Contains(metrics, `etcdproxy_upstream_member_in_use{member="`+eps[2]+`"} 1`) {
+		t.Errorf("failover metrics:\n%s", grepLines(metrics, "etcdproxy_upstream_"))
+	}
 	if window > bound {
 		t.Errorf("outage window %v exceeds %v", window, bound)
 	}
@@ -226,6 +299,17 @@ func testFailover(t *testing.T, f fault) {
 	if stall > bound+time.Second {
 		t.Errorf("a watch through the proxy stalled %v", stall)
 	}
+}
+
+// grepLines returns the lines of s that start with prefix.
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // collect reads a watch until it has delivered every event up to revision

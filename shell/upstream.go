@@ -34,6 +34,8 @@ type upstream struct {
 	mu     sync.Mutex
 	member string // host:port of the member in use
 	onDrop func() // called when the connection leaves Ready
+
+	calls inflight // calls in flight, by member
 }
 
 // notifyDrop sets what to call when the connection to the member in use
@@ -69,6 +71,8 @@ func dialUpstream(cfg *Config) (*upstream, error) {
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvBytes), grpc.MaxCallSendMsgSize(upstreamSendLimit(cfg))),
 			grpc.WithDisableServiceConfig(),
 			grpc.WithDefaultServiceConfig(pickFirst),
+			grpc.WithChainUnaryInterceptor(u.unaryInflight),
+			grpc.WithChainStreamInterceptor(u.streamInflight),
 			connectParams,
 		},
 	}
@@ -107,13 +111,17 @@ func (u *upstream) probeConfig(endpoint string) clientv3.Config {
 	}
 }
 
-// use moves the connection to endpoint: gRPC closes the connection to the
-// member left, which ends every call and stream still on it.
+// use moves the connection to endpoint and ends every call still on the
+// member left (gRPC would let them run there).
 func (u *upstream) use(endpoint string) {
 	u.mu.Lock()
+	left := u.member
 	u.member = hostOf(endpoint)
 	u.mu.Unlock()
 	u.client.SetEndpoints(endpoint)
+	if left != u.member {
+		u.calls.leave(left)
+	}
 }
 
 // upstreamSendLimit is the largest request the proxy sends to etcd: the

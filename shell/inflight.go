@@ -1,0 +1,111 @@
+package shell
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// errMemberLeft is the cause given to the calls ended because the proxy
+// left the member they were on.
+var errMemberLeft = errors.New("the proxy left the etcd member")
+
+// inflight tracks the calls in flight on the connection to etcd, by the
+// member in use when each started, so that a switch can end the ones on
+// the member left. gRPC itself lets them run on: it drains the connection
+// to a member that leaves the address list, so a call to a silent member
+// would hang until its deadline, and one to a member without a leader until
+// etcd's own request timeout.
+type inflight struct {
+	mu    sync.Mutex
+	next  uint64
+	calls map[uint64]inflightCall
+}
+
+type inflightCall struct {
+	member string
+	cancel context.CancelCauseFunc
+}
+
+// start registers a call on member; the returned context ends when the
+// call is done (done is called) or the member is left.
+func (f *inflight) start(ctx context.Context, member string) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	f.mu.Lock()
+	if f.calls == nil {
+		f.calls = map[uint64]inflightCall{}
+	}
+	id := f.next
+	f.next++
+	f.calls[id] = inflightCall{member: member, cancel: cancel}
+	f.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		delete(f.calls, id)
+		f.mu.Unlock()
+	})
+	return ctx, func() { cancel(nil) }
+}
+
+// leave ends every call started on member.
+func (f *inflight) leave(member string) {
+	f.mu.Lock()
+	var ends []context.CancelCauseFunc
+	for _, c := range f.calls {
+		if c.member == member {
+			ends = append(ends, c.cancel)
+		}
+	}
+	f.mu.Unlock()
+	for _, end := range ends {
+		end(errMemberLeft)
+	}
+}
+
+// leftErr is what a call ended by a switch returns: Unavailable, which
+// clients (and the proxy's own retries of idempotent calls) retry.
+func leftErr(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errMemberLeft) {
+		return status.Error(codes.Unavailable, "etcdproxy: the etcd member in use was left while the request was in flight; it may or may not have been applied")
+	}
+	return err
+}
+
+func (u *upstream) unaryInflight(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	ctx, done := u.calls.start(ctx, u.Member())
+	defer done()
+	return leftErr(ctx, invoker(ctx, method, req, reply, cc, opts...))
+}
+
+func (u *upstream) streamInflight(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	ctx, done := u.calls.start(ctx, u.Member())
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		done()
+		return nil, leftErr(ctx, err)
+	}
+	return &inflightStream{ClientStream: cs, ctx: ctx, done: done}, nil
+}
+
+// inflightStream is a stream on the connection to etcd: once it ends, it
+// is forgotten, and if a switch ended it, it says so with Unavailable.
+type inflightStream struct {
+	grpc.ClientStream
+	ctx  context.Context
+	done func()
+}
+
+func (s *inflightStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		s.done()
+		return leftErr(s.ctx, err)
+	}
+	return nil
+}
+
+func (s *inflightStream) SendMsg(m any) error { return leftErr(s.ctx, s.ClientStream.SendMsg(m)) }
