@@ -14,10 +14,16 @@
 //     token (and its require-leader flag) on the upstream call, so etcd
 //     authorizes every request as the client that sent it.
 //
-//   - The upstream connection uses one member at a time (pick-first over
-//     --endpoints) and moves to another member when the one in use stops.
-//     A request that cannot reach any member fails with Unavailable before
-//     the client's deadline rather than hanging.
+//   - The upstream connection uses one member at a time: the one the core's
+//     failover machine (core/failover) chose. members.go runs its health
+//     probes, each on a connection of its own to the member probed, and
+//     carries out its switches: the connection moves to the chosen member,
+//     the loop's upstream streams reopen there, and every call and stream
+//     still on the member left ends with Unavailable (inflight.go; gRPC
+//     would let them run on there). A dropped connection to the member in
+//     use has it probed at once. A request that cannot reach any member
+//     fails with Unavailable before the client's deadline rather than
+//     hanging.
 //
 //   - Under --namespace, the keyspace boundary of core/keyspace holds for
 //     every request, and calls that etcd does not scope by key cannot act on

@@ -394,6 +394,11 @@ func TestRequireLeaderWithoutQuorum(t *testing.T) {
 	if !errors.Is(errProxy, rpctypes.ErrNoLeader) || !errors.Is(errDirect, rpctypes.ErrNoLeader) {
 		t.Fatalf("require-leader watch ended with %v through the proxy, %v direct", errProxy, errDirect)
 	}
+	// The proxy stayed, and says the member in use has failed with no
+	// other to move to.
+	if m := metricsText(t, p.Addr()); !strings.Contains(m, "\netcdproxy_upstream_member_in_use_failed 1\n") {
+		t.Errorf("metrics while no member has a leader:\n%s", grepLines(m, "etcdproxy_upstream_"))
+	}
 	// A new one is refused while the member has no leader.
 	if err := ended("new proxy", c.Watch(clientv3.WithRequireLeader(ctx), "k")); !errors.Is(err, rpctypes.ErrNoLeader) {
 		t.Fatalf("new require-leader watch: %v", err)

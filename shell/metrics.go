@@ -59,6 +59,13 @@ func newNodeCollector(l *loop) *nodeCollector {
 	gauge("etcdproxy_upstream_members", "etcd members the proxy knows (configured or found by auto-sync).", func(s snapshot) float64 { return float64(s.Stats.Failover.Members) })
 	gauge("etcdproxy_upstream_members_healthy", "etcd members whose last health probe was answered in time, with a leader, and not behind the cluster.",
 		func(s snapshot) float64 { return float64(s.Stats.Failover.Healthy) })
+	gauge("etcdproxy_upstream_member_in_use_failed", "1 while the etcd member in use has failed (silent, unreachable, no leader or behind) and no other member is healthy to move to.",
+		func(s snapshot) float64 {
+			if s.Stats.Failover.Stuck != "" {
+				return 1
+			}
+			return 0
+		})
 	c.failovers = prometheus.NewDesc("etcdproxy_upstream_failovers_total", "Switches of the etcd member in use, by reason (silent, unreachable, no leader, behind, removed).", []string{"reason"}, nil)
 	c.inUse = prometheus.NewDesc("etcdproxy_upstream_member_in_use", "The etcd member the proxy forwards to (1 for the member in use).", []string{"member"}, nil)
 	return c

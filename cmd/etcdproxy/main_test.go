@@ -183,6 +183,7 @@ func TestStartErrors(t *testing.T) {
 		{"flag not implemented yet", []string{"start", "--discovery-srv=example.com"}, "flag --discovery-srv is not implemented yet"},
 		{"resolver prefix without ttl", []string{"start", "--resolver-prefix=___grpc_proxy_endpoint"}, "invalid --resolver-ttl 0"},
 		{"bad tls version", []string{"start", "--tls-min-version=TLS0.9"}, "invalid --tls-min-version"},
+		{"failover timeout too short", []string{"start", "--failover-timeout=10ms"}, "invalid --failover-timeout 10ms: must be at least 100ms"},
 		{"stray argument", []string{"start", "extra"}, `unknown command "extra"`},
 	}
 	for _, c := range cases {
@@ -215,7 +216,7 @@ func TestHelpAndVersion(t *testing.T) {
 		"--namespace", "--metrics-addr", "--cert", "--key", "--cacert", "--cert-file", "--key-file", "--trusted-ca-file",
 		"--insecure-skip-tls-verify", "--auto-tls", "--max-recv-bytes", "--max-send-bytes", "--max-concurrent-streams",
 		"--grpc-keepalive-min-time", "--grpc-keepalive-interval", "--grpc-keepalive-timeout", "--dial-keepalive-time",
-		"--dial-keepalive-timeout", "--debug", "--enable-pprof", "--data-dir", "--embedded-etcd"} {
+		"--dial-keepalive-timeout", "--debug", "--enable-pprof", "--data-dir", "--embedded-etcd", "--failover-timeout"} {
 		if !strings.Contains(string(out), flag+" ") {
 			t.Errorf("start --help does not list %s", flag)
 		}
