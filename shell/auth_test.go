@@ -39,6 +39,18 @@ func TestAuthTokensPassThrough(t *testing.T) {
 		}
 	}
 
+	// With auth on, etcd refuses the proxy's Status probes (no user), after
+	// its leader check: the member still counts as healthy.
+	st, _ := p.CoreState()
+	from := st.Failover.Answered
+	testutil.WaitUntil(t, 10*time.Second, "two probes answered with auth on", func() bool {
+		st, _ = p.CoreState()
+		return st.Failover.Answered >= from+2
+	})
+	if st.Failover.Healthy != 1 || st.Failover.Stuck != "" {
+		t.Errorf("failover state with auth on: %+v", st.Failover)
+	}
+
 	alice, err := clientv3.New(clientv3.Config{Endpoints: []string{p.Addr()}, Username: "alice", Password: "alicepw", DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -155,8 +155,8 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	p.registry.MustRegister(metrics, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), p.up.unaryServerContext),
+		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor(), p.up.streamServerContext),
 		grpc.MaxRecvMsgSize(cfg.MaxSendBytes + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(cfg.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),

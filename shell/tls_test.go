@@ -146,6 +146,11 @@ func TestTLSTowardsEtcd(t *testing.T) {
 		c.Cert, c.Key, c.CACert = cert, key, ca.file
 	})
 	putGet(t, testutil.Client(t, p.Addr()), "plain-client")
+	// The failover machine's health probes speak the same TLS.
+	testutil.WaitUntil(t, 10*time.Second, "the member probed healthy over TLS", func() bool {
+		st, _ := p.CoreState()
+		return st.Failover.Healthy == 1
+	})
 }
 
 // TestTLSTowardsClients: the proxy terminates client TLS (--cert-file,

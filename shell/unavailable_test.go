@@ -2,6 +2,8 @@ package shell_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/netfault"
 	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
@@ -90,5 +93,38 @@ func TestNoClusterYet(t *testing.T) {
 	}
 	if wr := <-wch; wr.Err() != nil || len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != "w" {
 		t.Fatalf("watch asked for before etcd was up: got %+v, want the put of w", wr)
+	}
+}
+
+// TestSlowCallKeepsTheClientsDeadline: while a member is connected, a call
+// that is merely slow ends as it does on etcd, with the client's own
+// DeadlineExceeded, not an answer of the proxy's a little before it (etcd's
+// e2e TestWatchDelayForEvent tells the two apart). The one member is made
+// silent, so nothing answers and nowhere is better.
+func TestSlowCallKeepsTheClientsDeadline(t *testing.T) {
+	m := testutil.StartMember(t)
+	fw, err := netfault.Start(strings.TrimPrefix(m.ClientURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fw.Close() })
+	p := testutil.StartProxy(t, []string{"http://" + fw.Addr()}, nil)
+	viaProxy := testutil.Client(t, p.Addr())
+	direct := testutil.Client(t, "http://"+fw.Addr())
+	ctx := testutil.Context(t, 30*time.Second)
+	for _, c := range []*clientv3.Client{viaProxy, direct} {
+		if _, err := c.Put(ctx, "k", "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fw.Silence()
+	defer fw.Resume()
+	for name, c := range map[string]*clientv3.Client{"proxy": viaProxy, "direct": direct} {
+		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := c.Put(rctx, "k", "v2")
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.DeadlineExceeded {
+			t.Errorf("%s: a put to a silent member ended with %v, want the client's deadline", name, err)
+		}
 	}
 }

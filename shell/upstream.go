@@ -181,8 +181,11 @@ func (u *upstream) monitor(ctx context.Context) {
 func (u *upstream) Close() error { return u.client.Close() }
 
 // deadlineMargin is how much earlier than the client's own deadline the
-// proxy gives up on etcd, so that the client hears why (Unavailable) instead
-// of only seeing its deadline pass.
+// proxy gives up on etcd while no member is connected, so that the client
+// hears why (Unavailable) instead of only seeing its deadline pass. While
+// a member is connected a call keeps the client's deadline, so that a call
+// that is merely slow ends as it would on etcd: with the client's own
+// DeadlineExceeded.
 func deadlineMargin(remaining time.Duration) time.Duration {
 	m := remaining / 10
 	if m > 100*time.Millisecond {
@@ -191,9 +194,35 @@ func deadlineMargin(remaining time.Duration) time.Duration {
 	return m
 }
 
+// upstreamKey carries the proxy's upstream in a client request's context
+// (see withUpstream).
+type upstreamKey struct{}
+
+// serving reports whether the connection to etcd is connected to a member.
+func (u *upstream) serving() bool { return u.conn.GetState() == connectivity.Ready }
+
+// unaryServerContext and streamServerContext put u in every client
+// request's context, for outgoing.
+func (u *upstream) unaryServerContext(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(context.WithValue(ctx, upstreamKey{}, u), req)
+}
+
+func (u *upstream) streamServerContext(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, &contextStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), upstreamKey{}, u)})
+}
+
+// contextStream is a server stream with another context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
+
 // outgoing builds the context for a call to etcd on behalf of the client
 // whose request context is ctx: the client's auth token and require-leader
-// flag travel along, and the deadline is the client's less a small margin.
+// flag travel along, and the deadline is the client's, less a small margin
+// while no member is connected.
 func outgoing(ctx context.Context) (context.Context, context.CancelFunc) {
 	out := ctx
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
@@ -209,7 +238,9 @@ func outgoing(ctx context.Context) (context.Context, context.CancelFunc) {
 		}
 	}
 	if d, ok := ctx.Deadline(); ok {
-		return context.WithDeadline(out, d.Add(-deadlineMargin(time.Until(d))))
+		if u, _ := ctx.Value(upstreamKey{}).(*upstream); u == nil || !u.serving() {
+			return context.WithDeadline(out, d.Add(-deadlineMargin(time.Until(d))))
+		}
 	}
 	return context.WithCancel(out)
 }

@@ -62,6 +62,7 @@ type Machine struct {
 	seq     uint64
 
 	switches map[string]int64 // by reason
+	answered int64            // probe answers taken
 	stuck    string           // why the member in use failed while no other was healthy
 }
 
@@ -132,6 +133,7 @@ func (m *Machine) Probed(member string, seq uint64, r port.ProbeResult) {
 		return // a member since removed, or an answer given up on
 	}
 	mb.answer(m.now, r)
+	m.answered++
 	if r.Health == port.ProbeHealthy && r.Applied > 0 {
 		m.front.observe(m.now, r.Applied, m.cfg.Timeout)
 	}
@@ -262,11 +264,12 @@ type Stats struct {
 	Healthy  int              // members healthy now
 	Members  int              // members known
 	Stuck    string           // why the member in use failed while none other was healthy
+	Answered int64            // probe answers taken
 }
 
 // Stats returns the counters and state.
 func (m *Machine) Stats() Stats {
-	s := Stats{Member: m.Member(), Switches: map[string]int64{}, Members: len(m.members), Stuck: m.stuck}
+	s := Stats{Member: m.Member(), Switches: map[string]int64{}, Members: len(m.members), Stuck: m.stuck, Answered: m.answered}
 	for r, n := range m.switches {
 		s.Switches[r] = n
 	}
