@@ -16,6 +16,9 @@
 //   - watch: the watch fan-out machine, which merges client watchers on one
 //     key range into one upstream etcd watcher with etcd's exact revision
 //     semantics.
+//   - lease: the keep-alive coalescing machine: every client keep-alive
+//     stream shares one upstream stream, and a lease is refreshed on etcd
+//     about once per third of its TTL while clients ask, never after.
 //   - failover: the machine that probes every etcd member and chooses the
 //     one the proxy uses, leaving it when it goes silent, unreachable,
 //     leaderless or behind the cluster, without flapping.
@@ -26,6 +29,6 @@
 //     a key outside the prefix.
 //
 // The network shell (package shell) runs the node on one event loop, feeds
-// it inputs and carries out its outputs. Lease keep-alive coalescing and the
-// read cache join the node as machines of the same shape.
+// it inputs and carries out its outputs. The read cache joins the node as a
+// machine of the same shape.
 package core

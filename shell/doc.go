@@ -29,6 +29,10 @@
 //     every request, and calls that etcd does not scope by key cannot act on
 //     the whole cluster (see namespace.go).
 //
+//   - Keep-alive streams without an auth token, outside a namespace, are
+//     served by the core's lease machine on the same loop (lease.go); the
+//     loop keeps one upstream LeaseKeepAlive stream for all of them.
+//
 //   - Watch streams without an auth token are served by the core's node
 //     (core/node), run on one event loop (loop.go): client requests, upstream
 //     responses and fetch answers reach it as data on one channel, in order;

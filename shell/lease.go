@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
+	"github.com/etcdproxy/etcdproxy/core/node"
 )
 
 // leaseServer forwards the Lease service. etcd does not scope leases by key,
@@ -15,10 +16,16 @@ import (
 // attached to it lies inside the prefix (a lease with no keys yet qualifies,
 // so that a fresh concurrency.Session works); other leases are invisible:
 // they are not listed, cannot be revoked, and look expired to TimeToLive.
+//
+// Keep-alive streams without an auth token and outside a namespace go
+// through the core's lease machine (core/lease): they share one upstream
+// keep-alive stream, and a lease is refreshed on etcd about once per third
+// of its TTL however often clients ask. The others are relayed one to one.
 type leaseServer struct {
 	pb.UnimplementedLeaseServer
-	up pb.LeaseClient
-	ns keyspace.Prefix
+	up   pb.LeaseClient
+	ns   keyspace.Prefix
+	loop *loop
 }
 
 func (s *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
@@ -50,7 +57,12 @@ func (s *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 			return nil, rpctypes.ErrGRPCLeaseNotFound
 		}
 	}
-	return forward(ctx, s.up.LeaseRevoke, r)
+	resp, err := forward(ctx, s.up.LeaseRevoke, r)
+	if err == nil && s.loop != nil {
+		// The lease machine stops answering for it at once.
+		s.loop.input(node.LeaseRevoked{ID: r.ID})
+	}
+	return resp, err
 }
 
 func (s *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
@@ -95,6 +107,9 @@ func (s *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest)
 // namespace; another namespace's lease gets etcd's answer for an unknown
 // lease (TTL 0) and is not refreshed.
 func (s *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse]) error {
+	if s.loop != nil && s.ns.Empty() && !hasToken(stream.Context()) {
+		return s.loop.serveLeaseKeepAlive(stream)
+	}
 	checked := map[int64]bool{} // lease ID -> belongs to the namespace
 	return relay(stream,
 		func(ctx context.Context) (grpc.BidiStreamingClient[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse], error) {

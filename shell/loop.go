@@ -60,7 +60,7 @@ type snapshot struct {
 	Gauges node.Gauges
 }
 
-func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, wc pb.WatchClient, ms *members) *loop {
+func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, wc pb.WatchClient, lc pb.LeaseClient, ms *members) *loop {
 	l := &loop{
 		lg: lg, clock: clk, kv: kv, members: ms,
 		inputs: make(chan node.Input, 1024), queries: make(chan chan snapshot),
@@ -70,6 +70,7 @@ func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, w
 	for _, u := range []port.UpstreamID{port.WatchShared, port.WatchCatchUp} {
 		l.ups[u] = newUpstreamStream(l, u, watchOpener(wc, u))
 	}
+	l.ups[port.LeaseKeepAlive] = newUpstreamStream(l, port.LeaseKeepAlive, leaseOpener(lc))
 	n := node.New(cfg, clk.Now())
 	l.wg.Add(1)
 	go l.run(n)
@@ -144,7 +145,7 @@ func (l *loop) execute(rd port.Ready) {
 	if len(rd.Sends) > 0 {
 		var shared map[*port.SharedEvents]*sharedEncoding
 		for _, s := range rd.Sends {
-			m := outMsg{resp: s.Watch, size: s.Size}
+			m := outMsg{resp: s.Watch, lease: s.Lease, size: s.Size}
 			if s.Shared != nil {
 				if shared == nil {
 					shared = map[*port.SharedEvents]*sharedEncoding{}

@@ -40,6 +40,13 @@ func (w *refusingWatch) Watch(context.Context, ...grpc.CallOption) (pb.Watch_Wat
 	return nil, errors.New("connection refused")
 }
 
+// refusingLease is a Lease client that cannot open a keep-alive stream.
+type refusingLease struct{ pb.LeaseClient }
+
+func (refusingLease) LeaseKeepAlive(context.Context, ...grpc.CallOption) (pb.Lease_LeaseKeepAliveClient, error) {
+	return nil, errors.New("connection refused")
+}
+
 // TestLoopTimersComeFromTheClock: every timer of the loop (the node's tick,
 // a revision fetch's timeout, the reconnect backoff of an upstream stream)
 // runs on the injected clock, so a test or simulation drives the whole loop
@@ -48,7 +55,7 @@ func (w *refusingWatch) Watch(context.Context, ...grpc.CallOption) (pb.Watch_Wat
 func TestLoopTimersComeFromTheClock(t *testing.T) {
 	clk := clock.NewMock()
 	kv, wc := &blockingKV{}, &refusingWatch{}
-	l := newLoop(zap.NewNop(), clk, node.Config{Port: port.Config{RetryInterval: 100 * time.Millisecond}}, kv, wc, nil)
+	l := newLoop(zap.NewNop(), clk, node.Config{Port: port.Config{RetryInterval: 100 * time.Millisecond}}, kv, wc, refusingLease{}, nil)
 	t.Cleanup(l.close)
 	q := &clientQueue{wake: make(chan struct{}, 1)}
 	l.mu.Lock()

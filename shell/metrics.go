@@ -56,6 +56,14 @@ func newNodeCollector(l *loop) *nodeCollector {
 	counter("etcdproxy_watch_events_sent_total", "Events handed to client watchers.", func(s snapshot) float64 { return float64(s.Stats.Watch.EventsSent) })
 	counter("etcdproxy_watch_upstream_watches_opened_total", "Upstream watchers opened (groups and catch-ups).",
 		func(s snapshot) float64 { return float64(s.Stats.Watch.GroupsOpened + s.Stats.Watch.CatchUpsOpened) })
+	gauge("etcdproxy_lease_tracked", "Leases the lease machine tracks (asked for by a client within their TTL).", func(s snapshot) float64 { return float64(s.Gauges.Lease.Leases) })
+	gauge("etcdproxy_lease_client_streams", "Client LeaseKeepAlive streams served by the lease machine.", func(s snapshot) float64 { return float64(s.Gauges.Lease.Streams) })
+	gauge("etcdproxy_lease_owed_answers", "Keep-alive answers owed to client streams over their buffer bound.", func(s snapshot) float64 { return float64(s.Gauges.Lease.Owed) })
+	counter("etcdproxy_lease_keepalive_requests_total", "Client keep-alive requests taken by the lease machine.", func(s snapshot) float64 { return float64(s.Stats.Lease.Requests) })
+	counter("etcdproxy_lease_keepalive_answers_total", "Client keep-alive requests answered.", func(s snapshot) float64 { return float64(s.Stats.Lease.Answered) })
+	counter("etcdproxy_lease_keepalive_answered_locally_total", "Client keep-alive requests answered from a refresh etcd confirmed less than TTL/3 ago, without a request to etcd.",
+		func(s snapshot) float64 { return float64(s.Stats.Lease.AnsweredLocal) })
+	counter("etcdproxy_lease_upstream_refreshes_total", "Keep-alive requests sent to etcd.", func(s snapshot) float64 { return float64(s.Stats.Lease.Refreshes) })
 	gauge("etcdproxy_upstream_members", "etcd members the proxy knows (configured or found by auto-sync).", func(s snapshot) float64 { return float64(s.Stats.Failover.Members) })
 	gauge("etcdproxy_upstream_members_healthy", "etcd members whose last health probe was answered in time, with a leader, and not behind the cluster.",
 		func(s snapshot) float64 { return float64(s.Stats.Failover.Healthy) })

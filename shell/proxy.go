@@ -189,14 +189,14 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		},
 		Failover: failover.Config{Timeout: cfg.failoverTimeout()},
 		Members:  cfg.Endpoints,
-	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn), p.members)
+	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn), pb.NewLeaseClient(p.up.conn), p.members)
 	p.up.notifyDrop(func() { p.loop.input(node.Suspect{}) })
 	if cfg.EndpointsAutoSyncInterval > 0 {
 		go p.members.autoSync(c.Ctx(), p.loop, cfg.EndpointsAutoSyncInterval, cfg.Endpoints)
 	}
 	p.registry.MustRegister(newNodeCollector(p.loop))
 	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns, loop: p.loop})
-	pb.RegisterLeaseServer(s, &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns})
+	pb.RegisterLeaseServer(s, &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns, loop: p.loop})
 	cluster := &clusterServer{up: clientv3.RetryClusterClient(c), nsActive: nsActive, advertise: cfg.AdvertiseClientURL}
 	if p.reg != nil {
 		cluster.members = p.reg.Members

@@ -48,6 +48,31 @@ func (c watchConn) Recv() (node.Input, error) {
 	return node.UpstreamResponse{Upstream: c.u, Watch: r}, nil
 }
 
+// leaseOpener opens the upstream LeaseKeepAlive stream.
+func leaseOpener(lc pb.LeaseClient) opener {
+	return func(ctx context.Context) (upstreamConn, error) {
+		st, err := lc.LeaseKeepAlive(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return leaseConn{st}, nil
+	}
+}
+
+type leaseConn struct {
+	st pb.Lease_LeaseKeepAliveClient
+}
+
+func (c leaseConn) Send(r port.UpstreamRequest) error { return c.st.Send(r.Lease) }
+
+func (c leaseConn) Recv() (node.Input, error) {
+	r, err := c.st.Recv()
+	if err != nil {
+		return nil, err
+	}
+	return node.UpstreamResponse{Upstream: port.LeaseKeepAlive, Lease: r}, nil
+}
+
 // Reconnect backoff: from backoffMin, doubling up to backoffMax.
 const (
 	backoffMin = 50 * time.Millisecond

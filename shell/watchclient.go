@@ -19,7 +19,8 @@ import (
 // stream's sender.
 type outMsg struct {
 	resp   *pb.WatchResponse
-	shared *sharedEncoding // the encoding of resp.Events, shared with other watchers
+	lease  *pb.LeaseKeepAliveResponse // instead of resp, on a keep-alive stream
+	shared *sharedEncoding            // the encoding of resp.Events, shared with other watchers
 	size   int
 }
 
@@ -67,11 +68,42 @@ func (q *clientQueue) take() ([][]outMsg, error) {
 // serveWatch serves one client watch stream through the node.
 func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse], translate func(*pb.WatchCreateRequest)) error {
 	id := l.newStreamID()
+	return l.serveStream(stream, node.OpenStream{Stream: id, RequireLeader: requiresLeader(stream.Context())},
+		func(m *outMsg) error { return stream.SendMsg(m) },
+		func() (node.Input, error) {
+			req, err := stream.Recv()
+			if err != nil {
+				return nil, err
+			}
+			return watchInput(id, req, translate), nil
+		})
+}
+
+// serveLeaseKeepAlive serves one client LeaseKeepAlive stream through the
+// node: every request is a KeepAlive input, every answer the node's.
+func (l *loop) serveLeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse]) error {
+	id := l.newStreamID()
+	return l.serveStream(stream, node.OpenStream{Stream: id, Lease: true},
+		func(m *outMsg) error { return stream.Send(m.lease) },
+		func() (node.Input, error) {
+			req, err := stream.Recv()
+			if err != nil {
+				return nil, err
+			}
+			return node.KeepAlive{Stream: id, ID: req.ID}, nil
+		})
+}
+
+// serveStream serves one client stream through the node: open registers
+// it, recv turns each client request into the node's input (nil for one
+// with nothing in it), and send writes one of the node's responses.
+func (l *loop) serveStream(stream grpc.ServerStream, open node.OpenStream, send func(*outMsg) error, recv func() (node.Input, error)) error {
+	id := open.Stream
 	q := &clientQueue{wake: make(chan struct{}, 1)}
 	l.mu.Lock()
 	l.clients[id] = q
 	l.mu.Unlock()
-	l.input(node.OpenStream{Stream: id, RequireLeader: requiresLeader(stream.Context())})
+	l.input(open)
 	defer func() {
 		l.input(node.CloseStream{Stream: id})
 		l.mu.Lock()
@@ -97,7 +129,7 @@ func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.Wa
 			batches, end := q.take()
 			for _, ms := range batches {
 				for i := range ms {
-					if err := stream.SendMsg(&ms[i]); err != nil {
+					if err := send(&ms[i]); err != nil {
 						sendErr <- err
 						return
 					}
@@ -117,12 +149,12 @@ func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.Wa
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
-			req, err := stream.Recv()
+			in, err := recv()
 			if err != nil {
 				recvErr <- err
 				return
 			}
-			if in := watchInput(id, req, translate); in != nil {
+			if in != nil {
 				l.input(in)
 			}
 		}

@@ -84,7 +84,7 @@ func writeAll(n int) []Op {
 }
 
 // runSchedule drives one world with a rapid-generated schedule and
-// reports every violation of the watch guarantees.
+// reports every violation of the watch and keep-alive guarantees.
 func runSchedule(t *rapid.T) {
 	retry := 100 * time.Millisecond
 	cfg := node.Config{
@@ -101,9 +101,10 @@ func runSchedule(t *rapid.T) {
 		cfg.Watch.ProgressInterval = time.Second
 	}
 	w := NewWorld(cfg)
-	schedules++
-	if schedules%10 == 0 {
-		// Every tenth schedule is replayed from its inputs at the end.
+	if rapid.IntRange(0, 9).Draw(t, "replayed at the end") == 0 {
+		// One schedule in ten is replayed from its inputs at the end. (A
+		// draw, not a count of schedules, so that a failing schedule
+		// replays the same from its seed or fail file.)
 		w.Recording = &Recording{}
 	}
 	if os.Getenv("SIM_TRACE") != "" {
@@ -266,10 +267,11 @@ func runSchedule(t *rapid.T) {
 		},
 		"": func(t *rapid.T) {
 			if len(w.Violations) > 0 {
-				t.Fatalf("watch guarantee violated:\n  %s", strings.Join(w.Violations, "\n  "))
+				t.Fatalf("guarantee violated:\n  %s", strings.Join(w.Violations, "\n  "))
 			}
 		},
 	}
+	maps.Copy(actions, leaseActions(w))
 	maps.Copy(actions, steered(w))
 	t.Repeat(actions)
 	// Every member but the one in use comes back: the node must move off
@@ -294,16 +296,103 @@ func runSchedule(t *rapid.T) {
 		coverage.Replayed++
 	}
 	if len(w.Violations) > 0 {
-		t.Fatalf("watch guarantee violated at the end:\n  %s", strings.Join(w.Violations, "\n  "))
+		t.Fatalf("guarantee violated at the end:\n  %s", strings.Join(w.Violations, "\n  "))
 	}
 }
 
-// coverage adds up what every schedule of a run reached; schedules counts
-// them.
-var (
-	coverage  Coverage
-	schedules int
-)
+// leaseActions are the schedule's lease steps: client keep-alive streams
+// (opened, asking once or at a rate of their own, stopping, not reading,
+// closing), etcd granting and revoking leases, its answers arriving late,
+// the keep-alive stream lost, and time passing with etcd answering
+// promptly (where check (d) can judge expiries).
+func leaseActions(w *World) map[string]func(*rapid.T) {
+	pickLease := func(t *rapid.T) int64 {
+		ids := w.Alive()
+		if len(ids) == 0 || rapid.IntRange(0, 9).Draw(t, "a lease etcd does not have") == 0 {
+			// One that expired or was revoked, or one never granted.
+			var gone []int64
+			for _, id := range slices.Sorted(maps.Keys(w.Leases)) {
+				if l := w.Leases[id]; l.Granted && !l.alive() {
+					gone = append(gone, id)
+				}
+			}
+			return rapid.SampledFrom(append(gone, 1000)).Draw(t, "lease")
+		}
+		return rapid.SampledFrom(ids).Draw(t, "lease")
+	}
+	pickStream := func(t *rapid.T) *KeepAliveClient {
+		ids := w.keepAliveIDs()
+		if len(ids) == 0 {
+			ids = append(ids, w.OpenKeepAlive())
+		}
+		return w.KeepAlives[rapid.SampledFrom(ids).Draw(t, "keep-alive stream")]
+	}
+	return map[string]func(*rapid.T){
+		"lease: client": func(t *rapid.T) {
+			switch rapid.IntRange(0, 9).Draw(t, "keep-alive client does") {
+			case 0:
+				if len(w.keepAliveIDs()) >= 3 {
+					t.Skip("enough keep-alive streams")
+				}
+				id := w.OpenKeepAlive()
+				w.KeepAlives[id].Reading = rapid.IntRange(0, 3).Draw(t, "reads") > 0
+			case 1, 2, 3:
+				c := pickStream(t)
+				id := pickLease(t)
+				for range rapid.IntRange(1, 3).Draw(t, "keep-alives") {
+					w.KeepAlive(c.ID, id)
+				}
+			case 4, 5, 6:
+				c := pickStream(t)
+				periods := []time.Duration{0, 100 * time.Millisecond, 300 * time.Millisecond, time.Second, 2 * time.Second}
+				w.KeepAliveEvery(c.ID, pickLease(t), rapid.SampledFrom(periods).Draw(t, "every"))
+			case 7, 8:
+				c := pickStream(t)
+				c.Reading = !c.Reading
+				w.ReadKeepAlive(c.ID)
+			default:
+				w.CloseKeepAlive(pickStream(t).ID)
+			}
+		},
+		"lease: etcd grants or revokes": func(t *rapid.T) {
+			switch rapid.IntRange(0, 3).Draw(t, "etcd does") {
+			case 0, 1:
+				if len(w.Alive()) >= 5 {
+					t.Skip("enough leases")
+				}
+				w.Grant(rapid.Int64Range(1, 8).Draw(t, "ttl"))
+			default:
+				ids := w.Alive()
+				if len(ids) == 0 {
+					t.Skip("no lease to revoke")
+				}
+				w.Revoke(rapid.SampledFrom(ids).Draw(t, "revoked lease"), rapid.Bool().Draw(t, "through the proxy"))
+			}
+		},
+		"lease: keep-alive answers arrive": func(t *rapid.T) {
+			if len(w.answers) == 0 {
+				t.Skip("no keep-alive answer")
+			}
+			w.AnswerKeepAlives(rapid.IntRange(1, 4).Draw(t, "answers"))
+		},
+		"lease: keep-alive stream lost": func(t *rapid.T) {
+			if rapid.IntRange(0, 2).Draw(t, "really") != 0 {
+				t.Skip("rare")
+			}
+			w.LoseKeepAlive()
+		},
+		"lease: time passes": func(t *rapid.T) {
+			step := time.Duration(rapid.IntRange(1, 5).Draw(t, "tenths of a second a tick")) * 100 * time.Millisecond
+			for range rapid.IntRange(1, 30).Draw(t, "ticks") {
+				w.Tick(step)
+				w.AnswerKeepAlives(len(w.answers))
+			}
+		},
+	}
+}
+
+// coverage adds up what every schedule of a run reached.
+var coverage Coverage
 
 func sortedIDs(m map[int64]*ClientWatch) []int64 { return slices.Sorted(maps.Keys(m)) }
 

@@ -75,6 +75,9 @@ func (w *World) Fail(m *Member, f MemberFault) {
 	m.Fault = f
 	m.view = View{Rev: w.Store.Rev, Compacted: w.Store.Compacted, Silent: f == Silent}
 	w.applyView()
+	if m == w.inUse {
+		w.processKeepAlives() // a silent member that only fell behind serves them again
+	}
 }
 
 // Heal makes member m healthy again; a stale one catches up at once.
@@ -88,6 +91,9 @@ func (w *World) Heal(m *Member) {
 	m.Fault = Healthy
 	m.since = w.Clock.Now()
 	w.applyView()
+	if m == w.inUse {
+		w.processKeepAlives() // what waited on the keep-alive stream
+	}
 }
 
 // applyView points the upstream streams at the member in use's view.
@@ -100,11 +106,24 @@ func (w *World) applyView() {
 	for _, u := range w.Up {
 		u.View = v
 	}
+	w.noteReachability()
 }
 
 // answerProbes answers the probes the node asked for, as each member can
 // now: a silent member never answers (the node gives up on its own clock).
+// The probes the node sends on hearing an answer are answered too, at the
+// same moment: a member that answers does so within a round trip, not at
+// the world's next tick, which may be as long as the node's timeout.
 func (w *World) answerProbes() {
+	for range 10 {
+		if len(w.probes) == 0 {
+			return
+		}
+		w.answerProbesOnce()
+	}
+}
+
+func (w *World) answerProbesOnce() {
 	probes := w.probes
 	w.probes = nil
 	for _, p := range probes {
@@ -143,6 +162,7 @@ func (w *World) switchTo(sw port.Switch) {
 		w.applyView()
 		return
 	}
+	w.moves++
 	bound := w.Cfg.Failover.Timeout
 	if bound == 0 {
 		bound = failover.DefaultTimeout
@@ -161,9 +181,10 @@ func (w *World) switchTo(sw port.Switch) {
 		w.Coverage.MovedNoLeader++
 	}
 	w.applyView()
-	for u := range port.NumUpstreams {
+	for u := range port.NumWatchUpstreams {
 		w.Lose(u)
 	}
+	w.LoseKeepAlive()
 }
 
 // inUseServes reports whether the member in use serves the cluster's

@@ -238,7 +238,7 @@ func memberConfig() node.Config {
 func runFor(w *World, d time.Duration) {
 	for end := w.Clock.Now().Add(d); w.Clock.Now().Before(end); {
 		w.Tick(100 * time.Millisecond)
-		for u := range port.NumUpstreams {
+		for u := range port.NumWatchUpstreams {
 			w.Pump(u, 1<<30, false)
 			w.Deliver(u, 1<<30, ctrlFirst)
 		}

@@ -19,7 +19,10 @@ func steered(w *World) map[string]func(*rapid.T) {
 		// held: its catch-up watch must go, and nothing may follow the
 		// cancel.
 		"steer: cancel a held catch-up": func(t *rapid.T) {
-			c, m := w.groupMember(t)
+			c, m, ok := w.groupMember(t)
+			if !ok {
+				return
+			}
 			cw := w.lateCreate(t, c, m.Req)
 			if info, ok := w.N.InspectWatcher(c.ID, cw.ID); !ok || !info.CatchUp {
 				return
@@ -84,7 +87,10 @@ func steered(w *World) map[string]func(*rapid.T) {
 		// progress answer, which must not count as progress of the new
 		// watch (it has history to bring first).
 		"steer: created overtakes a progress answer": func(t *rapid.T) {
-			c, _ := w.groupMember(t)
+			c, _, ok := w.groupMember(t)
+			if !ok {
+				return
+			}
 			w.rollWindows(3, 10)
 			w.RequestProgress(c.ID)
 			w.answerFetches()
@@ -99,12 +105,15 @@ func steered(w *World) map[string]func(*rapid.T) {
 		// answered as soon as the proxy's upstream watches have caught up:
 		// none of them may start where etcd counts it as not synced.
 		"steer: progress on an idle cluster": func(t *rapid.T) {
-			c, _ := w.groupMember(t)
+			c, _, ok := w.groupMember(t)
+			if !ok {
+				return
+			}
 			w.RequestProgress(c.ID)
 			// (A stream that was stalled may have much to catch up on first.)
 			for range 200 {
 				w.answerFetches()
-				for u := range port.NumUpstreams {
+				for u := range port.NumWatchUpstreams {
 					w.Pump(u, 1<<30, false)
 					w.Deliver(u, 1<<30, ctrlFirst)
 				}
@@ -139,8 +148,12 @@ func (w *World) readingClient(t *rapid.T) *Client {
 }
 
 // groupMember creates a watch on a drawn range and has it created and in
-// its group: the client has read the created.
-func (w *World) groupMember(t *rapid.T) (*Client, *ClientWatch) {
+// its group: the client has read the created. When the watch was not
+// created it reports false, and the steered action ends there. (It must not
+// skip: rapid leaves a skipped action out of the schedule it records, so
+// the steps it took would be missing when the schedule is shrunk or
+// replayed from its fail file.)
+func (w *World) groupMember(t *rapid.T) (*Client, *ClientWatch, bool) {
 	c := w.readingClient(t)
 	key, end := drawRange(t)
 	cw := w.Create(c.ID, &pb.WatchCreateRequest{Key: key, RangeEnd: end, ProgressNotify: rapid.Bool().Draw(t, "progress_notify")})
@@ -148,9 +161,9 @@ func (w *World) groupMember(t *rapid.T) (*Client, *ClientWatch) {
 	w.Deliver(port.WatchShared, 1<<30, ctrlFirst)
 	w.Read(c.ID)
 	if !cw.Created {
-		t.Skip("the steered watch was not created")
+		return c, cw, false
 	}
-	return c, cw
+	return c, cw, true
 }
 
 // lateCreate creates a second watch like req on c whose revision fetch is
@@ -172,7 +185,10 @@ func (w *World) lateCreate(t *rapid.T, c *Client, like *pb.WatchCreateRequest) *
 // rewind makes a group's upstream watch rewind: a member's range gets a
 // second watch starting before the group's window. It returns the member.
 func (w *World) rewind(t *rapid.T) (*Client, *ClientWatch, bool) {
-	c, m := w.groupMember(t)
+	c, m, ok := w.groupMember(t)
+	if !ok {
+		return c, m, false
+	}
 	w.rollWindows(w.Cfg.Watch.HistoryEvents+1, 10)
 	w.Read(c.ID)
 	start := w.Store.Compacted + 1

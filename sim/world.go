@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/benbjohnson/clock"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
@@ -24,13 +23,15 @@ import (
 
 // World is one simulated proxy: the core's composite node, a model etcd
 // store, the two upstream watch streams, the revision fetches in flight,
-// client streams, and a mock clock. Every step is a method; the checks run as
-// responses reach clients, and Violations collects what went wrong.
+// client streams, and a mock clock; and etcd's leases, the upstream
+// keep-alive stream and client keep-alive streams (leases.go). Every step
+// is a method; the checks run as responses reach clients, and Violations
+// collects what went wrong.
 type World struct {
 	N       *node.Node
 	Store   *Store
-	Up      [port.NumUpstreams]*Upstream
-	Clock   *clock.Mock
+	Up      [port.NumWatchUpstreams]*Upstream
+	Clock   *Clock
 	Cfg     node.Config
 	Clients map[port.StreamID]*Client
 	fetches []port.Fetch
@@ -43,6 +44,7 @@ type World struct {
 	// are served by the one in use.
 	Members  []*Member
 	inUse    *Member
+	moves    int // switches of member after the first choice
 	probes   []port.Probe
 	lastTick time.Duration // the clock's last step
 
@@ -55,6 +57,8 @@ type World struct {
 	// Recording, when set, keeps every input fed to the node and every
 	// output it handed out, so that a replay can be compared with the run.
 	Recording *Recording
+
+	leaseWorld
 }
 
 // Recording is what a world fed its node and what the node handed out.
@@ -91,10 +95,20 @@ func (r *Recording) Replay(cfg node.Config, start time.Time) (bool, string) {
 func writeReady(b *bytes.Buffer, rd port.Ready) {
 	mo := proto.MarshalOptions{Deterministic: true}
 	for _, s := range rd.Sends {
+		if s.Lease != nil {
+			bs, _ := mo.Marshal(s.Lease)
+			fmt.Fprintf(b, "send %d %d lease %x\n", s.Stream, s.Size, bs)
+			continue
+		}
 		bs, _ := mo.Marshal(s.Watch)
 		fmt.Fprintf(b, "send %d %d %t %x\n", s.Stream, s.Size, s.Shared != nil, bs)
 	}
 	for _, u := range rd.Upstream {
+		if u.Lease != nil {
+			bs, _ := mo.Marshal(u.Lease)
+			fmt.Fprintf(b, "up %v lease %x\n", u.Upstream, bs)
+			continue
+		}
 		bs, _ := mo.Marshal(u.Watch)
 		fmt.Fprintf(b, "up %v %x\n", u.Upstream, bs)
 	}
@@ -145,6 +159,14 @@ type Coverage struct {
 	// LeaderlessEnded: client streams that asked for a leader, ended (or
 	// refused) with etcd's "no leader".
 	LeaderlessEnded int
+	// LeaseHeldAnswered: keep-alive answers owed to a held stream, given
+	// as it resumed. LeaseResent: refreshes sent again after the
+	// keep-alive stream was lost. LeaseRevokedInFlight: revokes through
+	// the proxy while a refresh of the lease was in flight. LeaseLocal:
+	// keep-alives answered without asking etcd. LeaseExpiryJudged: lease
+	// expiries judged by check (d): a client had asked for the lease and
+	// etcd was reachable since.
+	LeaseHeldAnswered, LeaseResent, LeaseRevokedInFlight, LeaseLocal, LeaseExpiryJudged int
 }
 
 // Add adds o's counts to c.
@@ -162,6 +184,11 @@ func (c *Coverage) Add(o Coverage) {
 	c.MovedBehind += o.MovedBehind
 	c.MovedNoLeader += o.MovedNoLeader
 	c.LeaderlessEnded += o.LeaderlessEnded
+	c.LeaseHeldAnswered += o.LeaseHeldAnswered
+	c.LeaseResent += o.LeaseResent
+	c.LeaseRevokedInFlight += o.LeaseRevokedInFlight
+	c.LeaseLocal += o.LeaseLocal
+	c.LeaseExpiryJudged += o.LeaseExpiryJudged
 }
 
 // Missing names the counts that are still zero.
@@ -181,6 +208,11 @@ func (c Coverage) Missing() []string {
 		"moves off a member behind":                   c.MovedBehind,
 		"moves off a leaderless member":               c.MovedNoLeader,
 		"require-leader streams ended":                c.LeaderlessEnded,
+		"keep-alives owed to a held stream answered":  c.LeaseHeldAnswered,
+		"refreshes resent after the stream was lost":  c.LeaseResent,
+		"revokes with a refresh in flight":            c.LeaseRevokedInFlight,
+		"keep-alives answered locally":                c.LeaseLocal,
+		"lease expiries judged":                       c.LeaseExpiryJudged,
 	} {
 		if n == 0 {
 			out = append(out, name)
@@ -230,7 +262,7 @@ type ClientWatch struct {
 
 // NewWorld returns a world with cfg's bounds, at time zero.
 func NewWorld(cfg node.Config) *World {
-	w := &World{Store: NewStore(), Clock: clock.NewMock(), Cfg: cfg, Clients: map[port.StreamID]*Client{}}
+	w := &World{Store: NewStore(), Clock: &Clock{}, Cfg: cfg, Clients: map[port.StreamID]*Client{}, leaseWorld: newLeaseWorld()}
 	w.Clock.Set(time.Unix(0, 0))
 	for u := range w.Up {
 		w.Up[u] = NewUpstream(w.Store)
@@ -251,8 +283,10 @@ func (w *World) step(in node.Input) {
 	if w.Recording != nil {
 		w.Recording.Inputs = append(w.Recording.Inputs, in)
 	}
+	w.stepIn = in
 	w.N.Step(in)
 	w.route()
+	w.stepIn = nil
 }
 
 // route carries out what the node asks for, as the shell's loop does.
@@ -265,12 +299,26 @@ func (w *World) route() {
 	if w.Recording != nil {
 		writeReady(&w.Recording.Outputs, r)
 	}
+	// Refreshes first: check (c) judges them by the requests outstanding
+	// before this step's answers.
+	for _, u := range r.Upstream {
+		if u.Upstream == port.LeaseKeepAlive {
+			w.keepAliveRequest(u.Lease)
+		}
+	}
 	for _, s := range r.Sends {
+		if s.Lease != nil || w.KeepAlives[s.Stream] != nil {
+			w.keepAliveAnswer(s)
+			continue
+		}
 		if c := w.Clients[s.Stream]; c != nil && !c.Closed {
 			c.inbox = append(c.inbox, s)
 		}
 	}
 	for _, u := range r.Upstream {
+		if u.Upstream == port.LeaseKeepAlive {
+			continue
+		}
 		if w.Trace != nil {
 			w.Trace("%v upstream request: %v", u.Upstream, u.Watch)
 		}
@@ -281,7 +329,7 @@ func (w *World) route() {
 			w.Trace("%v asked", f)
 		}
 		for _, x := range r.Sends {
-			if x.Watch.WatchId == -1 && !x.Watch.Created {
+			if x.Watch != nil && x.Watch.WatchId == -1 && !x.Watch.Created {
 				w.Trace("stream %d is sent progress at %d", x.Stream, x.Watch.Header.GetRevision())
 			}
 		}
@@ -551,12 +599,16 @@ func (w *World) ProgressTick() {
 	}
 }
 
-// Tick advances the clock; the members answer the probes asked for.
+// Tick advances the clock: etcd expires the leases whose time has come,
+// the members answer the probes asked for, and the keep-alive streams send
+// the keep-alives due and read.
 func (w *World) Tick(d time.Duration) {
 	w.lastTick = d
 	w.Clock.Add(d)
+	w.expireLeases()
 	w.step(node.Tick{Now: w.Clock.Now()})
 	w.answerProbes()
+	w.keepAliveTick()
 }
 
 // ---- checks ----
@@ -790,11 +842,13 @@ func (w *World) checkCaughtUp(c *Client, cw *ClientWatch, rev int64, what string
 // ---- the end of a schedule ----
 
 // Settle runs everything to quiescence: fetches answered, upstream streams
-// pumped and delivered, clients reading, time passing for retries.
+// pumped and delivered, keep-alives answered, clients reading (and no
+// longer sending keep-alives by themselves), time passing for retries.
 func (w *World) Settle() {
 	for _, c := range w.Clients {
 		c.Reading = true
 	}
+	w.StopKeepAlives()
 	for i := 0; i < 1000; i++ {
 		before := w.activity()
 		for len(w.served) > 0 {
@@ -803,15 +857,16 @@ func (w *World) Settle() {
 		for len(w.fetches) > 0 {
 			w.AnswerFetch(0, false)
 		}
-		for u := range port.NumUpstreams {
+		for u := range port.NumWatchUpstreams {
 			w.Pump(u, 1<<30, false)
 			w.Deliver(u, 1<<30, func() bool { return true })
 		}
 		for _, id := range w.clientIDs() {
 			w.Read(id)
 		}
+		w.settleKeepAlives()
 		w.Tick(w.Cfg.Port.RetryInterval)
-		if w.activity() == before && w.Pending() == 0 && w.inboxesEmpty() && (w.inUseServes() || !w.canMove()) && w.Up[0].Queued() == 0 && w.Up[1].Queued() == 0 && w.Up[0].Synced() && w.Up[1].Synced() {
+		if w.activity() == before && w.Pending() == 0 && w.inboxesEmpty() && (w.inUseServes() || !w.canMove()) && w.Up[0].Queued() == 0 && w.Up[1].Queued() == 0 && w.Up[0].Synced() && w.Up[1].Synced() && w.keepAlivesSettled() {
 			return
 		}
 	}
@@ -829,7 +884,7 @@ func (w *World) activity() string {
 			got += cw.Got
 		}
 	}
-	return fmt.Sprint(inbox, pending, progress, got, w.Up[0].Creates, w.Up[1].Creates, w.Store.Rev)
+	return fmt.Sprint(inbox, pending, progress, got, w.Up[0].Creates, w.Up[1].Creates, w.Store.Rev, w.keepAliveActivity())
 }
 
 func (w *World) inboxesEmpty() bool {
@@ -875,6 +930,7 @@ func (w *World) CheckComplete() {
 			w.violate("stream %d: %d progress requests never answered", id, len(c.progress))
 		}
 	}
+	w.checkKeepAlivesComplete()
 }
 
 // CheckProgressNotified, after Settle: once etcd's progress ticker (and the
@@ -882,12 +938,21 @@ func (w *World) CheckComplete() {
 // every live watch that asked for notifications knows it is current: it
 // has been told the store's revision (unless it starts in the future).
 func (w *World) CheckProgressNotified() {
-	for range 2 {
+	// Two ticker rounds with no switch of member between them: a switch
+	// reopens the upstream watches, and etcd's ticker skips a watch that
+	// was sent events since its last tick.
+	for quiet, round := 0, 0; quiet < 2 && round < 10; round++ {
+		moves := w.moves
 		w.ProgressTick()
 		w.Settle()
 		if w.Cfg.Watch.ProgressInterval > 0 {
 			w.Tick(w.Cfg.Watch.ProgressInterval)
 			w.Settle()
+		}
+		if w.moves == moves {
+			quiet++
+		} else {
+			quiet = 0
 		}
 	}
 	for _, id := range w.clientIDs() {
@@ -906,12 +971,14 @@ func (w *World) CheckProgressNotified() {
 }
 
 // CloseAll closes every stream, settles, and checks that nothing is left
-// behind: no upstream watch, no history, no queued bytes, no stream.
+// behind: no upstream watch, no history, no queued bytes, no stream, no
+// owed or waiting keep-alive; and, once the longest lease TTL has passed,
+// no lease (closeKeepAlives).
 func (w *World) CloseAll() {
 	for _, id := range w.clientIDs() {
 		w.Close(id)
 	}
-	w.Settle()
+	w.closeKeepAlives()
 	if held := testutil.NodeEmpty(w.N.Stats(), w.N.Gauges()); held != "" {
 		w.violate("left behind after every client closed: %s", held)
 	}
@@ -921,3 +988,17 @@ func (w *World) CloseAll() {
 		}
 	}
 }
+
+// Clock is the world's clock: it moves only when the world says so. (A
+// clock.Mock would do, but it sleeps a millisecond on every move to let
+// its timers' goroutines run, and nothing here has any.)
+type Clock struct{ now time.Time }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time { return c.now }
+
+// Set sets the clock's time.
+func (c *Clock) Set(t time.Time) { c.now = t }
+
+// Add moves the clock on by d.
+func (c *Clock) Add(d time.Duration) { c.now = c.now.Add(d) }

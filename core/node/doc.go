@@ -1,7 +1,7 @@
 // Package node is the proxy's core as one state machine: the composite of
-// the machines (the watch fan-out and the failover machine that chooses the
-// etcd member in use; lease keep-alive coalescing and the read cache join it
-// next), driven the way etcd's raft RawNode is.
+// the machines (the watch fan-out, lease keep-alive coalescing, and the
+// failover machine that chooses the etcd member in use; the read cache
+// joins it next), driven the way etcd's raft RawNode is.
 //
 //   - Inputs are plain data (Input: client requests, upstream responses,
 //     answers to revision fetches and member probes, bytes written, clock

@@ -23,11 +23,24 @@ type Tick struct{ Now time.Time }
 // RequireLeader is set when the client asked for a leader
 // (clientv3.WithRequireLeader): the stream is refused, or ended, with
 // etcd's "no leader" error when the member in use has none.
+//
+// Lease is set for a client LeaseKeepAlive stream (the other fields do not
+// apply to it).
 type OpenStream struct {
 	Stream        port.StreamID
 	Token         string
 	RequireLeader bool
+	Lease         bool
 }
+
+// KeepAlive is a client's keep-alive request for lease ID.
+type KeepAlive struct {
+	Stream port.StreamID
+	ID     int64
+}
+
+// LeaseRevoked reports a lease revoked through the proxy.
+type LeaseRevoked struct{ ID int64 }
 
 // CloseStream ends a client stream and everything it holds.
 type CloseStream struct{ Stream port.StreamID }
@@ -54,10 +67,12 @@ type Written struct {
 	Bytes  int
 }
 
-// UpstreamResponse is a response received on an upstream stream.
+// UpstreamResponse is a response received on an upstream stream: Watch on
+// a watch stream, Lease on the keep-alive stream.
 type UpstreamResponse struct {
 	Upstream port.UpstreamID
 	Watch    *pb.WatchResponse
+	Lease    *pb.LeaseKeepAliveResponse
 }
 
 // UpstreamLost reports that an upstream stream broke; whatever was sent on
@@ -84,6 +99,8 @@ type SetMembers struct{ Endpoints []string }
 type Suspect struct{}
 
 func (Suspect) isInput()          {}
+func (KeepAlive) isInput()        {}
+func (LeaseRevoked) isInput()     {}
 func (Probed) isInput()           {}
 func (SetMembers) isInput()       {}
 func (Tick) isInput()             {}
@@ -100,6 +117,9 @@ func (Fetched) isInput()          {}
 func (i Tick) String() string { return "tick " + i.Now.UTC().Format(time.RFC3339Nano) }
 func (i OpenStream) String() string {
 	s := fmt.Sprintf("open stream %d", i.Stream)
+	if i.Lease {
+		s = fmt.Sprintf("open keep-alive stream %d", i.Stream)
+	}
 	if i.Token != "" {
 		s += " with token"
 	}
@@ -119,7 +139,12 @@ func (i WatchCancel) String() string {
 func (i WatchProgress) String() string { return fmt.Sprintf("stream %d progress", i.Stream) }
 func (i Written) String() string       { return fmt.Sprintf("stream %d wrote %d bytes", i.Stream, i.Bytes) }
 func (i UpstreamResponse) String() string {
+	if i.Lease != nil {
+		return fmt.Sprintf("%v responds %v", i.Upstream, i.Lease)
+	}
 	return fmt.Sprintf("%v responds %v", i.Upstream, i.Watch)
 }
+func (i KeepAlive) String() string    { return fmt.Sprintf("stream %d keep-alive %d", i.Stream, i.ID) }
+func (i LeaseRevoked) String() string { return fmt.Sprintf("lease %d revoked", i.ID) }
 func (i UpstreamLost) String() string { return fmt.Sprintf("%v lost", i.Upstream) }
 func (i Fetched) String() string      { return fmt.Sprintf("fetch %d answered: %v", i.ID, i.Result) }

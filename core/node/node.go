@@ -7,6 +7,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/etcdproxy/etcdproxy/core/failover"
+	"github.com/etcdproxy/etcdproxy/core/lease"
 	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
 )
@@ -39,6 +40,7 @@ type Node struct {
 	cfg      Config
 	out      *port.Outbox
 	watch    *watch.Machine
+	lease    *lease.Machine
 	failover *failover.Machine
 	now      time.Time
 	// leader holds the client streams that asked for a leader.
@@ -54,6 +56,7 @@ func New(cfg Config, now time.Time) *Node {
 	return &Node{
 		cfg: cfg, out: out, now: now, leader: map[port.StreamID]bool{},
 		watch:    watch.New(cfg.Watch, out, now),
+		lease:    lease.New(out, now),
 		failover: failover.New(cfg.Failover, out, cfg.Members, now),
 	}
 }
@@ -66,8 +69,13 @@ func (n *Node) Step(in Input) {
 		n.out.Tick(in.Now)
 		n.failover.Tick(in.Now)
 		n.watch.Tick(in.Now)
+		n.lease.Tick(in.Now)
 		n.endLeaderless()
 	case OpenStream:
+		if in.Lease {
+			n.lease.OpenStream(in.Stream, n.out.OpenStream(in.Stream))
+			return
+		}
 		if in.RequireLeader {
 			if _, ok := n.failover.Leaderless(); ok {
 				// etcd refuses such a stream while it has no leader.
@@ -79,6 +87,7 @@ func (n *Node) Step(in Input) {
 		n.watch.OpenStream(in.Stream, in.Token, n.out.OpenStream(in.Stream))
 	case CloseStream:
 		delete(n.leader, in.Stream)
+		n.lease.CloseStream(in.Stream)
 		n.watch.CloseStream(in.Stream)
 		n.out.CloseStream(in.Stream)
 	case WatchCreate:
@@ -89,14 +98,29 @@ func (n *Node) Step(in Input) {
 		n.watch.RequestProgress(in.Stream)
 	case Written:
 		if n.out.Written(in.Stream, in.Bytes) {
-			n.watch.Resume(in.Stream)
+			if n.lease.Has(in.Stream) {
+				n.lease.Resume(in.Stream)
+			} else {
+				n.watch.Resume(in.Stream)
+			}
 		}
+	case KeepAlive:
+		n.lease.KeepAlive(in.Stream, in.ID)
+	case LeaseRevoked:
+		n.lease.Revoked(in.ID)
 	case UpstreamResponse:
-		if in.Watch != nil {
+		switch {
+		case in.Watch != nil:
 			n.watch.UpstreamResponse(in.Upstream, in.Watch)
+		case in.Lease != nil:
+			n.lease.UpstreamResponse(in.Lease)
 		}
 	case UpstreamLost:
-		n.watch.UpstreamLost(in.Upstream)
+		if in.Upstream == port.LeaseKeepAlive {
+			n.lease.UpstreamLost()
+		} else {
+			n.watch.UpstreamLost(in.Upstream)
+		}
 	case Fetched:
 		if For, ok := n.out.Fetched(in.ID, in.Result); ok && For.Has(port.Watch) {
 			n.watch.Fetched(in.ID, in.Result)
@@ -150,6 +174,7 @@ func (n *Node) Advance() { n.out.Advance() }
 // Stats are the node's counters.
 type Stats struct {
 	Watch    watch.Stats
+	Lease    lease.Stats
 	Failover failover.Stats
 	Holds    int64 // times a client stream went over its bound
 }
@@ -157,12 +182,13 @@ type Stats struct {
 // Gauges are the node's current state.
 type Gauges struct {
 	Watch watch.Gauges
+	Lease lease.Gauges
 	Flow  port.FlowStats
 }
 
 // Stats returns the counters; it is cheap.
 func (n *Node) Stats() Stats {
-	return Stats{Watch: n.watch.Stats(), Failover: n.failover.Stats(), Holds: n.out.Holds()}
+	return Stats{Watch: n.watch.Stats(), Lease: n.lease.Stats(), Failover: n.failover.Stats(), Holds: n.out.Holds()}
 }
 
 // Member returns the etcd member in use.
@@ -170,7 +196,9 @@ func (n *Node) Member() string { return n.failover.Member() }
 
 // Gauges counts the node's current state; it walks every stream and group,
 // so it is meant for a metrics scrape, not for every step.
-func (n *Node) Gauges() Gauges { return Gauges{Watch: n.watch.Gauges(), Flow: n.out.Stats()} }
+func (n *Node) Gauges() Gauges {
+	return Gauges{Watch: n.watch.Gauges(), Lease: n.lease.Gauges(), Flow: n.out.Stats()}
+}
 
 // InspectWatcher tells where a client watcher stands, for tests and the
 // simulation; it changes nothing.

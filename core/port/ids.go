@@ -2,8 +2,8 @@ package port
 
 import "fmt"
 
-// StreamID names a client stream (a Watch stream now, a LeaseKeepAlive
-// stream later). The shell assigns them; they are never reused.
+// StreamID names a client stream (a Watch or a LeaseKeepAlive stream). The
+// shell assigns them; they are never reused.
 type StreamID uint64
 
 // UpstreamID names one of the proxy's long-lived upstream streams to etcd.
@@ -17,9 +17,16 @@ const (
 	// WatchCatchUp is the upstream Watch stream of catch-up watches: a
 	// single client watcher reading history its group no longer holds.
 	WatchCatchUp
+	// LeaseKeepAlive is the one upstream LeaseKeepAlive stream every
+	// client keep-alive stream shares.
+	LeaseKeepAlive
 	// NumUpstreams is the number of upstream streams.
 	NumUpstreams
 )
+
+// NumWatchUpstreams is the number of upstream Watch streams (the first
+// UpstreamIDs).
+const NumWatchUpstreams UpstreamID = 2
 
 func (u UpstreamID) String() string {
 	switch u {
@@ -27,6 +34,8 @@ func (u UpstreamID) String() string {
 		return "watch-shared"
 	case WatchCatchUp:
 		return "watch-catch-up"
+	case LeaseKeepAlive:
+		return "lease-keep-alive"
 	}
 	return fmt.Sprintf("upstream-%d", int(u))
 }

@@ -7,10 +7,12 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
-// Send is a response for a client stream.
+// Send is a response for a client stream: a watch response, or a
+// keep-alive answer (Lease).
 type Send struct {
 	Stream StreamID
 	Watch  *pb.WatchResponse
+	Lease  *pb.LeaseKeepAliveResponse
 	// Shared, when set, is the run of events Watch carries (Watch.Events is
 	// Shared.Events), handed unchanged to every watcher that gets it: the
 	// shell may encode it once for all of them.
@@ -21,6 +23,9 @@ type Send struct {
 }
 
 func (s Send) String() string {
+	if s.Lease != nil {
+		return fmt.Sprintf("send stream=%d size=%d %v", s.Stream, s.Size, s.Lease)
+	}
 	return fmt.Sprintf("send stream=%d size=%d %v", s.Stream, s.Size, s.Watch)
 }
 
@@ -31,13 +36,20 @@ type SharedEvents struct {
 	Events []*mvccpb.Event
 }
 
-// UpstreamRequest is a request for one of the upstream streams.
+// UpstreamRequest is a request for one of the upstream streams: Watch for
+// the watch streams, Lease for the keep-alive stream.
 type UpstreamRequest struct {
 	Upstream UpstreamID
 	Watch    *pb.WatchRequest
+	Lease    *pb.LeaseKeepAliveRequest
 }
 
-func (u UpstreamRequest) String() string { return fmt.Sprintf("%v: %v", u.Upstream, u.Watch) }
+func (u UpstreamRequest) String() string {
+	if u.Lease != nil {
+		return fmt.Sprintf("%v: %v", u.Upstream, u.Lease)
+	}
+	return fmt.Sprintf("%v: %v", u.Upstream, u.Watch)
+}
 
 // FetchID names a revision fetch.
 type FetchID uint64

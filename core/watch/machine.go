@@ -60,7 +60,7 @@ type Machine struct {
 
 	fetches map[port.FetchID]*waiters
 
-	progress   [port.NumUpstreams]upstreamProgress
+	progress   [port.NumWatchUpstreams]upstreamProgress
 	lastNotify time.Time
 	lastRev    int64              // highest revision seen anywhere
 	lastHeader *pb.ResponseHeader // cluster, member and term of the latest answer

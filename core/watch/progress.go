@@ -36,7 +36,7 @@ func (m *Machine) RequestProgress(id port.StreamID) {
 // wantProgress asks etcd for progress on the upstream streams that s
 // depends on now, unless it was asked there very recently.
 func (m *Machine) wantProgress(s *stream) {
-	var need [port.NumUpstreams]bool
+	var need [port.NumWatchUpstreams]bool
 	m.progressNeeds(s, &need)
 	m.requestProgressOn(need)
 }
@@ -44,7 +44,7 @@ func (m *Machine) wantProgress(s *stream) {
 // progressNeeds marks the upstream streams whose progress the watchers of
 // s wait for. It is worked out afresh each time: watchers move between
 // their group and a catch-up watch.
-func (m *Machine) progressNeeds(s *stream, need *[port.NumUpstreams]bool) {
+func (m *Machine) progressNeeds(s *stream, need *[port.NumWatchUpstreams]bool) {
 	if len(s.progress) == 0 {
 		return
 	}
@@ -58,8 +58,8 @@ func (m *Machine) progressNeeds(s *stream, need *[port.NumUpstreams]bool) {
 	}
 }
 
-func (m *Machine) requestProgressOn(need [port.NumUpstreams]bool) {
-	for u := range port.NumUpstreams {
+func (m *Machine) requestProgressOn(need [port.NumWatchUpstreams]bool) {
+	for u := range port.NumWatchUpstreams {
 		p := &m.progress[u]
 		if need[u] && (p.sentAt.IsZero() || !m.now.Before(p.sentAt.Add(m.cfg.RetryInterval))) {
 			p.sentAt = m.now
@@ -72,7 +72,7 @@ func (m *Machine) requestProgressOn(need [port.NumUpstreams]bool) {
 // retryProgress asks again on every upstream stream a client's progress
 // request still waits for.
 func (m *Machine) retryProgress() {
-	var need [port.NumUpstreams]bool
+	var need [port.NumWatchUpstreams]bool
 	for _, s := range m.sortedStreams() {
 		m.progressNeeds(s, &need)
 	}

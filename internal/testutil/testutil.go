@@ -129,20 +129,27 @@ func WaitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 // in this process (etcd's own gauge etcd_debugging_mvcc_watcher_total).
 func EtcdWatchers(t testing.TB) float64 {
 	t.Helper()
+	return EtcdMetric(t, "etcd_debugging_mvcc_watcher_total")
+}
+
+// EtcdMetric is the sum over the etcd members embedded in this process of
+// one of etcd's own counters or gauges.
+func EtcdMetric(t testing.TB, name string) float64 {
+	t.Helper()
 	mfs, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "etcd_debugging_mvcc_watcher_total" {
+		if mf.GetName() == name {
 			var n float64
 			for _, m := range mf.GetMetric() {
-				n += m.GetGauge().GetValue()
+				n += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 			}
 			return n
 		}
 	}
-	t.Fatal("no etcd_debugging_mvcc_watcher_total metric: is an etcd member running in this process?")
+	t.Fatalf("no %s metric: is an etcd member running in this process?", name)
 	return 0
 }
 
