@@ -68,23 +68,8 @@ func TestFailoverSilentMember(t *testing.T) { testFailover(t, silent) }
 func TestFailoverIsolatedMember(t *testing.T) { testFailover(t, isolated) }
 
 func testFailover(t *testing.T, f fault) {
-	cl, err := embedetcd.StartCluster(t.TempDir(), 3, embedetcd.Options{NoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Stop)
 	// Every member behind a forwarder; the proxy starts on the first.
-	var fws []*netfault.Forwarder
-	var eps []string
-	for _, m := range cl.Members {
-		fw, err := netfault.Start(strings.TrimPrefix(m.ClientURL, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { fw.Close() })
-		fws = append(fws, fw)
-		eps = append(eps, "http://"+fw.Addr())
-	}
+	cl, fws, eps := testutil.StartClusterBehindForwarders(t, 3)
 	p := testutil.StartProxy(t, eps, nil)
 	c := testutil.Client(t, p.Addr())
 	ctx := testutil.Context(t, 90*time.Second)

@@ -3,7 +3,6 @@ package shell_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,8 +10,6 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
-	"github.com/etcdproxy/etcdproxy/internal/netfault"
 	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
@@ -213,22 +210,7 @@ func TestKeepAliveAfterRevoke(t *testing.T) {
 // every key attached to one is there, every keep-alive channel is open and
 // answered after the cut.
 func TestKeepAliveAcrossAbruptFailover(t *testing.T) {
-	cl, err := embedetcd.StartCluster(t.TempDir(), 3, embedetcd.Options{NoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Stop)
-	var fws []*netfault.Forwarder
-	var eps []string
-	for _, m := range cl.Members {
-		fw, err := netfault.Start(strings.TrimPrefix(m.ClientURL, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { fw.Close() })
-		fws = append(fws, fw)
-		eps = append(eps, "http://"+fw.Addr())
-	}
+	cl, fws, eps := testutil.StartClusterBehindForwarders(t, 3)
 	p := testutil.StartProxy(t, eps, nil)
 	c := testutil.Client(t, p.Addr())
 	ctx := testutil.Context(t, 60*time.Second)

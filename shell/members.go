@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,7 +46,7 @@ func newMembers(lg *zap.Logger, up *upstream, timeout time.Duration, endpoints [
 func (ms *members) conn(endpoint string) (*grpc.ClientConn, error) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	if ms.closed || !contains(ms.known, endpoint) {
+	if ms.closed || !slices.Contains(ms.known, endpoint) {
 		return nil, errors.New("no such member")
 	}
 	if c := ms.probes[endpoint]; c != nil {
@@ -66,20 +67,11 @@ func (ms *members) list(keep []string) {
 	defer ms.mu.Unlock()
 	ms.known = keep
 	for ep, c := range ms.probes {
-		if !contains(keep, ep) {
+		if !slices.Contains(keep, ep) {
 			c.Close()
 			delete(ms.probes, ep)
 		}
 	}
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // probe runs one probe: etcd's Status on the member, with the require-leader

@@ -50,17 +50,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/etcdproxy/etcdproxy/bench/internal/child"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 	"github.com/etcdproxy/etcdproxy/internal/netfault"
 )
@@ -114,23 +113,10 @@ func main() {
 		os.Exit(2)
 	}
 
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		s := <-sigc
-		logf("%v: killing every child process", s)
-		killAll()
-		os.Exit(130)
-	}()
-	go func() {
-		time.Sleep(o.timeout)
-		logf("run exceeded -timeout %v: killing every child process", o.timeout)
-		killAll()
-		os.Exit(3)
-	}()
+	child.KillOnExit(o.timeout, logf)
 
 	if err := run(o); err != nil {
-		killAll()
+		child.KillAll()
 		fmt.Fprintln(os.Stderr, "failover:", err)
 		os.Exit(1)
 	}
@@ -278,10 +264,10 @@ func runScenario(o options, scenario string) ([]result, error) {
 
 	// The targets' endpoints, starting the proxies.
 	endpoints := map[string][]string{}
-	var started []*proc
+	var started []*child.Proc
 	defer func() {
 		for _, p := range started {
-			p.stop()
+			p.Stop()
 		}
 	}()
 	for _, t := range o.targets {
@@ -307,7 +293,7 @@ func runScenario(o options, scenario string) ([]result, error) {
 			return nil, err
 		}
 		started = append(started, p)
-		if err := p.awaitReady(addr, 30*time.Second); err != nil {
+		if err := awaitReady(p, addr, 30*time.Second); err != nil {
 			return nil, err
 		}
 		endpoints[t] = []string{addr}

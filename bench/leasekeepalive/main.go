@@ -59,15 +59,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/child"
 )
 
 type options struct {
@@ -149,23 +149,10 @@ func main() {
 		o.expiryTimeout = 4*time.Duration(o.ttl)*time.Second + 20*time.Second
 	}
 
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		s := <-sigc
-		logf("%v: killing every child process", s)
-		killAll()
-		os.Exit(130)
-	}()
-	go func() {
-		time.Sleep(o.timeout)
-		logf("run exceeded -timeout %v: killing every child process", o.timeout)
-		killAll()
-		os.Exit(3)
-	}()
+	child.KillOnExit(o.timeout, logf)
 
 	if err := run(o); err != nil {
-		killAll()
+		child.KillAll()
 		fmt.Fprintln(os.Stderr, "leasekeepalive:", err)
 		os.Exit(1)
 	}
@@ -233,13 +220,13 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer etcd.stop()
-	if err := etcd.awaitHealthy(etcdURL, 30*time.Second); err != nil {
+	defer etcd.Stop()
+	if err := awaitHealthy(etcd, etcdURL, 30*time.Second); err != nil {
 		return err
 	}
 	type target struct {
 		name, endpoint string
-		p              *proc
+		p              *child.Proc
 	}
 	var tgts []target
 	for _, t := range o.targets {
@@ -264,8 +251,8 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		defer p.stop()
-		if err := p.awaitReady(addr, 30*time.Second); err != nil {
+		defer p.Stop()
+		if err := awaitReady(p, addr, 30*time.Second); err != nil {
 			return err
 		}
 		tgts = append(tgts, target{t, addr, p})
@@ -280,9 +267,9 @@ func run(o options) error {
 
 	var results []result
 	for i, t := range tgts {
-		for _, p := range []*proc{etcd, t.p} {
-			if p.exited() {
-				return fmt.Errorf("%s has exited; see %s", p.name, p.log)
+		for _, p := range []*child.Proc{etcd, t.p} {
+			if p.Exited() {
+				return fmt.Errorf("%s has exited; see %s", p.Name, p.Log)
 			}
 		}
 		rng := rand.New(rand.NewPCG(o.seed, uint64(i)))
@@ -339,7 +326,7 @@ func loadAvg() string {
 }
 
 // runTarget measures one target on fresh leases.
-func runTarget(o options, name, endpoint string, tp, etcd *proc, etcdURL string, lc pb.LeaseClient, rng *rand.Rand) (result, error) {
+func runTarget(o options, name, endpoint string, tp, etcd *child.Proc, etcdURL string, lc pb.LeaseClient, rng *rand.Rand) (result, error) {
 	res := result{target: name, load: loadAvg()}
 	before, err := scrape(etcdURL)
 	if err != nil {
@@ -358,7 +345,7 @@ func runTarget(o options, name, endpoint string, tp, etcd *proc, etcdURL string,
 			l.close()
 		}
 	}()
-	_ = resetHWM(tp.pid())
+	_ = resetHWM(tp.PID())
 
 	g0 := time.Now()
 	ids, err := grant(lc, o.leases, int64(o.ttl), o.grantWorkers)
@@ -378,18 +365,18 @@ func runTarget(o options, name, endpoint string, tp, etcd *proc, etcdURL string,
 	if err != nil {
 		return res, err
 	}
-	c0, _ := cpuSeconds(tp.pid())
-	e0, _ := cpuSeconds(etcd.pid())
+	c0, _ := cpuSeconds(tp.PID())
+	e0, _ := cpuSeconds(etcd.PID())
 	s0, _ := cpuSeconds(os.Getpid())
 	sleepUntil(w1)
 	m1, err := scrape(etcdURL)
 	if err != nil {
 		return res, err
 	}
-	c1, _ := cpuSeconds(tp.pid())
-	e1, _ := cpuSeconds(etcd.pid())
+	c1, _ := cpuSeconds(tp.PID())
+	e1, _ := cpuSeconds(etcd.PID())
 	s1, _ := cpuSeconds(os.Getpid())
-	res.rssKB, res.hwmKB, _ = memKB(tp.pid())
+	res.rssKB, res.hwmKB, _ = memKB(tp.PID())
 	window := time.Duration(w1 - w0).Seconds()
 	res.window = window
 	res.renewed = (m1.renewed - m0.renewed) / window

@@ -7,95 +7,27 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/child"
+	"github.com/etcdproxy/etcdproxy/shell"
 )
 
-// readyMessage is the line both proxies log once they serve.
-const readyMessage = "started gRPC proxy"
-
-// proc is a child process (etcd or a proxy), logging to a file.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{} // closed once the process has exited
-}
-
-// procs holds every child still running, so that a signal or the run's
-// deadline can kill them.
-var procs = struct {
-	sync.Mutex
-	m map[*proc]struct{}
-}{m: map[*proc]struct{}{}}
-
-func startProc(name, bin string, args []string, logPath string) (*proc, error) {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
+// startProc starts a child process and logs it.
+func startProc(name, bin string, args []string, logPath string) (*child.Proc, error) {
+	p, err := child.Start(name, bin, args, logPath)
+	if err == nil {
+		logf("%s started, pid %d: %s %s", name, p.PID(), bin, strings.Join(args, " "))
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	procs.Lock()
-	procs.m[p] = struct{}{}
-	procs.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	logf("%s started, pid %d: %s %s", name, cmd.Process.Pid, bin, strings.Join(args, " "))
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop ends the process by its PID: SIGTERM, then SIGKILL after 5 s.
-func (p *proc) stop() {
-	procs.Lock()
-	delete(procs.m, p)
-	procs.Unlock()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// killAll kills every child still running, by PID; for a signal's exit.
-func killAll() {
-	procs.Lock()
-	defer procs.Unlock()
-	for p := range procs.m {
-		_ = p.cmd.Process.Kill()
-	}
+	return p, err
 }
 
 // awaitHealthy waits until etcd's /health says so.
-func (p *proc) awaitHealthy(clientURL string, d time.Duration) error {
+func awaitHealthy(p *child.Proc, clientURL string, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	hc := &http.Client{Timeout: time.Second}
 	for {
@@ -108,29 +40,22 @@ func (p *proc) awaitHealthy(clientURL string, d time.Duration) error {
 				return nil
 			}
 		}
-		if p.exited() {
-			return fmt.Errorf("%s exited; see %s", p.name, p.log)
+		if p.Exited() {
+			return fmt.Errorf("%s exited; see %s", p.Name, p.Log)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not healthy after %v; see %s", p.name, d, p.log)
+			return fmt.Errorf("%s not healthy after %v; see %s", p.Name, d, p.Log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// awaitReady waits until the proxy has logged readyMessage and a
+// awaitReady waits until the proxy has logged that it serves and a
 // serializable Range through it succeeds.
-func (p *proc) awaitReady(endpoint string, d time.Duration) error {
+func awaitReady(p *child.Proc, endpoint string, d time.Duration) error {
 	deadline := time.Now().Add(d)
-	for !p.logged(readyMessage) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited before logging %q; see %s", p.name, readyMessage, p.log)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: no %q after %v; see %s", p.name, readyMessage, d, p.log)
-		}
+	if err := p.AwaitLog(shell.ReadyMessage, d); err != nil {
+		return err
 	}
 	conn, err := dial(endpoint)
 	if err != nil {
@@ -146,26 +71,10 @@ func (p *proc) awaitReady(endpoint string, d time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: Range through it still fails after %v: %v", p.name, d, err)
+			return fmt.Errorf("%s: Range through it still fails after %v: %v", p.Name, d, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func (p *proc) logged(msg string) bool {
-	f, err := os.Open(p.log)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), msg) {
-			return true
-		}
-	}
-	return false
 }
 
 // freeAddr is a free 127.0.0.1 TCP address.

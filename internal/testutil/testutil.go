@@ -22,6 +22,7 @@ import (
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/watch"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/netfault"
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
@@ -123,6 +124,31 @@ func WaitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// StartClusterBehindForwarders starts n members and a netfault.Forwarder in
+// front of each one's client port, so that a test can make a member silent
+// or cut it off; it returns the forwarders and their endpoints, in member
+// order. Everything is stopped when the test ends.
+func StartClusterBehindForwarders(t testing.TB, n int) (*embedetcd.Cluster, []*netfault.Forwarder, []string) {
+	t.Helper()
+	cl, err := embedetcd.StartCluster(t.TempDir(), n, embedetcd.Options{NoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	var fws []*netfault.Forwarder
+	var eps []string
+	for _, m := range cl.Members {
+		fw, err := netfault.Start(strings.TrimPrefix(m.ClientURL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fw.Close() })
+		fws = append(fws, fw)
+		eps = append(eps, "http://"+fw.Addr())
+	}
+	return cl, fws, eps
 }
 
 // EtcdWatchers is the number of watchers open on the etcd members embedded

@@ -1,0 +1,145 @@
+// Package child runs a benchmark's child processes (etcd, the proxies):
+// each starts with its output in a log file and is ended by its PID when the
+// benchmark is done with it, when the benchmark gets a signal or runs past
+// its deadline (KillOnExit), and, on Linux, by the kernel if the benchmark
+// dies without cleaning up.
+package child
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Proc is a child process logging to a file.
+type Proc struct {
+	Name string
+	Log  string // the log file's path
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited
+}
+
+// running holds every child still running, so that KillAll can end them.
+var running = struct {
+	sync.Mutex
+	m map[*Proc]struct{}
+}{m: map[*Proc]struct{}{}}
+
+// Start runs bin with args, its output going to logPath.
+func Start(name, bin string, args []string, logPath string) (*Proc, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &Proc{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	running.Lock()
+	running.m[p] = struct{}{}
+	running.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// PID is the process's ID.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop ends the process by its PID: SIGTERM, then SIGKILL after 5 s.
+func (p *Proc) Stop() {
+	running.Lock()
+	delete(running.m, p)
+	running.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// KillAll kills every child still running, by PID.
+func KillAll() {
+	running.Lock()
+	defer running.Unlock()
+	for p := range running.m {
+		_ = p.cmd.Process.Kill()
+	}
+}
+
+// KillOnExit kills every child still running, and exits, when the
+// benchmark gets SIGINT or SIGTERM (status 130) or runs past timeout
+// (status 3); logf says which.
+func KillOnExit(timeout time.Duration, logf func(format string, args ...any)) {
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sigc
+		logf("%v: killing every child process", s)
+		KillAll()
+		os.Exit(130)
+	}()
+	go func() {
+		time.Sleep(timeout)
+		logf("run exceeded -timeout %v: killing every child process", timeout)
+		KillAll()
+		os.Exit(3)
+	}()
+}
+
+// AwaitLog waits up to d for the process to log a line containing msg.
+func (p *Proc) AwaitLog(msg string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for !p.logged(msg) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited before logging %q; see %s", p.Name, msg, p.Log)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: no %q after %v; see %s", p.Name, msg, d, p.Log)
+		}
+	}
+	return nil
+}
+
+func (p *Proc) logged(msg string) bool {
+	f, err := os.Open(p.Log)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), msg) {
+			return true
+		}
+	}
+	return false
+}
