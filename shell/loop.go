@@ -2,6 +2,7 @@ package shell
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,19 @@ type loop struct {
 
 	ups [port.NumUpstreams]*upstreamStream
 
+	// leaseCheck runs a lease ownership check (under a namespace; set
+	// before serving), at most maxLeaseChecks at once.
+	leaseCheck  func(context.Context, int64) port.LeaseCheckResult
+	leaseChecks chan struct{}
+
+	// leaseWrittenEvery: a keep-alive stream reports its written bytes
+	// once they add up to this (see serveStream).
+	leaseWrittenEvery int
+
+	// calls are functions run on the loop's goroutine with the node, for
+	// reads of its state (see do).
+	calls chan func(*node.Node)
+
 	// batches gathers, by stream, the sends of one Ready (loop goroutine
 	// only): each stream's queue takes its slice whole.
 	batches map[port.StreamID][]outMsg
@@ -63,9 +77,15 @@ type snapshot struct {
 func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, wc pb.WatchClient, lc pb.LeaseClient, ms *members) *loop {
 	l := &loop{
 		lg: lg, clock: clk, kv: kv, members: ms,
-		inputs: make(chan node.Input, 1024), queries: make(chan chan snapshot),
-		clients: map[port.StreamID]*clientQueue{}, batches: map[port.StreamID][]outMsg{},
+		inputs: make(chan node.Input, 1024), queries: make(chan chan snapshot), calls: make(chan func(*node.Node)),
+		leaseChecks: make(chan struct{}, maxLeaseChecks),
+		clients:     map[port.StreamID]*clientQueue{}, batches: map[port.StreamID][]outMsg{},
 	}
+	bound := cfg.Port.StreamBufferBytes
+	if bound <= 0 {
+		bound = port.DefaultConfig().StreamBufferBytes
+	}
+	l.leaseWrittenEvery = min(16<<10, bound/4)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	for _, u := range []port.UpstreamID{port.WatchShared, port.WatchCatchUp} {
 		l.ups[u] = newUpstreamStream(l, u, watchOpener(wc, u))
@@ -119,6 +139,8 @@ func (l *loop) run(n *node.Node) {
 			n.Tick(now)
 		case q := <-l.queries:
 			q <- snapshot{n.Stats(), n.Gauges()}
+		case f := <-l.calls:
+			f(n)
 		}
 		if n.HasReady() {
 			l.execute(n.Ready())
@@ -177,6 +199,9 @@ func (l *loop) execute(rd port.Ready) {
 	for _, p := range rd.Probes {
 		go l.probe(p)
 	}
+	for _, c := range rd.LeaseChecks {
+		go l.checkLease(c)
+	}
 	for _, sw := range rd.Switches {
 		l.switchMember(sw)
 	}
@@ -201,6 +226,47 @@ func (l *loop) probe(p port.Probe) {
 	r := l.members.probe(ctx, p.Member)
 	if l.ctx.Err() == nil {
 		l.input(node.Probed{Member: p.Member, Seq: p.Seq, Result: r})
+	}
+}
+
+// maxLeaseChecks bounds the lease ownership checks running at once.
+const maxLeaseChecks = 32
+
+// checkLease runs a lease ownership check and hands its answer to the
+// node; one that runs out of time is answered with the error, and the
+// node asks again.
+func (l *loop) checkLease(c port.LeaseCheck) {
+	select {
+	case l.leaseChecks <- struct{}{}:
+		defer func() { <-l.leaseChecks }()
+	case <-l.ctx.Done():
+		return
+	}
+	ctx, cancel := l.clock.WithTimeout(l.ctx, fetchTimeout)
+	defer cancel()
+	var r port.LeaseCheckResult
+	if l.leaseCheck == nil {
+		r.Err = errNoLeaseCheck
+	} else {
+		r = l.leaseCheck(ctx, c.ID)
+	}
+	if l.ctx.Err() == nil {
+		l.input(node.LeaseChecked{ID: c.ID, Result: r})
+	}
+}
+
+var errNoLeaseCheck = errors.New("no lease check configured")
+
+// do runs f with the node on the loop's goroutine and waits for it; f
+// must only read. It reports false once the loop has stopped.
+func (l *loop) do(f func(*node.Node)) bool {
+	done := make(chan struct{})
+	select {
+	case l.calls <- func(n *node.Node) { f(n); close(done) }:
+		<-done
+		return true
+	case <-l.ctx.Done():
+		return false
 	}
 }
 

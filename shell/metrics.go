@@ -64,6 +64,12 @@ func newNodeCollector(l *loop) *nodeCollector {
 	counter("etcdproxy_lease_keepalive_answered_locally_total", "Client keep-alive requests answered from a refresh etcd confirmed less than TTL/3 ago, without a request to etcd.",
 		func(s snapshot) float64 { return float64(s.Stats.Lease.AnsweredLocal) })
 	counter("etcdproxy_lease_upstream_refreshes_total", "Keep-alive requests sent to etcd.", func(s snapshot) float64 { return float64(s.Stats.Lease.Refreshes) })
+	gauge("etcdproxy_lease_ownership_verdicts", "Under a namespace: leases whose ownership (the namespace's or another's) the lease machine remembers.",
+		func(s snapshot) float64 { return float64(s.Gauges.Lease.Verdicts) })
+	counter("etcdproxy_lease_ownership_checks_total", "Under a namespace: lease ownership checks (one LeaseTimeToLive each) the lease machine asked for.",
+		func(s snapshot) float64 { return float64(s.Stats.Lease.Checks) })
+	counter("etcdproxy_lease_upstream_refreshes_piggybacked_total", "Of the keep-alive requests sent to etcd, those sent along with another lease's refresh because the lease had fallen due and a client asked for it within a third of its TTL.",
+		func(s snapshot) float64 { return float64(s.Stats.Lease.Piggybacked) })
 	gauge("etcdproxy_upstream_members", "etcd members the proxy knows (configured or found by auto-sync).", func(s snapshot) float64 { return float64(s.Stats.Failover.Members) })
 	gauge("etcdproxy_upstream_members_healthy", "etcd members whose last health probe was answered in time, with a leader, and not behind the cluster.",
 		func(s snapshot) float64 { return float64(s.Stats.Failover.Healthy) })

@@ -3,7 +3,9 @@ package shell_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -286,5 +288,132 @@ func TestNamespaceRefusesClusterWideCalls(t *testing.T) {
 	direct := testutil.Client(t, m.ClientURL)
 	if ul, err := direct.UserList(context.Background()); err != nil || len(ul.Users) != 0 {
 		t.Errorf("users in etcd: %v %v", ul, err)
+	}
+}
+
+// TestNamespaceLeaseOwnershipDecidedOnce: under a namespace, keep-alives
+// go through the lease machine, which checks each lease's ownership once
+// and remembers it: 10 streams asking for 3 of the namespace's leases and
+// one of another's, 5 times each, cost etcd one TimeToLive per lease, and
+// one upstream keep-alive stream. LeaseLeases checks only the leases it
+// has no verdict for: a second call makes no TimeToLive call at all. A
+// revoke is checked afresh and the verdict is forgotten with the lease.
+func TestNamespaceLeaseOwnershipDecidedOnce(t *testing.T) {
+	m := testutil.StartMember(t)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace = "a/" })
+	a, direct := testutil.Client(t, p.Addr()), testutil.Client(t, m.ClientURL)
+	ctx := testutil.Context(t, 30*time.Second)
+
+	var mine []clientv3.LeaseID
+	for i := range 3 {
+		g, err := a.Grant(ctx, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Put(ctx, fmt.Sprint("k", i), "v", clientv3.WithLease(g.ID)); err != nil {
+			t.Fatal(err)
+		}
+		mine = append(mine, g.ID)
+	}
+	foreign, err := direct.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Put(ctx, "b/k", "v", clientv3.WithLease(foreign.ID)); err != nil {
+		t.Fatal(err)
+	}
+	all := append(slices.Clone(mine), foreign.ID)
+
+	lc := pb.NewLeaseClient(testutil.Dial(t, p.Addr()))
+	ttlCalls := testutil.EtcdCalls(t, "LeaseTimeToLive")
+	kaStreams := testutil.EtcdCalls(t, "LeaseKeepAlive")
+	const streams, rounds = 10, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := lc.LeaseKeepAlive(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer st.CloseSend()
+			for range rounds {
+				for _, id := range all {
+					if err := st.Send(&pb.LeaseKeepAliveRequest{ID: int64(id)}); err != nil {
+						errs <- err
+						return
+					}
+					r, err := st.Recv()
+					if err != nil {
+						errs <- err
+						return
+					}
+					if ok := r.TTL > 0; r.ID != int64(id) || ok != (id != foreign.ID) || r.TTL > 60 {
+						errs <- fmt.Errorf("lease %x answered %+v", id, r)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := testutil.EtcdCalls(t, "LeaseTimeToLive") - ttlCalls; n != float64(len(all)) {
+		t.Errorf("%d requests for %d leases cost etcd %v TimeToLive calls, want %d", streams*rounds*len(all), len(all), n, len(all))
+	}
+	if n := testutil.EtcdCalls(t, "LeaseKeepAlive") - kaStreams; n > 1 {
+		t.Errorf("%v keep-alive streams opened on etcd for %d client streams, want at most 1", n, streams)
+	}
+	st, g := p.CoreState()
+	if st.Lease.Checks != int64(len(all)) || g.Lease.Verdicts != len(all) {
+		t.Errorf("lease machine: %+v %+v, want %d checks and verdicts", st.Lease, g.Lease, len(all))
+	}
+	if r, err := direct.TimeToLive(ctx, foreign.ID); err != nil || r.TTL < 55 {
+		t.Errorf("the other namespace's lease was refreshed or lost: %+v %v", r, err)
+	}
+
+	// LeaseLeases: one more lease granted directly (no keys: it qualifies)
+	// is the only one checked; the second call checks nothing.
+	extra, err := direct.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []float64{1, 0} {
+		before := testutil.EtcdCalls(t, "LeaseTimeToLive")
+		ls, err := a.Leases(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []clientv3.LeaseID
+		for _, l := range ls.Leases {
+			got = append(got, l.ID)
+		}
+		slices.Sort(got)
+		wantIDs := append(slices.Clone(mine), extra.ID)
+		slices.Sort(wantIDs)
+		if !slices.Equal(got, wantIDs) {
+			t.Errorf("call %d lists %x, want %x", i+1, got, wantIDs)
+		}
+		if n := testutil.EtcdCalls(t, "LeaseTimeToLive") - before; n != want {
+			t.Errorf("LeaseLeases call %d made %v TimeToLive calls, want %v", i+1, n, want)
+		}
+	}
+
+	// A revoke: the verdict goes with the lease; a keep-alive for it is
+	// answered TTL 0, as etcd answers for a lease it does not have.
+	if _, err := a.Revoke(ctx, mine[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.KeepAliveOnce(ctx, mine[0]); !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		t.Errorf("keep-alive after revoke: %v, want %v", err, rpctypes.ErrLeaseNotFound)
+	}
+	if _, g := p.CoreState(); g.Lease.Verdicts != len(all) { // 4 - revoked + extra
+		t.Errorf("verdicts %d after the revoke, want %d", g.Lease.Verdicts, len(all))
 	}
 }

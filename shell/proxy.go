@@ -25,6 +25,7 @@ import (
 
 	"github.com/etcdproxy/etcdproxy/core/failover"
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
+	"github.com/etcdproxy/etcdproxy/core/lease"
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
@@ -188,6 +189,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 			ProgressInterval: cfg.WatchProgressInterval,
 		},
 		Failover: failover.Config{Timeout: cfg.failoverTimeout()},
+		Lease:    lease.Config{Namespaced: nsActive},
 		Members:  cfg.Endpoints,
 	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn), pb.NewLeaseClient(p.up.conn), p.members)
 	p.up.notifyDrop(func() { p.loop.input(node.Suspect{}) })
@@ -196,7 +198,9 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	}
 	p.registry.MustRegister(newNodeCollector(p.loop))
 	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns, loop: p.loop})
-	pb.RegisterLeaseServer(s, &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns, loop: p.loop})
+	ls := &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns, loop: p.loop}
+	p.loop.leaseCheck = ls.check // before serving: nothing asks for a check yet
+	pb.RegisterLeaseServer(s, ls)
 	cluster := &clusterServer{up: clientv3.RetryClusterClient(c), nsActive: nsActive, advertise: cfg.AdvertiseClientURL}
 	if p.reg != nil {
 		cluster.members = p.reg.Members

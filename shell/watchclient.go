@@ -68,7 +68,7 @@ func (q *clientQueue) take() ([][]outMsg, error) {
 // serveWatch serves one client watch stream through the node.
 func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse], translate func(*pb.WatchCreateRequest)) error {
 	id := l.newStreamID()
-	return l.serveStream(stream, node.OpenStream{Stream: id, RequireLeader: requiresLeader(stream.Context())},
+	return l.serveStream(stream, node.OpenStream{Stream: id, RequireLeader: requiresLeader(stream.Context())}, 0,
 		func(m *outMsg) error { return stream.SendMsg(m) },
 		func() (node.Input, error) {
 			req, err := stream.Recv()
@@ -83,7 +83,7 @@ func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.Wa
 // node: every request is a KeepAlive input, every answer the node's.
 func (l *loop) serveLeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse]) error {
 	id := l.newStreamID()
-	return l.serveStream(stream, node.OpenStream{Stream: id, Lease: true},
+	return l.serveStream(stream, node.OpenStream{Stream: id, Lease: true}, l.leaseWrittenEvery,
 		func(m *outMsg) error { return stream.Send(m.lease) },
 		func() (node.Input, error) {
 			req, err := stream.Recv()
@@ -96,8 +96,14 @@ func (l *loop) serveLeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepA
 
 // serveStream serves one client stream through the node: open registers
 // it, recv turns each client request into the node's input (nil for one
-// with nothing in it), and send writes one of the node's responses.
-func (l *loop) serveStream(stream grpc.ServerStream, open node.OpenStream, send func(*outMsg) error, recv func() (node.Input, error)) error {
+// with nothing in it), and send writes one of the node's responses. The
+// bytes written are reported to the node after each batch, or, with
+// writtenEvery > 0, once they add up to that many: each report is an
+// input, and a keep-alive stream's answers come one at a time. Reporting
+// late only makes the node count more queued than there is; writtenEvery
+// is at most a quarter of the stream's bound, so a held stream that
+// drained always reports.
+func (l *loop) serveStream(stream grpc.ServerStream, open node.OpenStream, writtenEvery int, send func(*outMsg) error, recv func() (node.Input, error)) error {
 	id := open.Stream
 	q := &clientQueue{wake: make(chan struct{}, 1)}
 	l.mu.Lock()
@@ -114,6 +120,7 @@ func (l *loop) serveStream(stream grpc.ServerStream, open node.OpenStream, send 
 	ctx := stream.Context()
 	sendErr := make(chan error, 1)
 	go func() {
+		n := 0 // bytes written, not reported yet
 		for {
 			select {
 			case <-q.wake:
@@ -125,7 +132,6 @@ func (l *loop) serveStream(stream grpc.ServerStream, open node.OpenStream, send 
 			// Report written bytes once per batch, not per response: the
 			// loop hears from every stream, and 10,000 watchers make
 			// 10,000 responses per event.
-			n := 0
 			batches, end := q.take()
 			for _, ms := range batches {
 				for i := range ms {
@@ -140,8 +146,9 @@ func (l *loop) serveStream(stream grpc.ServerStream, open node.OpenStream, send 
 				sendErr <- end
 				return
 			}
-			if n > 0 {
+			if n > 0 && n >= writtenEvery {
 				l.input(node.Written{Stream: id, Bytes: n})
+				n = 0
 			}
 		}
 	}()

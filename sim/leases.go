@@ -56,9 +56,13 @@ import (
 //   - (c) A refresh (keep-alive request to etcd) is sent only in the step
 //     of a client's keep-alive for that lease, of a held stream resuming
 //     with a request for it outstanding, or of a lost stream (sending
-//     again a refresh that was in flight); never two in flight for one
-//     lease; and never for a lease no client asked for within its TTL
-//     unless a request for it is still outstanding on an open stream.
+//     again a refresh that was in flight), or taken along (piggybacked)
+//     in the step of a client's keep-alive or a resuming stream for
+//     another lease: then only for a lease a client asked for within a
+//     third of its TTL and whose last confirmed refresh was sent at least
+//     a third of its TTL ago. Never two in flight for one lease; and
+//     never for a lease no client asked for within its TTL unless a
+//     request for it is still outstanding on an open stream.
 //   - (d) No lease expires on etcd less than 2/3 of its TTL after a
 //     client's last keep-alive for it, when etcd was reachable throughout:
 //     from that keep-alive to the expiry the member in use could serve
@@ -366,11 +370,11 @@ func (w *World) keepAliveRequest(req *pb.LeaseKeepAliveRequest) {
 	switch in := w.stepIn.(type) {
 	case node.KeepAlive:
 		if in.ID != req.ID {
-			w.violate("lease %d refreshed on a client's keep-alive for lease %d", req.ID, in.ID)
+			w.piggybacked(l, fmt.Sprintf("a client's keep-alive for lease %d", in.ID))
 		}
 	case node.Written:
 		if c := w.KeepAlives[in.Stream]; c == nil || c.owed[req.ID] == 0 {
-			w.violate("lease %d refreshed as stream %d resumed with no request for it outstanding", req.ID, in.Stream)
+			w.piggybacked(l, fmt.Sprintf("stream %d resuming with no request for it outstanding", in.Stream))
 		}
 	case node.UpstreamLost:
 		if !w.lostInflight[req.ID] {
@@ -392,6 +396,25 @@ func (w *World) keepAliveRequest(req *pb.LeaseKeepAliveRequest) {
 		w.process(r)
 	} else {
 		w.unprocessed = append(w.unprocessed, r)
+	}
+}
+
+// piggybacked checks (c) for a refresh of l sent in the step of another
+// lease's (named by cause): allowed only for a lease a client asked for
+// within a third of its TTL, whose last confirmed refresh was sent at
+// least a third of its TTL ago, so that it still expires no later than
+// TTL + TTL/3 after its last keep-alive.
+func (w *World) piggybacked(l *EtcdLease, cause string) {
+	now := w.Clock.Now()
+	switch {
+	case !l.asked || now.Sub(l.lastAsk) > l.third():
+		w.violate("lease %d (TTL %d s) refreshed on %s, though no client asked for it within a third of its TTL (last %v ago)", l.ID, l.TTL, cause, now.Sub(l.lastAsk))
+	case l.conf == nil:
+		w.violate("lease %d refreshed on %s with no confirmed refresh to be due", l.ID, cause)
+	case now.Sub(l.conf.sentAt) < l.third():
+		w.violate("lease %d (TTL %d s) refreshed on %s %v after its last confirmed refresh was sent: not yet due", l.ID, l.TTL, cause, now.Sub(l.conf.sentAt))
+	default:
+		w.Coverage.LeasePiggybacked++
 	}
 }
 

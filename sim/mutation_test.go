@@ -34,6 +34,7 @@ var mutants = map[string]string{
 	"lease-drop-answer":         "the second request waiting for etcd's answer to a refresh is never answered",
 	"lease-answer-twice":        "some keep-alive requests are answered twice",
 	"lease-no-resend":           "the refreshes in flight when the keep-alive stream breaks are not sent again, so their requests wait forever",
+	"lease-piggyback-unasked":   "a refresh sent along with another lease's takes every lease that has fallen due, even one its clients stopped asking for: leases outlive their clients",
 }
 
 // TestMutationsAreCaught proves the simulation's checks can fail: the

@@ -152,6 +152,44 @@ func TestScenarioFutureStartGetsNoOldEvents(t *testing.T) {
 	}
 }
 
+// A group's upstream watch is compacted while one of its watchers starts
+// in the future (which survives the compaction): the group reopens for it,
+// and its upstream watch must not start past etcd's revision, or etcd, which
+// counts such a watch as unsynced, answers no progress request on the shared
+// stream while nothing is written: a progress request for another group's
+// watcher would wait for ever. (Found as "a progress request on an idle
+// cluster is still unanswered" in the rapid schedules.)
+func TestScenarioFutureWatcherSurvivesCompaction(t *testing.T) {
+	w := NewWorld(scenarioConfig())
+	s := w.Open()
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a"), StartRevision: 4}) // the store is at 1
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("b")})
+	w.answerFetches()
+	w.Write(put("c")) // 2
+	w.Compact(2)      // both groups' upstream watches (from 1) are compacted
+	w.Pump(port.WatchShared, 1<<30, false)
+	w.Deliver(port.WatchShared, 1<<30, ctrlFirst)
+	w.Read(s)
+	w.RequestProgress(s) // at 2: the watch on b needs etcd's progress answer
+	for range 50 {
+		runFor(w, 100*time.Millisecond)
+		if len(w.Clients[s].progress) == 0 {
+			break
+		}
+	}
+	if n := len(w.Clients[s].progress); n != 0 {
+		t.Fatalf("a progress request on an idle cluster is still unanswered after 5 s (shared upstream watches: %v)", w.Up[port.WatchShared].IDs())
+	}
+	w.Write(put("a"), put("b")) // 3
+	w.Write(put("a"))           // 4
+	finish(t, w)
+	for _, cw := range w.Clients[s].watches {
+		if want := map[string]int{"a": 1, "b": 1}[string(cw.Req.Key)]; cw.Ended || cw.Got != want {
+			t.Fatalf("watch %v got %d events (ended %v), want %d", cw.Req, cw.Got, cw.Ended, want)
+		}
+	}
+}
+
 // etcd's proxy, etcd-io/etcd#21813: a group whose upstream watch had died
 // kept accepting new watchers that then never got an event. Here etcd
 // ends the group's watch; its watcher gets etcd's reason, and a watcher

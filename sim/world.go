@@ -161,12 +161,13 @@ type Coverage struct {
 	LeaderlessEnded int
 	// LeaseHeldAnswered: keep-alive answers owed to a held stream, given
 	// as it resumed. LeaseResent: refreshes sent again after the
-	// keep-alive stream was lost. LeaseRevokedInFlight: revokes through
+	// keep-alive stream was lost. LeasePiggybacked: refreshes of leases
+	// fallen due sent along with another lease's. LeaseRevokedInFlight: revokes through
 	// the proxy while a refresh of the lease was in flight. LeaseLocal:
 	// keep-alives answered without asking etcd. LeaseExpiryJudged: lease
 	// expiries judged by check (d): a client had asked for the lease and
 	// etcd was reachable since.
-	LeaseHeldAnswered, LeaseResent, LeaseRevokedInFlight, LeaseLocal, LeaseExpiryJudged int
+	LeaseHeldAnswered, LeaseResent, LeasePiggybacked, LeaseRevokedInFlight, LeaseLocal, LeaseExpiryJudged int
 }
 
 // Add adds o's counts to c.
@@ -186,6 +187,7 @@ func (c *Coverage) Add(o Coverage) {
 	c.LeaderlessEnded += o.LeaderlessEnded
 	c.LeaseHeldAnswered += o.LeaseHeldAnswered
 	c.LeaseResent += o.LeaseResent
+	c.LeasePiggybacked += o.LeasePiggybacked
 	c.LeaseRevokedInFlight += o.LeaseRevokedInFlight
 	c.LeaseLocal += o.LeaseLocal
 	c.LeaseExpiryJudged += o.LeaseExpiryJudged
@@ -210,6 +212,7 @@ func (c Coverage) Missing() []string {
 		"require-leader streams ended":                c.LeaderlessEnded,
 		"keep-alives owed to a held stream answered":  c.LeaseHeldAnswered,
 		"refreshes resent after the stream was lost":  c.LeaseResent,
+		"refreshes piggybacked on another's":          c.LeasePiggybacked,
 		"revokes with a refresh in flight":            c.LeaseRevokedInFlight,
 		"keep-alives answered locally":                c.LeaseLocal,
 		"lease expiries judged":                       c.LeaseExpiryJudged,

@@ -11,7 +11,11 @@
 //
 //   - direct: etcd itself;
 //   - grpcproxy: etcd's own proxy;
-//   - etcdproxy: this proxy.
+//   - etcdproxy: this proxy;
+//   - ceiling: a bare gRPC server that answers every keep-alive at once
+//     and refreshes nothing (ceiling.go): what gRPC alone costs for the
+//     client side of the load. Only its CPU and answers mean anything; its
+//     leases expire on etcd TTL after the grant.
 //
 // For each target it opens -streams raw LeaseKeepAlive streams over -conns
 // gRPC connections to the target, grants -leases leases of -ttl seconds
@@ -92,7 +96,7 @@ type options struct {
 	timeout         time.Duration
 }
 
-var allTargets = []string{"direct", "grpcproxy", "etcdproxy"}
+var allTargets = []string{"direct", "grpcproxy", "etcdproxy", "ceiling"}
 
 func main() {
 	var o options
@@ -123,7 +127,15 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
 	flag.StringVar(&o.label, "label", "", "a line printed above the table (e.g. the commit measured)")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "kill every child and exit if the run takes longer")
+	serve := flag.String("serve-ceiling", "", "run as the ceiling target's server on this address (the harness starts it so)")
 	flag.Parse()
+	if *serve != "" {
+		if err := serveCeiling(*serve, int64(o.ttl)); err != nil {
+			fmt.Fprintln(os.Stderr, "leasekeepalive:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if o.quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -245,8 +257,16 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		args = append(args, "--endpoints="+etcdURL, "--listen-addr="+addr,
-			"--advertise-client-url=", "--data-dir="+filepath.Join(o.dir, t+".data"))
+		if t == "ceiling" {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			bin, args = self, []string{"-serve-ceiling=" + addr, fmt.Sprintf("-ttl=%d", o.ttl)}
+		} else {
+			args = append(args, "--endpoints="+etcdURL, "--listen-addr="+addr,
+				"--advertise-client-url=", "--data-dir="+filepath.Join(o.dir, t+".data"))
+		}
 		p, err := startProc(t, bin, args, filepath.Join(o.dir, t+".log"))
 		if err != nil {
 			return err

@@ -26,6 +26,7 @@ type proxy struct {
 	queued  map[port.StreamID]int // bytes handed out and not yet written
 	flows   map[port.StreamID]*port.Flow
 	sent    []sent // refreshes, in order
+	checks  []int64
 }
 
 type sent struct {
@@ -39,7 +40,7 @@ func newProxy(t *testing.T, buffer int) *proxy {
 	p := &proxy{t: t, now: t0, answers: map[port.StreamID][]*pb.LeaseKeepAliveResponse{},
 		queued: map[port.StreamID]int{}, flows: map[port.StreamID]*port.Flow{}}
 	p.out = port.NewOutbox(port.Config{StreamBufferBytes: buffer}, t0)
-	p.m = New(p.out, t0)
+	p.m = New(Config{}, p.out, t0)
 	return p
 }
 
@@ -61,6 +62,9 @@ func (p *proxy) collect() {
 			p.t.Fatalf("an upstream request that is not a keep-alive: %v", u)
 		}
 		p.sent = append(p.sent, sent{u.Lease.ID, p.now})
+	}
+	for _, c := range rd.LeaseChecks {
+		p.checks = append(p.checks, c.ID)
 	}
 	if len(rd.Fetches)+len(rd.Probes)+len(rd.Switches)+len(rd.Ends) > 0 {
 		p.t.Fatalf("unexpected outputs: %+v", rd)
@@ -578,6 +582,10 @@ func TestTickForgetsLeasesNoLongerAskedFor(t *testing.T) {
 		t.Fatalf("forgotten within the TTL: %+v", g)
 	}
 	p.advance(100 * time.Millisecond)
+	if g := p.m.Gauges(); g.Leases != 2 {
+		t.Fatalf("swept again within a second: %+v", g)
+	}
+	p.advance(sweepEvery - 100*time.Millisecond) // the next sweep
 	if g := p.m.Gauges(); g.Leases != 1 {
 		t.Fatalf("gauges %+v past the TTL", g)
 	}
@@ -670,5 +678,65 @@ func TestResumeIsNoNewAsk(t *testing.T) {
 	p.lost() // 13 s after the client's last keep-alive
 	if r := p.refreshes(); len(r) != 0 {
 		t.Fatalf("refreshes %v after a loss, 13 s after the last keep-alive of a TTL-8 lease", r)
+	}
+}
+
+// A refresh a request causes takes along every other lease that has
+// fallen due and that a client asked for within a third of its TTL; not
+// one still fresh, nor one whose clients went quiet.
+func TestDueLeasesRideAlongWithARefresh(t *testing.T) {
+	p := newProxy(t, 0)
+	p.open(1)
+	for _, id := range []int64{7, 8, 9, 10} {
+		p.ask(1, id)
+		p.etcd(id, 6) // confirmed at t0: due at t0+2s
+	}
+	p.advance(500 * time.Millisecond)
+	p.ask(1, 11)
+	p.etcd(11, 6) // confirmed at 0.5 s: due at 2.5 s
+	p.refreshes()
+	p.take(1)
+
+	p.advance(time.Second) // 1.5 s
+	p.ask(1, 8)            // fresh: answered locally
+	p.ask(1, 9)
+	p.ask(1, 11)
+	if r := p.refreshes(); len(r) != 0 {
+		t.Fatalf("refreshes %v while every lease is fresh", r)
+	}
+	p.advance(700 * time.Millisecond) // 2.2 s: 7 to 10 due, 11 fresh
+	p.ask(1, 10)                      // not fresh: refreshed, and 8 and 9 (asked 0.7 s ago) with it
+	var got []int64
+	for _, r := range p.refreshes() {
+		got = append(got, r.id)
+	}
+	// 7 was last asked 2.2 s ago (more than a third of 6 s): its clients
+	// are quiet, it is left to their next request. 11 is not due.
+	if fmt.Sprint(got) != "[10 8 9]" {
+		t.Fatalf("refreshes %v, want [10 8 9]", got)
+	}
+	if st := p.m.Stats(); st.Piggybacked != 2 || st.Refreshes != 8 {
+		t.Fatalf("stats %+v", st)
+	}
+	if a := p.take(1); len(a) != 3 || a[0].TTL != 4 || a[1].TTL != 4 || a[2].TTL != 5 {
+		t.Fatalf("answers %s, want the local answers at 1.5 s for 8, 9, 11 only (10 waits for etcd)", ttls(a))
+	}
+	p.etcd(8, 6)
+	p.etcd(9, 6)
+	if a := p.take(1); len(a) != 0 {
+		t.Fatalf("answers %s for piggybacked refreshes no request waits on", ttls(a))
+	}
+	p.etcd(10, 6)
+	if a := p.take(1); len(a) != 1 || a[0].ID != 10 || a[0].TTL != 6 {
+		t.Fatalf("answers %s, want etcd's for 10", ttls(a))
+	}
+	// 8 is fresh again from the piggybacked refresh sent at 2.2 s.
+	p.advance(time.Second)
+	p.ask(1, 8)
+	if r := p.refreshes(); len(r) != 0 {
+		t.Fatalf("refreshes %v for a lease refreshed 1 s ago", r)
+	}
+	if a := p.take(1); len(a) != 1 || a[0].TTL != 5 {
+		t.Fatalf("answers %s, want 8 with TTL 5 (6 s from 2.2 s, at 3.2 s)", ttls(a))
 	}
 }

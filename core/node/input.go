@@ -42,6 +42,17 @@ type KeepAlive struct {
 // LeaseRevoked reports a lease revoked through the proxy.
 type LeaseRevoked struct{ ID int64 }
 
+// LeaseChecked answers a lease ownership check (port.LeaseCheck), or
+// reports a verdict the shell learned checking a LeaseTimeToLive or
+// LeaseRevoke under a namespace.
+type LeaseChecked struct {
+	ID     int64
+	Result port.LeaseCheckResult
+}
+
+// LeasesListed reports the leases etcd listed for a LeaseLeases call.
+type LeasesListed struct{ IDs []int64 }
+
 // CloseStream ends a client stream and everything it holds.
 type CloseStream struct{ Stream port.StreamID }
 
@@ -101,6 +112,8 @@ type Suspect struct{}
 func (Suspect) isInput()          {}
 func (KeepAlive) isInput()        {}
 func (LeaseRevoked) isInput()     {}
+func (LeaseChecked) isInput()     {}
+func (LeasesListed) isInput()     {}
 func (Probed) isInput()           {}
 func (SetMembers) isInput()       {}
 func (Tick) isInput()             {}
@@ -145,6 +158,8 @@ func (i UpstreamResponse) String() string {
 	return fmt.Sprintf("%v responds %v", i.Upstream, i.Watch)
 }
 func (i KeepAlive) String() string    { return fmt.Sprintf("stream %d keep-alive %d", i.Stream, i.ID) }
+func (i LeaseChecked) String() string { return fmt.Sprintf("lease %d checked: %v", i.ID, i.Result) }
+func (i LeasesListed) String() string { return fmt.Sprintf("%d leases listed", len(i.IDs)) }
 func (i LeaseRevoked) String() string { return fmt.Sprintf("lease %d revoked", i.ID) }
 func (i UpstreamLost) String() string { return fmt.Sprintf("%v lost", i.Upstream) }
 func (i Fetched) String() string      { return fmt.Sprintf("fetch %d answered: %v", i.ID, i.Result) }

@@ -18,6 +18,7 @@ type Config struct {
 	Port     port.Config
 	Watch    watch.Config
 	Failover failover.Config
+	Lease    lease.Config
 	// Members are the etcd endpoints the proxy starts with; the failover
 	// machine starts on the first. With none, no member is probed or
 	// chosen (a node fed by a simulation that plays etcd itself).
@@ -56,7 +57,7 @@ func New(cfg Config, now time.Time) *Node {
 	return &Node{
 		cfg: cfg, out: out, now: now, leader: map[port.StreamID]bool{},
 		watch:    watch.New(cfg.Watch, out, now),
-		lease:    lease.New(out, now),
+		lease:    lease.New(cfg.Lease, out, now),
 		failover: failover.New(cfg.Failover, out, cfg.Members, now),
 	}
 }
@@ -108,6 +109,10 @@ func (n *Node) Step(in Input) {
 		n.lease.KeepAlive(in.Stream, in.ID)
 	case LeaseRevoked:
 		n.lease.Revoked(in.ID)
+	case LeaseChecked:
+		n.lease.Checked(in.ID, in.Result)
+	case LeasesListed:
+		n.lease.Listed(in.IDs)
 	case UpstreamResponse:
 		switch {
 		case in.Watch != nil:
@@ -193,6 +198,10 @@ func (n *Node) Stats() Stats {
 
 // Member returns the etcd member in use.
 func (n *Node) Member() string { return n.failover.Member() }
+
+// LeaseVerdicts reports what the lease machine knows of each lease's
+// ownership under a namespace. It changes nothing.
+func (n *Node) LeaseVerdicts(ids []int64) []lease.Verdict { return n.lease.Verdicts(ids) }
 
 // Gauges counts the node's current state; it walks every stream and group,
 // so it is meant for a metrics scrape, not for every step.

@@ -90,13 +90,14 @@ func (r FetchResult) String() string {
 
 // Ready is everything the shell must do after a step: sends to client
 // streams, requests on upstream streams, revision fetches and member probes
-// to run, switches of the member in use, and client streams to end (after
-// their sends).
+// to run, switches of the member in use, client streams to end (after
+// their sends), and lease ownership checks to run.
 type Ready struct {
-	Sends    []Send
-	Upstream []UpstreamRequest
-	Fetches  []Fetch
-	Probes   []Probe
-	Switches []Switch
-	Ends     []End
+	Sends       []Send
+	Upstream    []UpstreamRequest
+	Fetches     []Fetch
+	Probes      []Probe
+	Switches    []Switch
+	Ends        []End
+	LeaseChecks []LeaseCheck
 }

@@ -138,7 +138,11 @@ func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 		for _, w := range survivors {
 			from = min(from, w.next)
 		}
+		// Not past the latest revision seen, as in complete: a survivor
+		// may start in the future, and a group opened there would make its
+		// upstream watch start past etcd's revision (see upstreamStart).
 		// Not below the compaction etcd has just reported.
+		from = max(min(from, m.lastRev+1), r.CompactRevision)
 		ng := m.newGroup(g.rk, g.key, g.end, from, r.CompactRevision)
 		for _, w := range survivors {
 			m.join(w, ng)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -159,8 +160,9 @@ func EtcdWatchers(t testing.TB) float64 {
 }
 
 // EtcdMetric is the sum over the etcd members embedded in this process of
-// one of etcd's own counters or gauges.
-func EtcdMetric(t testing.TB, name string) float64 {
+// one of etcd's own counters or gauges; labels, as name/value pairs, keep
+// only the series that carry them.
+func EtcdMetric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
@@ -170,13 +172,37 @@ func EtcdMetric(t testing.TB, name string) float64 {
 		if mf.GetName() == name {
 			var n float64
 			for _, m := range mf.GetMetric() {
-				n += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+				if hasLabels(m.GetLabel(), labels) {
+					n += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+				}
 			}
 			return n
 		}
 	}
 	t.Fatalf("no %s metric: is an etcd member running in this process?", name)
 	return 0
+}
+
+func hasLabels(have []*dto.LabelPair, want []string) bool {
+	for i := 0; i+1 < len(want); i += 2 {
+		found := false
+		for _, l := range have {
+			if l.GetName() == want[i] && l.GetValue() == want[i+1] {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// EtcdCalls counts the calls of one gRPC method (e.g. "LeaseTimeToLive")
+// the etcd members embedded in this process have started.
+func EtcdCalls(t testing.TB, method string) float64 {
+	t.Helper()
+	return EtcdMetric(t, "grpc_server_started_total", "grpc_method", method)
 }
 
 // NodeEmpty returns "" when the core holds nothing (no watcher, group,
