@@ -1,0 +1,168 @@
+package cache
+
+import (
+	"bytes"
+	"container/list"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Config bounds the cache.
+type Config struct {
+	// MaxBytes caps the encoded bytes of the responses kept (0: nothing
+	// is cached).
+	MaxBytes int
+	// MaxEntryBytes: a response larger than this is not kept (0: a
+	// sixteenth of MaxBytes).
+	MaxEntryBytes int
+}
+
+// Key names an entry: the caller's identity and the request, encoded.
+type Key struct {
+	Identity string
+	Request  string
+}
+
+// KeyOf returns the key of a request made by identity, or false when the
+// request is not cacheable: only serializable reads of the current
+// revision are (a read at a revision is forwarded, so that compacted and
+// future revisions get etcd's own answer).
+func KeyOf(identity string, r *pb.RangeRequest) (Key, bool) {
+	if !r.Serializable || r.Revision != 0 {
+		return Key{}, false
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return Key{}, false
+	}
+	return Key{Identity: identity, Request: string(b)}, true
+}
+
+// Cache is the machine. It is not safe for concurrent use.
+type Cache struct {
+	cfg       Config
+	entries   map[Key]*entry
+	lru       *list.List // of *entry, most recently used first
+	bytes     int
+	live      bool
+	delivered int64 // the last revision the subscription delivered
+	ranges    rangeIndex
+	stats     Stats
+}
+
+type entry struct {
+	key        Key
+	start, end []byte // the range, etcd's encoding
+	resp       *pb.RangeResponse
+	rev        int64
+	size       int
+	elem       *list.Element
+}
+
+// Stats are the cache's counters and gauges.
+type Stats struct {
+	Hits, Misses  int64 // lookups answered, and not
+	Fills         int64 // responses kept
+	Refused       int64 // responses not kept: too large, older than delivered, or not live
+	Invalidations int64 // entries dropped by an event
+	Evictions     int64 // entries dropped for room
+	Entries       int   // entries kept
+	Bytes         int   // their encoded bytes
+}
+
+// New returns an empty cache, not live.
+func New(cfg Config) *Cache {
+	if cfg.MaxEntryBytes <= 0 {
+		cfg.MaxEntryBytes = cfg.MaxBytes / 16
+	}
+	return &Cache{cfg: cfg, entries: map[Key]*entry{}, lru: list.New()}
+}
+
+// Lookup returns the kept response for k, if the cache is live and has
+// one. The response is shared: the caller must not change it.
+func (c *Cache) Lookup(k Key) (*pb.RangeResponse, bool) {
+	e := c.entries[k]
+	if e == nil || !c.live {
+		c.stats.Misses++
+		return nil, false
+	}
+	c.stats.Hits++
+	c.lru.MoveToFront(e.elem)
+	return e.resp, true
+}
+
+// Fill keeps etcd's response to the request named by k, whose range is
+// [key, end) in etcd's encoding. The cache owns resp from then on.
+func (c *Cache) Fill(k Key, key, end []byte, resp *pb.RangeResponse) {
+	rev := resp.GetHeader().GetRevision()
+	size := proto.Size(resp)
+	if !c.live || rev < c.delivered || size > c.cfg.MaxEntryBytes || size > c.cfg.MaxBytes {
+		c.stats.Refused++
+		return
+	}
+	if old := c.entries[k]; old != nil {
+		if old.rev >= rev {
+			return // what is kept is as new
+		}
+		c.drop(old)
+	}
+	e := &entry{key: k, start: bytes.Clone(key), end: bytes.Clone(end), resp: resp, rev: rev, size: size}
+	e.elem = c.lru.PushFront(e)
+	c.entries[k] = e
+	c.ranges.add(e)
+	c.bytes += size
+	c.stats.Fills++
+	for c.bytes > c.cfg.MaxBytes {
+		c.stats.Evictions++
+		c.drop(c.lru.Back().Value.(*entry))
+	}
+}
+
+// Event takes one event the subscription delivered: every entry whose
+// range holds key is dropped.
+func (c *Cache) Event(key []byte, rev int64) {
+	c.delivered = max(c.delivered, rev)
+	for _, e := range c.ranges.touching(key) {
+		c.stats.Invalidations++
+		c.drop(e)
+	}
+}
+
+// Progress takes a progress notification: every event up to rev was
+// delivered.
+func (c *Cache) Progress(rev int64) { c.delivered = max(c.delivered, rev) }
+
+// Delivered is the last revision the subscription delivered.
+func (c *Cache) Delivered() int64 { return c.delivered }
+
+// SetLive says whether the subscription is live: every event etcd made is
+// delivered within the stream's latency. Nothing is served or kept while
+// it is not.
+func (c *Cache) SetLive(live bool) { c.live = live }
+
+// Live reports whether the cache serves.
+func (c *Cache) Live() bool { return c.live }
+
+// Reset drops every entry: the subscription lost events (its watch was
+// cancelled), so no entry can be trusted. It is not live until SetLive.
+func (c *Cache) Reset() {
+	for _, e := range c.entries {
+		c.drop(e)
+	}
+	c.live = false
+}
+
+func (c *Cache) drop(e *entry) {
+	delete(c.entries, e.key)
+	c.lru.Remove(e.elem)
+	c.ranges.remove(e)
+	c.bytes -= e.size
+}
+
+// Stats returns the counters and gauges.
+func (c *Cache) Stats() Stats {
+	s := c.stats
+	s.Entries, s.Bytes = len(c.entries), c.bytes
+	return s
+}

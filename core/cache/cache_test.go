@@ -1,0 +1,191 @@
+package cache
+
+import (
+	"fmt"
+	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/proto"
+)
+
+func rangeReq(key, end string) *pb.RangeRequest {
+	return &pb.RangeRequest{Key: []byte(key), RangeEnd: []byte(end), Serializable: true}
+}
+
+func resp(rev int64, kvs ...string) *pb.RangeResponse {
+	r := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: rev}, Count: int64(len(kvs))}
+	for _, k := range kvs {
+		r.Kvs = append(r.Kvs, &mvccpb.KeyValue{Key: []byte(k), Value: []byte("v"), ModRevision: rev})
+	}
+	return r
+}
+
+func key(t *testing.T, ident string, r *pb.RangeRequest) Key {
+	t.Helper()
+	k, ok := KeyOf(ident, r)
+	if !ok {
+		t.Fatalf("%v not cacheable", r)
+	}
+	return k
+}
+
+func live(cfg Config) *Cache {
+	c := New(cfg)
+	c.SetLive(true)
+	return c
+}
+
+func fill(t *testing.T, c *Cache, r *pb.RangeRequest, rev int64, kvs ...string) Key {
+	t.Helper()
+	k := key(t, "", r)
+	c.Fill(k, r.Key, r.RangeEnd, resp(rev, kvs...))
+	return k
+}
+
+func TestOnlySerializableCurrentReadsAreCacheable(t *testing.T) {
+	for _, r := range []*pb.RangeRequest{
+		{Key: []byte("a")},
+		{Key: []byte("a"), Serializable: true, Revision: 3},
+	} {
+		if _, ok := KeyOf("", r); ok {
+			t.Errorf("%v is cacheable", r)
+		}
+	}
+	a, _ := KeyOf("", &pb.RangeRequest{Key: []byte("a"), Serializable: true})
+	b, _ := KeyOf("", &pb.RangeRequest{Key: []byte("a"), Serializable: true, KeysOnly: true})
+	c, _ := KeyOf("alice", &pb.RangeRequest{Key: []byte("a"), Serializable: true})
+	if a == b || a == c {
+		t.Errorf("keys collide: %q %q %q", a, b, c)
+	}
+}
+
+// An event drops every entry whose range holds its key: single keys,
+// spans, open-ended ranges and the whole keyspace; others stay.
+func TestEventsDropEveryRangeHoldingTheKey(t *testing.T) {
+	c := live(Config{MaxBytes: 1 << 20})
+	reqs := map[string]*pb.RangeRequest{
+		"b":      rangeReq("b", ""),
+		"c":      rangeReq("c", ""),
+		"[a,c)":  rangeReq("a", "c"),
+		"[c,d)":  rangeReq("c", "d"),
+		"[b,∞)":  rangeReq("b", "\x00"),
+		"[d,∞)":  rangeReq("d", "\x00"),
+		"all":    rangeReq("\x00", "\x00"),
+		"prefix": rangeReq("b/", "b0"),
+	}
+	keys := map[string]Key{}
+	for name, r := range reqs {
+		keys[name] = fill(t, c, r, 5)
+	}
+	c.Event([]byte("b"), 6)
+	for name, k := range keys {
+		_, hit := c.Lookup(k)
+		want := map[string]bool{"c": true, "[c,d)": true, "[d,∞)": true, "prefix": true}[name]
+		if hit != want {
+			t.Errorf("%s: hit %v after an event on b, want %v", name, hit, want)
+		}
+	}
+	c.Event([]byte("b/x"), 7)
+	if _, hit := c.Lookup(keys["prefix"]); hit {
+		t.Errorf("prefix entry served after an event inside it")
+	}
+	if st := c.Stats(); st.Invalidations != 5 || st.Entries != 3 || c.Delivered() != 7 {
+		t.Errorf("stats %+v delivered %d", st, c.Delivered())
+	}
+}
+
+// A response older than what the subscription delivered may miss an event
+// already delivered: it is not kept. Nothing is kept or served while the
+// subscription is not live; Reset drops everything.
+func TestFillGuards(t *testing.T) {
+	c := live(Config{MaxBytes: 1 << 20})
+	c.Event([]byte("x"), 9)
+	k := fill(t, c, rangeReq("a", ""), 8, "a")
+	if _, hit := c.Lookup(k); hit {
+		t.Fatalf("kept a response at 8 after the subscription delivered 9")
+	}
+	fill(t, c, rangeReq("a", ""), 9, "a")
+	if _, hit := c.Lookup(k); !hit {
+		t.Fatalf("a response at 9 not kept")
+	}
+	c.SetLive(false)
+	if _, hit := c.Lookup(k); hit {
+		t.Fatalf("served while not live")
+	}
+	k2 := fill(t, c, rangeReq("b", ""), 10, "b")
+	c.SetLive(true)
+	if _, hit := c.Lookup(k2); hit {
+		t.Fatalf("kept a response filled while not live")
+	}
+	if _, hit := c.Lookup(k); !hit {
+		t.Fatalf("entry lost across a pause")
+	}
+	c.Reset()
+	c.SetLive(true)
+	if _, hit := c.Lookup(k); hit || c.Stats().Entries != 0 || c.Stats().Bytes != 0 {
+		t.Fatalf("entries after Reset: %+v", c.Stats())
+	}
+}
+
+// Identities never share entries.
+func TestIdentitiesDoNotShare(t *testing.T) {
+	c := live(Config{MaxBytes: 1 << 20})
+	r := rangeReq("a", "")
+	ka, kb := key(t, "alice", r), key(t, "bob", r)
+	c.Fill(ka, r.Key, r.RangeEnd, resp(3, "a"))
+	if _, hit := c.Lookup(kb); hit {
+		t.Fatalf("bob served alice's entry")
+	}
+	if _, hit := c.Lookup(ka); !hit {
+		t.Fatalf("alice's entry not kept")
+	}
+}
+
+// Bytes stay under MaxBytes, least recently used first out; a response
+// over MaxEntryBytes is not kept.
+func TestBoundedLRU(t *testing.T) {
+	per := proto.Size(resp(1, "k00"))
+	c := live(Config{MaxBytes: 3 * per, MaxEntryBytes: per})
+	var ks []Key
+	for i := range 3 {
+		ks = append(ks, fill(t, c, rangeReq(fmt.Sprintf("k%02d", i), ""), 1, fmt.Sprintf("k%02d", i)))
+	}
+	c.Lookup(ks[0]) // k00 used: k01 is now the least recent
+	fill(t, c, rangeReq("k03", ""), 1, "k03")
+	if _, hit := c.Lookup(ks[1]); hit {
+		t.Errorf("least recently used entry not evicted")
+	}
+	if _, hit := c.Lookup(ks[0]); !hit {
+		t.Errorf("recently used entry evicted")
+	}
+	if st := c.Stats(); st.Bytes > 3*per || st.Entries != 3 || st.Evictions != 1 {
+		t.Errorf("stats %+v (entry %d bytes)", st, per)
+	}
+	big := fill(t, c, rangeReq("big", ""), 1, "big", "big2")
+	if _, hit := c.Lookup(big); hit {
+		t.Errorf("a response over MaxEntryBytes was kept")
+	}
+}
+
+func TestHolds(t *testing.T) {
+	for _, tc := range []struct {
+		start, end, key string
+		want            bool
+	}{
+		{"a", "", "a", true},
+		{"a", "", "ab", false},
+		{"a", "c", "b", true},
+		{"a", "c", "c", false},
+		{"a", "c", "a", true},
+		{"b", "\x00", "zzz", true},
+		{"b", "\x00", "a", false},
+		{"\x00", "\x00", "\x00", true},
+		{"\x00", "\x00", "anything", true},
+		{"a", "\x00\x01", "a", false}, // end below start: etcd's empty range
+	} {
+		if got := holds([]byte(tc.start), []byte(tc.end), []byte(tc.key)); got != tc.want {
+			t.Errorf("holds(%q, %q, %q) = %v, want %v", tc.start, tc.end, tc.key, got, tc.want)
+		}
+	}
+}
