@@ -6,6 +6,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/etcdproxy/etcdproxy/core/cache"
 	"github.com/etcdproxy/etcdproxy/core/failover"
 	"github.com/etcdproxy/etcdproxy/core/lease"
 	"github.com/etcdproxy/etcdproxy/core/port"
@@ -19,6 +20,8 @@ type Config struct {
 	Watch    watch.Config
 	Failover failover.Config
 	Lease    lease.Config
+	// Cache enables the read cache (Cache.MaxBytes > 0).
+	Cache cache.Config
 	// Members are the etcd endpoints the proxy starts with; the failover
 	// machine starts on the first. With none, no member is probed or
 	// chosen (a node fed by a simulation that plays etcd itself).
@@ -46,6 +49,9 @@ type Node struct {
 	now      time.Time
 	// leader holds the client streams that asked for a leader.
 	leader map[port.StreamID]bool
+	// cache is the read cache (nil: disabled), fed by its subscription.
+	cache            *cache.Cache
+	cacheResubscribe bool
 }
 
 // New returns a node with cfg's bounds; now is the clock's reading.
@@ -54,12 +60,14 @@ func New(cfg Config, now time.Time) *Node {
 		cfg.LeaderlessStreamEnd = DefaultLeaderlessStreamEnd
 	}
 	out := port.NewOutbox(cfg.Port, now)
-	return &Node{
+	n := &Node{
 		cfg: cfg, out: out, now: now, leader: map[port.StreamID]bool{},
 		watch:    watch.New(cfg.Watch, out, now),
 		lease:    lease.New(cfg.Lease, out, now),
 		failover: failover.New(cfg.Failover, out, cfg.Members, now),
 	}
+	n.startCache()
+	return n
 }
 
 // Step feeds one input.
@@ -125,6 +133,7 @@ func (n *Node) Step(in Input) {
 			n.lease.UpstreamLost()
 		} else {
 			n.watch.UpstreamLost(in.Upstream)
+			n.cacheStreamLost()
 		}
 	case Fetched:
 		if For, ok := n.out.Fetched(in.ID, in.Result); ok && For.Has(port.Watch) {
@@ -137,6 +146,7 @@ func (n *Node) Step(in Input) {
 	case SetMembers:
 		n.failover.SetMembers(in.Endpoints)
 	}
+	n.cacheAfterStep()
 }
 
 // endLeaderless ends the streams that asked for a leader once the member in
@@ -181,7 +191,8 @@ type Stats struct {
 	Watch    watch.Stats
 	Lease    lease.Stats
 	Failover failover.Stats
-	Holds    int64 // times a client stream went over its bound
+	Cache    cache.Stats // zero when the cache is disabled
+	Holds    int64       // times a client stream went over its bound
 }
 
 // Gauges are the node's current state.
@@ -193,7 +204,11 @@ type Gauges struct {
 
 // Stats returns the counters; it is cheap.
 func (n *Node) Stats() Stats {
-	return Stats{Watch: n.watch.Stats(), Lease: n.lease.Stats(), Failover: n.failover.Stats(), Holds: n.out.Holds()}
+	st := Stats{Watch: n.watch.Stats(), Lease: n.lease.Stats(), Failover: n.failover.Stats(), Holds: n.out.Holds()}
+	if n.cache != nil {
+		st.Cache = n.cache.Stats()
+	}
+	return st
 }
 
 // Member returns the etcd member in use.

@@ -37,6 +37,10 @@ type Outbox struct {
 
 	leaseChecks []LeaseCheck
 
+	// internal streams: what is sent to them goes to their function at
+	// once (see Subscribe).
+	internal map[StreamID]func(Send)
+
 	flows map[StreamID]*Flow
 
 	fetches   map[FetchID]*fetch
@@ -140,6 +144,18 @@ func (o *Outbox) OpenStream(id StreamID) *Flow {
 	return o.flows[id]
 }
 
+// Subscribe opens an internal stream: a stream a machine serves like a
+// client's, but whose responses are handed to fn within the step that
+// sends them rather than to the shell. Nothing is queued for it, so it is
+// never held. fn must not step the machines.
+func (o *Outbox) Subscribe(id StreamID, fn func(Send)) *Flow {
+	if o.internal == nil {
+		o.internal = map[StreamID]func(Send){}
+	}
+	o.internal[id] = fn
+	return o.OpenStream(id)
+}
+
 // CloseStream forgets a client stream; nothing more is sent to it.
 func (o *Outbox) CloseStream(id StreamID) { delete(o.flows, id) }
 
@@ -149,6 +165,12 @@ func (o *Outbox) Send(s Send) {
 	f := o.flows[s.Stream]
 	if f == nil {
 		return
+	}
+	if len(o.internal) > 0 {
+		if fn := o.internal[s.Stream]; fn != nil {
+			fn(s)
+			return
+		}
 	}
 	o.sends = append(o.sends, s)
 	f.queued += s.Size
