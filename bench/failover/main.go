@@ -113,7 +113,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	child.KillOnExit(o.timeout, logf)
+	child.KillOnExit(o.timeout)
 
 	if err := run(o); err != nil {
 		child.KillAll()
@@ -145,9 +145,7 @@ func (o *options) check() error {
 	return nil
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
-}
+var logf = child.Logf
 
 func run(o options) error {
 	if o.dir == "" {
@@ -288,7 +286,7 @@ func runScenario(o options, scenario string) ([]result, error) {
 		}
 		args = append(args, "--endpoints="+strings.Join(eps, ","), "--listen-addr="+addr,
 			"--advertise-client-url=", "--data-dir="+filepath.Join(dir, t+".data"))
-		p, err := startProc(t, bin, args, filepath.Join(dir, t+".log"))
+		p, err := child.Start(t, bin, args, filepath.Join(dir, t+".log"))
 		if err != nil {
 			return nil, err
 		}

@@ -161,7 +161,7 @@ func main() {
 		o.expiryTimeout = 4*time.Duration(o.ttl)*time.Second + 20*time.Second
 	}
 
-	child.KillOnExit(o.timeout, logf)
+	child.KillOnExit(o.timeout)
 
 	if err := run(o); err != nil {
 		child.KillAll()
@@ -197,9 +197,7 @@ func (o *options) check() error {
 	return nil
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
-}
+var logf = child.Logf
 
 func run(o options) error {
 	if o.dir == "" {
@@ -228,7 +226,7 @@ func run(o options) error {
 		"--listen-client-urls=" + etcdURL, "--advertise-client-urls=" + etcdURL,
 		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
 		"--initial-cluster=lk=" + peerURL}
-	etcd, err := startProc("etcd", o.etcdBin, append(args, strings.Fields(o.etcdFlags)...), filepath.Join(o.dir, "etcd.log"))
+	etcd, err := child.Start("etcd", o.etcdBin, append(args, strings.Fields(o.etcdFlags)...), filepath.Join(o.dir, "etcd.log"))
 	if err != nil {
 		return err
 	}
@@ -267,7 +265,7 @@ func run(o options) error {
 			args = append(args, "--endpoints="+etcdURL, "--listen-addr="+addr,
 				"--advertise-client-url=", "--data-dir="+filepath.Join(o.dir, t+".data"))
 		}
-		p, err := startProc(t, bin, args, filepath.Join(o.dir, t+".log"))
+		p, err := child.Start(t, bin, args, filepath.Join(o.dir, t+".log"))
 		if err != nil {
 			return err
 		}

@@ -17,15 +17,6 @@ import (
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
-// startProc starts a child process and logs it.
-func startProc(name, bin string, args []string, logPath string) (*child.Proc, error) {
-	p, err := child.Start(name, bin, args, logPath)
-	if err == nil {
-		logf("%s started, pid %d: %s %s", name, p.PID(), bin, strings.Join(args, " "))
-	}
-	return p, err
-}
-
 // awaitHealthy waits until etcd's /health says so.
 func awaitHealthy(p *child.Proc, clientURL string, d time.Duration) error {
 	deadline := time.Now().Add(d)
@@ -53,28 +44,16 @@ func awaitHealthy(p *child.Proc, clientURL string, d time.Duration) error {
 // awaitReady waits until the proxy has logged that it serves and a
 // serializable Range through it succeeds.
 func awaitReady(p *child.Proc, endpoint string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	if err := p.AwaitLog(shell.ReadyMessage, d); err != nil {
-		return err
-	}
 	conn, err := dial(endpoint)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	kv := pb.NewKVClient(conn)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	return p.AwaitReady(shell.ReadyMessage, d, func(ctx context.Context) error {
 		_, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("ready-probe"), Serializable: true})
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: Range through it still fails after %v: %v", p.Name, d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // freeAddr is a free 127.0.0.1 TCP address.

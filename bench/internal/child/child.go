@@ -7,6 +7,7 @@ package child
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,7 +32,12 @@ var running = struct {
 	m map[*Proc]struct{}
 }{m: map[*Proc]struct{}{}}
 
-// Start runs bin with args, its output going to logPath.
+// Logf logs a line to stderr, with the time.
+func Logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// Start runs bin with args, its output going to logPath, and logs it.
 func Start(name, bin string, args []string, logPath string) (*Proc, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -44,6 +50,7 @@ func Start(name, bin string, args []string, logPath string) (*Proc, error) {
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
+	Logf("%s started, pid %d: %s %s", name, cmd.Process.Pid, bin, strings.Join(args, " "))
 	p := &Proc{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
 	running.Lock()
 	running.m[p] = struct{}{}
@@ -94,19 +101,19 @@ func KillAll() {
 
 // KillOnExit kills every child still running, and exits, when the
 // benchmark gets SIGINT or SIGTERM (status 130) or runs past timeout
-// (status 3); logf says which.
-func KillOnExit(timeout time.Duration, logf func(format string, args ...any)) {
+// (status 3), saying which.
+func KillOnExit(timeout time.Duration) {
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-sigc
-		logf("%v: killing every child process", s)
+		Logf("%v: killing every child process", s)
 		KillAll()
 		os.Exit(130)
 	}()
 	go func() {
 		time.Sleep(timeout)
-		logf("run exceeded -timeout %v: killing every child process", timeout)
+		Logf("run exceeded -timeout %v: killing every child process", timeout)
 		KillAll()
 		os.Exit(3)
 	}()
@@ -126,6 +133,27 @@ func (p *Proc) AwaitLog(msg string, d time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// AwaitReady waits up to d for the process to log readyLog and then for
+// probe (given a second per try) to succeed.
+func (p *Proc) AwaitReady(readyLog string, d time.Duration, probe func(context.Context) error) error {
+	deadline := time.Now().Add(d)
+	if err := p.AwaitLog(readyLog, d); err != nil {
+		return err
+	}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := probe(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: still not serving after %v: %v", p.Name, d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (p *Proc) logged(msg string) bool {
