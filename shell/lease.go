@@ -39,10 +39,10 @@ func (s *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 	return forward(ctx, s.up.LeaseGrant, r)
 }
 
-// owned asks etcd for the lease's keys and reports whether the lease belongs
-// to the namespace, with its TimeToLive answer. The verdict is handed to
-// the lease machine too.
-func (s *leaseServer) owned(ctx context.Context, id int64) (*pb.LeaseTimeToLiveResponse, bool, error) {
+// ownership asks etcd for the lease's keys and reports whether the lease
+// belongs to the namespace, with its TimeToLive answer (keys inside the
+// namespace only).
+func (s *leaseServer) ownership(ctx context.Context, id int64) (*pb.LeaseTimeToLiveResponse, bool, error) {
 	resp, err := forward(ctx, s.up.LeaseTimeToLive, &pb.LeaseTimeToLiveRequest{ID: id, Keys: true})
 	if err != nil {
 		return nil, false, err
@@ -51,23 +51,26 @@ func (s *leaseServer) owned(ctx context.Context, id int64) (*pb.LeaseTimeToLiveR
 	if resp.TTL != -1 { // -1: not found
 		resp.Keys, all = s.ns.LeaseKeys(resp.Keys)
 	}
-	if s.loop != nil {
-		s.loop.input(node.LeaseChecked{ID: id, Result: checkResult(resp, all)})
-	}
 	return resp, all, nil
+}
+
+// owned is ownership for a client's call: the verdict is handed to the
+// lease machine too.
+func (s *leaseServer) owned(ctx context.Context, id int64) (*pb.LeaseTimeToLiveResponse, bool, error) {
+	resp, mine, err := s.ownership(ctx, id)
+	if err == nil && s.loop != nil {
+		s.loop.input(node.LeaseChecked{ID: id, Result: checkResult(resp, mine)})
+	}
+	return resp, mine, err
 }
 
 // check is the lease machine's ownership check (port.LeaseCheck).
 func (s *leaseServer) check(ctx context.Context, id int64) port.LeaseCheckResult {
-	resp, err := forward(ctx, s.up.LeaseTimeToLive, &pb.LeaseTimeToLiveRequest{ID: id, Keys: true})
+	resp, mine, err := s.ownership(ctx, id)
 	if err != nil {
 		return port.LeaseCheckResult{Err: err}
 	}
-	var all bool
-	if resp.TTL != -1 {
-		_, all = s.ns.LeaseKeys(resp.Keys)
-	}
-	return checkResult(resp, all)
+	return checkResult(resp, mine)
 }
 
 func checkResult(resp *pb.LeaseTimeToLiveResponse, mine bool) port.LeaseCheckResult {
