@@ -3,9 +3,12 @@ package cache
 import (
 	"bytes"
 	"container/list"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/etcdproxy/etcdproxy/core/port"
 )
 
 // Config bounds the cache.
@@ -16,6 +19,13 @@ type Config struct {
 	// MaxEntryBytes: a response larger than this is not kept (0: a
 	// sixteenth of MaxBytes).
 	MaxEntryBytes int
+	// ConsistentReads lets linearizable reads be answered from the cache
+	// (see Read); without it they are forwarded.
+	ConsistentReads bool
+	// ConsistentWait bounds how long a consistent read waits for etcd's
+	// revision and its delivery before it is forwarded instead (0:
+	// DefaultConsistentWait).
+	ConsistentWait time.Duration
 }
 
 // Key names an entry: the caller's identity and the request, encoded.
@@ -25,14 +35,19 @@ type Key struct {
 }
 
 // KeyOf returns the key of a request made by identity, or false when the
-// request is not cacheable: only serializable reads of the current
-// revision are (a read at a revision is forwarded, so that compacted and
-// future revisions get etcd's own answer).
+// request is not cacheable: only reads of the current revision are (a read
+// at a revision is forwarded, so that compacted and future revisions get
+// etcd's own answer). A linearizable read and a serializable read of the
+// same range share the key: what differs is when an entry may answer them
+// (see Read).
 func KeyOf(identity string, r *pb.RangeRequest) (Key, bool) {
-	if !r.Serializable || r.Revision != 0 {
+	if r.Revision != 0 {
 		return Key{}, false
 	}
+	ser := r.Serializable
+	r.Serializable = true
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	r.Serializable = ser
 	if err != nil {
 		return Key{}, false
 	}
@@ -42,6 +57,8 @@ func KeyOf(identity string, r *pb.RangeRequest) (Key, bool) {
 // Cache is the machine. It is not safe for concurrent use.
 type Cache struct {
 	cfg       Config
+	out       *port.Outbox
+	now       time.Time
 	entries   map[Key]*entry
 	lru       *list.List // of *entry, most recently used first
 	bytes     int
@@ -49,6 +66,12 @@ type Cache struct {
 	delivered int64 // the last revision the subscription delivered
 	ranges    rangeIndex
 	stats     Stats
+
+	// consistent reads: those waiting for the next revision fetch, those
+	// covered by the fetch in flight, and those waiting for the
+	// subscription to deliver their revision
+	next, fetching, due []*call
+	fetch               port.FetchID // the fetch in flight (0: none)
 }
 
 type entry struct {
@@ -62,34 +85,31 @@ type entry struct {
 
 // Stats are the cache's counters and gauges.
 type Stats struct {
-	Hits, Misses  int64 // lookups answered, and not
-	Fills         int64 // responses kept
-	Refused       int64 // responses not kept: too large, older than delivered, or not live
-	Invalidations int64 // entries dropped by an event
-	Evictions     int64 // entries dropped for room
-	Entries       int   // entries kept
-	Bytes         int   // their encoded bytes
+	Hits, Misses int64 // reads answered from the cache, and forwarded
+	// ConsistentHits: linearizable reads answered from the cache.
+	ConsistentHits int64
+	// ConsistentTimeouts: linearizable reads forwarded because etcd's
+	// revision was not known or delivered within ConsistentWait.
+	ConsistentTimeouts int64
+	Fetches            int64 // revision fetches for consistent reads
+	Fills              int64 // responses kept
+	Refused            int64 // responses not kept: too large, older than delivered, or not live
+	Invalidations      int64 // entries dropped by an event
+	Evictions          int64 // entries dropped for room
+	Entries            int   // entries kept
+	Bytes              int   // their encoded bytes
 }
 
-// New returns an empty cache, not live.
-func New(cfg Config) *Cache {
+// New returns an empty cache, not live, that hands its answers and
+// revision fetches to out; now is the clock's reading.
+func New(cfg Config, out *port.Outbox, now time.Time) *Cache {
 	if cfg.MaxEntryBytes <= 0 {
 		cfg.MaxEntryBytes = cfg.MaxBytes / 16
 	}
-	return &Cache{cfg: cfg, entries: map[Key]*entry{}, lru: list.New()}
-}
-
-// Lookup returns the kept response for k, if the cache is live and has
-// one. The response is shared: the caller must not change it.
-func (c *Cache) Lookup(k Key) (*pb.RangeResponse, bool) {
-	e := c.entries[k]
-	if e == nil || !c.live {
-		c.stats.Misses++
-		return nil, false
+	if cfg.ConsistentWait <= 0 {
+		cfg.ConsistentWait = DefaultConsistentWait
 	}
-	c.stats.Hits++
-	c.lru.MoveToFront(e.elem)
-	return e.resp, true
+	return &Cache{cfg: cfg, out: out, now: now, entries: map[Key]*entry{}, lru: list.New()}
 }
 
 // Fill keeps etcd's response to the request named by k, whose range is
@@ -120,7 +140,8 @@ func (c *Cache) Fill(k Key, key, end []byte, resp *pb.RangeResponse) {
 }
 
 // Event takes one event the subscription delivered: every entry whose
-// range holds key is dropped.
+// range holds key is dropped. The events of one revision come together,
+// followed by Progress, which releases the reads waiting for them.
 func (c *Cache) Event(key []byte, rev int64) {
 	c.delivered = max(c.delivered, rev)
 	for _, e := range c.ranges.touching(key) {
@@ -129,9 +150,12 @@ func (c *Cache) Event(key []byte, rev int64) {
 	}
 }
 
-// Progress takes a progress notification: every event up to rev was
-// delivered.
-func (c *Cache) Progress(rev int64) { c.delivered = max(c.delivered, rev) }
+// Progress says every event up to rev was delivered: after a progress
+// notification, or after the events of one watch response.
+func (c *Cache) Progress(rev int64) {
+	c.delivered = max(c.delivered, rev)
+	c.release()
+}
 
 // Delivered is the last revision the subscription delivered.
 func (c *Cache) Delivered() int64 { return c.delivered }

@@ -1,12 +1,17 @@
 package cache
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/etcdproxy/etcdproxy/core/port"
 )
 
 func rangeReq(key, end string) *pb.RangeRequest {
@@ -30,10 +35,30 @@ func key(t *testing.T, ident string, r *pb.RangeRequest) Key {
 	return k
 }
 
+var t0 = time.Unix(1e9, 0)
+
 func live(cfg Config) *Cache {
-	c := New(cfg)
+	c := New(cfg, port.NewOutbox(port.Config{}, t0), t0)
 	c.SetLive(true)
 	return c
+}
+
+// answers returns the answers handed out since the last call.
+func answers(c *Cache) []port.Answer {
+	a := slices.Clone(c.out.Ready().Answers)
+	c.out.Advance()
+	return a
+}
+
+// lookup makes a serializable read of k and returns the cache's answer.
+func lookup(t *testing.T, c *Cache, k Key) (*pb.RangeResponse, bool) {
+	t.Helper()
+	c.Read(Read{Call: 1, Key: k})
+	a := answers(c)
+	if len(a) != 1 || a[0].Call != 1 {
+		t.Fatalf("answers %v, want one for call 1", a)
+	}
+	return a[0].Resp, a[0].Resp != nil
 }
 
 func fill(t *testing.T, c *Cache, r *pb.RangeRequest, rev int64, kvs ...string) Key {
@@ -43,14 +68,19 @@ func fill(t *testing.T, c *Cache, r *pb.RangeRequest, rev int64, kvs ...string) 
 	return k
 }
 
-func TestOnlySerializableCurrentReadsAreCacheable(t *testing.T) {
+func TestOnlyCurrentReadsAreCacheable(t *testing.T) {
 	for _, r := range []*pb.RangeRequest{
-		{Key: []byte("a")},
+		{Key: []byte("a"), Revision: 3},
 		{Key: []byte("a"), Serializable: true, Revision: 3},
 	} {
 		if _, ok := KeyOf("", r); ok {
 			t.Errorf("%v is cacheable", r)
 		}
+	}
+	lin := &pb.RangeRequest{Key: []byte("a")}
+	l, _ := KeyOf("", lin)
+	if s, _ := KeyOf("", rangeReq("a", "")); l != s || lin.Serializable {
+		t.Errorf("a linearizable read does not share the serializable read's key, or KeyOf changed it: %v", lin)
 	}
 	a, _ := KeyOf("", &pb.RangeRequest{Key: []byte("a"), Serializable: true})
 	b, _ := KeyOf("", &pb.RangeRequest{Key: []byte("a"), Serializable: true, KeysOnly: true})
@@ -80,14 +110,14 @@ func TestEventsDropEveryRangeHoldingTheKey(t *testing.T) {
 	}
 	c.Event([]byte("b"), 6)
 	for name, k := range keys {
-		_, hit := c.Lookup(k)
+		_, hit := lookup(t, c, k)
 		want := map[string]bool{"c": true, "[c,d)": true, "[d,∞)": true, "prefix": true}[name]
 		if hit != want {
 			t.Errorf("%s: hit %v after an event on b, want %v", name, hit, want)
 		}
 	}
 	c.Event([]byte("b/x"), 7)
-	if _, hit := c.Lookup(keys["prefix"]); hit {
+	if _, hit := lookup(t, c, keys["prefix"]); hit {
 		t.Errorf("prefix entry served after an event inside it")
 	}
 	if st := c.Stats(); st.Invalidations != 5 || st.Entries != 3 || c.Delivered() != 7 {
@@ -102,28 +132,28 @@ func TestFillGuards(t *testing.T) {
 	c := live(Config{MaxBytes: 1 << 20})
 	c.Event([]byte("x"), 9)
 	k := fill(t, c, rangeReq("a", ""), 8, "a")
-	if _, hit := c.Lookup(k); hit {
+	if _, hit := lookup(t, c, k); hit {
 		t.Fatalf("kept a response at 8 after the subscription delivered 9")
 	}
 	fill(t, c, rangeReq("a", ""), 9, "a")
-	if _, hit := c.Lookup(k); !hit {
+	if _, hit := lookup(t, c, k); !hit {
 		t.Fatalf("a response at 9 not kept")
 	}
 	c.SetLive(false)
-	if _, hit := c.Lookup(k); hit {
+	if _, hit := lookup(t, c, k); hit {
 		t.Fatalf("served while not live")
 	}
 	k2 := fill(t, c, rangeReq("b", ""), 10, "b")
 	c.SetLive(true)
-	if _, hit := c.Lookup(k2); hit {
+	if _, hit := lookup(t, c, k2); hit {
 		t.Fatalf("kept a response filled while not live")
 	}
-	if _, hit := c.Lookup(k); !hit {
+	if _, hit := lookup(t, c, k); !hit {
 		t.Fatalf("entry lost across a pause")
 	}
 	c.Reset()
 	c.SetLive(true)
-	if _, hit := c.Lookup(k); hit || c.Stats().Entries != 0 || c.Stats().Bytes != 0 {
+	if _, hit := lookup(t, c, k); hit || c.Stats().Entries != 0 || c.Stats().Bytes != 0 {
 		t.Fatalf("entries after Reset: %+v", c.Stats())
 	}
 }
@@ -134,10 +164,10 @@ func TestIdentitiesDoNotShare(t *testing.T) {
 	r := rangeReq("a", "")
 	ka, kb := key(t, "alice", r), key(t, "bob", r)
 	c.Fill(ka, r.Key, r.RangeEnd, resp(3, "a"))
-	if _, hit := c.Lookup(kb); hit {
+	if _, hit := lookup(t, c, kb); hit {
 		t.Fatalf("bob served alice's entry")
 	}
-	if _, hit := c.Lookup(ka); !hit {
+	if _, hit := lookup(t, c, ka); !hit {
 		t.Fatalf("alice's entry not kept")
 	}
 }
@@ -151,19 +181,19 @@ func TestBoundedLRU(t *testing.T) {
 	for i := range 3 {
 		ks = append(ks, fill(t, c, rangeReq(fmt.Sprintf("k%02d", i), ""), 1, fmt.Sprintf("k%02d", i)))
 	}
-	c.Lookup(ks[0]) // k00 used: k01 is now the least recent
+	lookup(t, c, ks[0]) // k00 used: k01 is now the least recent
 	fill(t, c, rangeReq("k03", ""), 1, "k03")
-	if _, hit := c.Lookup(ks[1]); hit {
+	if _, hit := lookup(t, c, ks[1]); hit {
 		t.Errorf("least recently used entry not evicted")
 	}
-	if _, hit := c.Lookup(ks[0]); !hit {
+	if _, hit := lookup(t, c, ks[0]); !hit {
 		t.Errorf("recently used entry evicted")
 	}
 	if st := c.Stats(); st.Bytes > 3*per || st.Entries != 3 || st.Evictions != 1 {
 		t.Errorf("stats %+v (entry %d bytes)", st, per)
 	}
 	big := fill(t, c, rangeReq("big", ""), 1, "big", "big2")
-	if _, hit := c.Lookup(big); hit {
+	if _, hit := lookup(t, c, big); hit {
 		t.Errorf("a response over MaxEntryBytes was kept")
 	}
 }
@@ -189,3 +219,7 @@ func TestHolds(t *testing.T) {
 		}
 	}
 }
+
+type pbHeader = pb.ResponseHeader
+
+var errTest = errors.New("test")

@@ -33,7 +33,7 @@ func (n *Node) startCache() {
 	if n.cfg.Cache.MaxBytes <= 0 {
 		return
 	}
-	n.cache = cache.New(n.cfg.Cache)
+	n.cache = cache.New(n.cfg.Cache, n.out, n.now)
 	n.watch.OpenStream(cacheStream, "", n.out.Subscribe(cacheStream, n.cacheSend))
 	n.subscribe()
 }
@@ -52,18 +52,18 @@ func (n *Node) cacheSend(s port.Send) {
 	case r.Canceled:
 		n.cache.Reset()
 		n.cacheResubscribe = true // in this step's end: the machine is mid-step
-	case r.Created:
-		n.cache.Progress(r.GetHeader().GetRevision())
-		n.cache.SetLive(true)
 	case len(r.Events) > 0:
+		last := int64(0)
 		for _, ev := range r.Events {
 			if ev.Kv != nil {
 				n.cache.Event(ev.Kv.Key, ev.Kv.ModRevision)
+				last = max(last, ev.Kv.ModRevision)
 			}
 		}
-	default: // a progress answer or notification
-		n.cache.Progress(r.GetHeader().GetRevision())
+		n.cache.Progress(last)
+	default: // created, or a progress answer or notification
 		n.cache.SetLive(true)
+		n.cache.Progress(r.GetHeader().GetRevision())
 	}
 }
 
@@ -85,18 +85,19 @@ func (n *Node) cacheAfterStep() {
 	}
 }
 
-// CacheLookup answers a cacheable read from the cache, if it can. The
-// response is shared: the caller must not change it.
-func (n *Node) CacheLookup(k cache.Key) (*pb.RangeResponse, bool) {
+// cacheRead answers a client's cacheable read (always: forward, when the
+// cache is disabled).
+func (n *Node) cacheRead(r cache.Read) {
 	if n.cache == nil {
-		return nil, false
+		n.out.Answer(port.Answer{Call: r.Call})
+		return
 	}
-	return n.cache.Lookup(k)
+	n.cache.Read(r)
 }
 
-// CacheFill keeps etcd's response to a cacheable read.
-func (n *Node) CacheFill(k cache.Key, key, end []byte, resp *pb.RangeResponse) {
-	if n.cache != nil {
-		n.cache.Fill(k, key, end, resp)
+// cacheFetched hands the cache its revision fetch's answer.
+func (n *Node) cacheFetched(id port.FetchID, r port.FetchResult) {
+	if n.cache != nil && n.cache.Fetched(id, r) {
+		n.watch.RequestProgress(cacheStream)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/etcdproxy/etcdproxy/core/cache"
 	"github.com/etcdproxy/etcdproxy/core/port"
 )
 
@@ -106,10 +107,25 @@ type Probed struct {
 // SetMembers replaces the etcd members the failover machine chooses from.
 type SetMembers struct{ Endpoints []string }
 
+// CacheRead is a client's cacheable read: the node answers it with a
+// port.Answer for its call, from the read cache or "forward".
+type CacheRead struct{ cache.Read }
+
+// CacheFill hands the read cache etcd's response to a forwarded cacheable
+// read of [Start, End) (client keyspace, as Key's request); the cache owns
+// Resp from then on.
+type CacheFill struct {
+	Key        cache.Key
+	Start, End []byte
+	Resp       *pb.RangeResponse
+}
+
 // Suspect reports that the connection to the member in use dropped.
 type Suspect struct{}
 
 func (Suspect) isInput()          {}
+func (CacheRead) isInput()        {}
+func (CacheFill) isInput()        {}
 func (KeepAlive) isInput()        {}
 func (LeaseRevoked) isInput()     {}
 func (LeaseChecked) isInput()     {}
@@ -162,4 +178,14 @@ func (i LeaseChecked) String() string { return fmt.Sprintf("lease %d checked: %v
 func (i LeasesListed) String() string { return fmt.Sprintf("%d leases listed", len(i.IDs)) }
 func (i LeaseRevoked) String() string { return fmt.Sprintf("lease %d revoked", i.ID) }
 func (i UpstreamLost) String() string { return fmt.Sprintf("%v lost", i.Upstream) }
-func (i Fetched) String() string      { return fmt.Sprintf("fetch %d answered: %v", i.ID, i.Result) }
+func (i CacheRead) String() string {
+	kind := "serializable"
+	if i.Consistent {
+		kind = "consistent"
+	}
+	return fmt.Sprintf("call %d: %s read, floor %d", i.Call, kind, i.Floor)
+}
+func (i CacheFill) String() string {
+	return fmt.Sprintf("cache fill [%q, %q) at revision %d", i.Start, i.End, i.Resp.GetHeader().GetRevision())
+}
+func (i Fetched) String() string { return fmt.Sprintf("fetch %d answered: %v", i.ID, i.Result) }

@@ -79,6 +79,9 @@ func (n *Node) Step(in Input) {
 		n.failover.Tick(in.Now)
 		n.watch.Tick(in.Now)
 		n.lease.Tick(in.Now)
+		if n.cache != nil {
+			n.cache.Tick(in.Now)
+		}
 		n.endLeaderless()
 	case OpenStream:
 		if in.Lease {
@@ -136,8 +139,18 @@ func (n *Node) Step(in Input) {
 			n.cacheStreamLost()
 		}
 	case Fetched:
-		if For, ok := n.out.Fetched(in.ID, in.Result); ok && For.Has(port.Watch) {
+		For, ok := n.out.Fetched(in.ID, in.Result)
+		if ok && For.Has(port.Watch) {
 			n.watch.Fetched(in.ID, in.Result)
+		}
+		if ok && For.Has(port.Cache) {
+			n.cacheFetched(in.ID, in.Result)
+		}
+	case CacheRead:
+		n.cacheRead(in.Read)
+	case CacheFill:
+		if n.cache != nil {
+			n.cache.Fill(in.Key, in.Start, in.End, in.Resp)
 		}
 	case Probed:
 		n.failover.Probed(in.Member, in.Seq, in.Result)

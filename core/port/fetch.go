@@ -29,6 +29,11 @@ func (o *Outbox) Fetch(m Machine, f Fetch) FetchID {
 	return f.ID
 }
 
+// Joinable reports whether fetch id is not handed out yet (this step's
+// current-revision fetch): its answer is etcd's revision after anything
+// that happened up to now.
+func (o *Outbox) Joinable(id FetchID) bool { return o.batch != nil && o.batch.req.ID == id }
+
 // Fetched takes the answer to a fetch. It returns the machines to hand the
 // answer to, or false when there is nothing to hand on: the fetch is
 // unknown, or it failed for a transport reason and will be tried again.

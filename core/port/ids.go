@@ -49,14 +49,20 @@ type Machines uint8
 const (
 	// Watch is the watch fan-out machine.
 	Watch Machine = 1 << iota
+	// Cache is the read cache.
+	Cache
 )
 
 // Has reports whether m is in the set.
 func (s Machines) Has(m Machine) bool { return s&Machines(m) != 0 }
 
 func (s Machines) String() string {
+	var names []string
 	if s.Has(Watch) {
-		return "[watch]"
+		names = append(names, "watch")
 	}
-	return "[]"
+	if s.Has(Cache) {
+		names = append(names, "cache")
+	}
+	return fmt.Sprint(names)
 }

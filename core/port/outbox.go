@@ -36,6 +36,7 @@ type Outbox struct {
 	ends     []End
 
 	leaseChecks []LeaseCheck
+	answers     []Answer
 
 	// internal streams: what is sent to them goes to their function at
 	// once (see Subscribe).
@@ -98,7 +99,7 @@ func (o *Outbox) Tick(now time.Time) {
 
 // Pending is the number of outputs waiting to be handed out.
 func (o *Outbox) Pending() int {
-	return len(o.sends) + len(o.upstream) + len(o.fetchIDs) + len(o.probes) + len(o.switches) + len(o.ends) + len(o.leaseChecks)
+	return len(o.sends) + len(o.upstream) + len(o.fetchIDs) + len(o.probes) + len(o.switches) + len(o.ends) + len(o.leaseChecks) + len(o.answers)
 }
 
 // HasReady reports whether there is anything to hand out.
@@ -108,7 +109,7 @@ func (o *Outbox) HasReady() bool { return o.Pending() > 0 }
 // nothing: calling it twice gives the same. Its slices are valid until the
 // step after the next Advance.
 func (o *Outbox) Ready() Ready {
-	r := Ready{Sends: o.sends, Upstream: o.upstream, Probes: o.probes, Switches: o.switches, Ends: o.ends, LeaseChecks: o.leaseChecks}
+	r := Ready{Sends: o.sends, Upstream: o.upstream, Probes: o.probes, Switches: o.switches, Ends: o.ends, LeaseChecks: o.leaseChecks, Answers: o.answers}
 	for _, id := range o.fetchIDs {
 		if f := o.fetches[id]; f != nil {
 			r.Fetches = append(r.Fetches, f.req)
@@ -130,6 +131,8 @@ func (o *Outbox) Advance() {
 	o.sends, o.upstream, o.fetchIDs = o.sends[:0], o.upstream[:0], nil
 	o.probes, o.switches, o.ends = o.probes[:0], o.switches[:0], o.ends[:0]
 	o.leaseChecks = o.leaseChecks[:0]
+	clear(o.answers)
+	o.answers = o.answers[:0]
 	o.batch = nil
 }
 

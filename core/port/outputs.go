@@ -91,7 +91,8 @@ func (r FetchResult) String() string {
 // Ready is everything the shell must do after a step: sends to client
 // streams, requests on upstream streams, revision fetches and member probes
 // to run, switches of the member in use, client streams to end (after
-// their sends), and lease ownership checks to run.
+// their sends), lease ownership checks to run, and the read cache's answers
+// to calls.
 type Ready struct {
 	Sends       []Send
 	Upstream    []UpstreamRequest
@@ -100,4 +101,5 @@ type Ready struct {
 	Switches    []Switch
 	Ends        []End
 	LeaseChecks []LeaseCheck
+	Answers     []Answer
 }
