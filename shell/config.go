@@ -86,6 +86,19 @@ type Config struct {
 	// --watch-progress-notify-interval.
 	WatchProgressInterval time.Duration
 
+	// CacheBytes caps the read cache, in encoded response bytes (0: no
+	// cache). CacheMaxEntryBytes is the largest response kept (0: a
+	// sixteenth of CacheBytes).
+	CacheBytes         int
+	CacheMaxEntryBytes int
+	// CacheConsistentReads lets linearizable reads be answered from the
+	// cache once etcd's current revision is confirmed and delivered.
+	CacheConsistentReads bool
+	// SerializableOrdering shares one revision floor between every client
+	// connection instead of one per connection: no client sees a
+	// serializable read older than any KV answer the proxy gave.
+	SerializableOrdering bool
+
 	// FailoverTimeout is the proxy's own detection bound for the member in
 	// use: a health probe unanswered this long, no raft leader for this
 	// long, or this far behind the most advanced member, and the proxy
@@ -106,6 +119,9 @@ type Config struct {
 // request too large for etcd is refused here with the error etcd would give.
 const grpcOverheadBytes = 512 * 1024
 
+// DefaultCacheBytes is the read cache's default cap: 64 MiB.
+const DefaultCacheBytes = 64 << 20
+
 // DefaultConfig returns the defaults of `etcd grpc-proxy start`.
 func DefaultConfig() Config {
 	return Config{
@@ -123,6 +139,8 @@ func DefaultConfig() Config {
 		SelfSignedCertValidity: 1,
 		TLSMinVersion:          "TLS1.2",
 		WatchHistoryEvents:     4096,
+		CacheBytes:             DefaultCacheBytes,
+		CacheConsistentReads:   true,
 		WatchStreamBufferBytes: 4 << 20,
 		FailoverTimeout:        failover.DefaultTimeout,
 	}
@@ -167,6 +185,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSendBytes <= 0 {
 		return fmt.Errorf("invalid --max-send-bytes %d: must be positive", c.MaxSendBytes)
+	}
+	if c.CacheBytes < 0 {
+		return fmt.Errorf("invalid --cache-bytes %d: must not be negative", c.CacheBytes)
+	}
+	if c.CacheMaxEntryBytes < 0 {
+		return fmt.Errorf("invalid --cache-max-entry-bytes %d: must not be negative", c.CacheMaxEntryBytes)
 	}
 	if c.WatchHistoryEvents <= 0 {
 		return fmt.Errorf("invalid --watch-history-events %d: must be positive", c.WatchHistoryEvents)

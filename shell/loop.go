@@ -63,6 +63,9 @@ type loop struct {
 	// reads of its state (see do).
 	calls chan func(*node.Node)
 
+	// cache takes the read cache's answers (nil: no cache).
+	cache *readCache
+
 	// batches gathers, by stream, the sends of one Ready (loop goroutine
 	// only): each stream's queue takes its slice whole.
 	batches map[port.StreamID][]outMsg
@@ -86,6 +89,9 @@ func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, w
 		bound = port.DefaultConfig().StreamBufferBytes
 	}
 	l.leaseWrittenEvery = min(16<<10, bound/4)
+	if cfg.Cache.MaxBytes > 0 {
+		l.cache = newReadCache(l)
+	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	for _, u := range []port.UpstreamID{port.WatchShared, port.WatchCatchUp} {
 		l.ups[u] = newUpstreamStream(l, u, watchOpener(wc, u))
@@ -201,6 +207,9 @@ func (l *loop) execute(rd port.Ready) {
 	}
 	for _, c := range rd.LeaseChecks {
 		go l.checkLease(c)
+	}
+	if len(rd.Answers) > 0 && l.cache != nil {
+		l.cache.answer(rd.Answers)
 	}
 	for _, sw := range rd.Switches {
 		l.switchMember(sw)

@@ -70,6 +70,23 @@ func newNodeCollector(l *loop) *nodeCollector {
 		func(s snapshot) float64 { return float64(s.Stats.Lease.Checks) })
 	counter("etcdproxy_lease_upstream_refreshes_piggybacked_total", "Of the keep-alive requests sent to etcd, those sent along with another lease's refresh because the lease had fallen due and a client asked for it within a third of its TTL.",
 		func(s snapshot) float64 { return float64(s.Stats.Lease.Piggybacked) })
+	counter("etcd_grpc_proxy_cache_hits_total", "Range calls answered from the read cache.", func(s snapshot) float64 { return float64(s.Stats.Cache.Hits) })
+	counter("etcd_grpc_proxy_cache_misses_total", "Cacheable Range calls the read cache could not answer (forwarded to etcd).", func(s snapshot) float64 { return float64(s.Stats.Cache.Misses) })
+	gauge("etcd_grpc_proxy_cache_keys_total", "Responses the read cache keeps.", func(s snapshot) float64 { return float64(s.Stats.Cache.Entries) })
+	gauge("etcdproxy_cache_bytes", "Encoded bytes of the responses the read cache keeps.", func(s snapshot) float64 { return float64(s.Stats.Cache.Bytes) })
+	gauge("etcdproxy_cache_live", "1 while the read cache serves: its watch subscription is live and caught up.", func(s snapshot) float64 {
+		if s.Stats.Cache.Live {
+			return 1
+		}
+		return 0
+	})
+	counter("etcdproxy_cache_consistent_hits_total", "Linearizable Range calls answered from the read cache after etcd's revision was confirmed and delivered.", func(s snapshot) float64 { return float64(s.Stats.Cache.ConsistentHits) })
+	counter("etcdproxy_cache_consistent_timeouts_total", "Linearizable Range calls forwarded because etcd's revision was not confirmed and delivered in time.", func(s snapshot) float64 { return float64(s.Stats.Cache.ConsistentTimeouts) })
+	counter("etcdproxy_cache_revision_fetches_total", "Revision fetches made for linearizable reads (one for every read that arrived while the previous one was in flight).", func(s snapshot) float64 { return float64(s.Stats.Cache.Fetches) })
+	counter("etcdproxy_cache_fills_total", "etcd responses kept by the read cache.", func(s snapshot) float64 { return float64(s.Stats.Cache.Fills) })
+	counter("etcdproxy_cache_fills_refused_total", "etcd responses not kept: too large, older than what the subscription delivered, or the cache not live.", func(s snapshot) float64 { return float64(s.Stats.Cache.Refused) })
+	counter("etcdproxy_cache_invalidations_total", "Cached responses dropped because an event touched their range.", func(s snapshot) float64 { return float64(s.Stats.Cache.Invalidations) })
+	counter("etcdproxy_cache_evictions_total", "Cached responses dropped for room (least recently used).", func(s snapshot) float64 { return float64(s.Stats.Cache.Evictions) })
 	gauge("etcdproxy_upstream_members", "etcd members the proxy knows (configured or found by auto-sync).", func(s snapshot) float64 { return float64(s.Stats.Failover.Members) })
 	gauge("etcdproxy_upstream_members_healthy", "etcd members whose last health probe was answered in time, with a leader, and not behind the cluster.",
 		func(s snapshot) float64 { return float64(s.Stats.Failover.Healthy) })

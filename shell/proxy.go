@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/etcdproxy/etcdproxy/core/cache"
 	"github.com/etcdproxy/etcdproxy/core/failover"
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
 	"github.com/etcdproxy/etcdproxy/core/lease"
@@ -162,6 +163,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		grpc.MaxSendMsgSize(cfg.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.ForceServerCodecV2(newWatchCodec()),
+		grpc.StatsHandler(floors{shared: p.sharedFloor()}),
 	}
 	if cfg.GRPCKeepAliveMinTime > 0 {
 		opts = append(opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.GRPCKeepAliveMinTime}))
@@ -174,7 +176,6 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	ns := keyspace.New(cfg.Namespace)
 	nsActive := !ns.Empty()
 	c := p.up.client
-	pb.RegisterKVServer(s, &kvServer{up: clientv3.RetryKVClient(c), ns: ns})
 	clk := cfg.Clock
 	if clk == nil {
 		clk = clock.New()
@@ -190,8 +191,14 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		},
 		Failover: failover.Config{Timeout: cfg.failoverTimeout()},
 		Lease:    lease.Config{Namespaced: nsActive},
-		Members:  cfg.Endpoints,
+		Cache: cache.Config{
+			MaxBytes:        cfg.CacheBytes,
+			MaxEntryBytes:   cfg.CacheMaxEntryBytes,
+			ConsistentReads: cfg.CacheConsistentReads,
+		},
+		Members: cfg.Endpoints,
 	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn), pb.NewLeaseClient(p.up.conn), p.members)
+	pb.RegisterKVServer(s, &kvServer{up: clientv3.RetryKVClient(c), ns: ns, cache: p.loop.cache})
 	p.up.notifyDrop(func() { p.loop.input(node.Suspect{}) })
 	if cfg.EndpointsAutoSyncInterval > 0 {
 		go p.members.autoSync(c.Ctx(), p.loop, cfg.EndpointsAutoSyncInterval, cfg.Endpoints)
@@ -212,6 +219,16 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	v3lockpb.RegisterLockServer(s, &lockServer{up: v3lockpb.NewLockClient(p.up.conn), ns: ns})
 	metrics.InitializeMetrics(s)
 	return s
+}
+
+// sharedFloor is the one floor of every client connection under
+// --experimental-serializable-ordering, nil otherwise (each connection
+// has its own).
+func (p *Proxy) sharedFloor() *floor {
+	if p.cfg.SerializableOrdering {
+		return &floor{}
+	}
+	return nil
 }
 
 // Addr returns the address the proxy listens on.

@@ -22,7 +22,7 @@ import (
 // by name but not built yet; setting one stops the proxy at start.
 var notImplemented = []string{
 	"discovery-srv", "discovery-srv-name", "insecure-discovery",
-	"experimental-serializable-ordering", "experimental-leasing-prefix",
+	"experimental-leasing-prefix",
 	"experimental-enable-grpc-logging",
 }
 
@@ -35,7 +35,7 @@ type startOptions struct {
 
 	// accepted for compatibility; see notImplemented
 	discoverySrv, discoverySrvName, leasingPrefix string
-	insecureDiscovery, ordering, grpcLogging      bool
+	insecureDiscovery, grpcLogging                bool
 }
 
 func newStartCommand() *cobra.Command {
@@ -89,12 +89,15 @@ func newStartCommand() *cobra.Command {
 
 	f.IntVar(&c.WatchHistoryEvents, "watch-history-events", c.WatchHistoryEvents, "events of recent history kept per watched key range; a watcher starting within it shares the range's upstream watcher")
 	f.IntVar(&c.WatchStreamBufferBytes, "watch-stream-buffer-bytes", c.WatchStreamBufferBytes, "bytes of watch responses queued per client stream before its watchers pause and catch up later")
+	f.IntVar(&c.CacheBytes, "cache-bytes", c.CacheBytes, "bytes of Range responses the read cache keeps, least recently used out (0 disables the cache)")
+	f.IntVar(&c.CacheMaxEntryBytes, "cache-max-entry-bytes", 0, "largest Range response the read cache keeps, in bytes (default a sixteenth of --cache-bytes)")
+	f.BoolVar(&c.CacheConsistentReads, "cache-consistent-reads", c.CacheConsistentReads, "answer linearizable reads from the read cache once etcd's current revision is confirmed (one fetch for every concurrent read) and delivered to the cache")
 	f.DurationVar(&c.WatchProgressInterval, "watch-progress-notify-interval", c.WatchProgressInterval, "the proxy's own interval of progress notifications to idle watchers that asked for them; 0 passes on etcd's, at the cluster's --watch-progress-notify-interval")
 
 	f.StringVar(&o.discoverySrv, "discovery-srv", "", "domain name to query for SRV records describing cluster endpoints (not implemented yet)")
 	f.StringVar(&o.discoverySrvName, "discovery-srv-name", "", "service name to query when using DNS discovery (not implemented yet)")
 	f.BoolVar(&o.insecureDiscovery, "insecure-discovery", false, "accept insecure SRV records (not implemented yet)")
-	f.BoolVar(&o.ordering, "experimental-serializable-ordering", false, "Ensure serializable reads have monotonically increasing store revisions across endpoints (not implemented yet).")
+	f.BoolVar(&c.SerializableOrdering, "experimental-serializable-ordering", false, "Ensure serializable reads have monotonically increasing store revisions across endpoints: one revision floor for every client connection (each connection always has its own).")
 	f.StringVar(&o.leasingPrefix, "experimental-leasing-prefix", "", "leasing metadata prefix for disconnected linearized reads (not implemented yet).")
 	f.BoolVar(&o.grpcLogging, "experimental-enable-grpc-logging", false, "logging all grpc requests and responses (not implemented yet)")
 

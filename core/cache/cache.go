@@ -26,6 +26,10 @@ type Config struct {
 	// revision and its delivery before it is forwarded instead (0:
 	// DefaultConsistentWait).
 	ConsistentWait time.Duration
+	// ConfirmInterval: while reads come, etcd's answer to a plain read
+	// without credentials is confirmed this often (0:
+	// DefaultConfirmInterval); see Read.
+	ConfirmInterval time.Duration
 }
 
 // Key names an entry: the caller's identity and the request, encoded.
@@ -72,6 +76,14 @@ type Cache struct {
 	// subscription to deliver their revision
 	next, fetching, due []*call
 	fetch               port.FetchID // the fetch in flight (0: none)
+
+	// confirmed is when etcd last answered a fetch (a read without
+	// credentials); refused is set when it last refused one; readSince:
+	// a read came since the last fetch started, at fetchedAt.
+	confirmed time.Time
+	refused   bool
+	readSince bool
+	fetchedAt time.Time
 }
 
 type entry struct {
@@ -91,13 +103,16 @@ type Stats struct {
 	// ConsistentTimeouts: linearizable reads forwarded because etcd's
 	// revision was not known or delivered within ConsistentWait.
 	ConsistentTimeouts int64
-	Fetches            int64 // revision fetches for consistent reads
-	Fills              int64 // responses kept
-	Refused            int64 // responses not kept: too large, older than delivered, or not live
-	Invalidations      int64 // entries dropped by an event
-	Evictions          int64 // entries dropped for room
-	Entries            int   // entries kept
-	Bytes              int   // their encoded bytes
+	Fetches            int64 // revision fetches, for consistent reads and confirmations
+	// Refusals: fetches etcd refused (auth enabled, say): entries dropped.
+	Refusals      int64
+	Fills         int64 // responses kept
+	Refused       int64 // responses not kept: too large, older than delivered, or not live
+	Invalidations int64 // entries dropped by an event
+	Evictions     int64 // entries dropped for room
+	Entries       int   // entries kept
+	Bytes         int   // their encoded bytes
+	Live          bool  // the cache serves
 }
 
 // New returns an empty cache, not live, that hands its answers and
@@ -109,6 +124,9 @@ func New(cfg Config, out *port.Outbox, now time.Time) *Cache {
 	if cfg.ConsistentWait <= 0 {
 		cfg.ConsistentWait = DefaultConsistentWait
 	}
+	if cfg.ConfirmInterval <= 0 {
+		cfg.ConfirmInterval = DefaultConfirmInterval
+	}
 	return &Cache{cfg: cfg, out: out, now: now, entries: map[Key]*entry{}, lru: list.New()}
 }
 
@@ -117,7 +135,7 @@ func New(cfg Config, out *port.Outbox, now time.Time) *Cache {
 func (c *Cache) Fill(k Key, key, end []byte, resp *pb.RangeResponse) {
 	rev := resp.GetHeader().GetRevision()
 	size := proto.Size(resp)
-	if !c.live || rev < c.delivered || size > c.cfg.MaxEntryBytes || size > c.cfg.MaxBytes {
+	if !c.live || c.refused || rev < c.delivered || size > c.cfg.MaxEntryBytes || size > c.cfg.MaxBytes {
 		c.stats.Refused++
 		return
 	}
@@ -171,10 +189,14 @@ func (c *Cache) Live() bool { return c.live }
 // Reset drops every entry: the subscription lost events (its watch was
 // cancelled), so no entry can be trusted. It is not live until SetLive.
 func (c *Cache) Reset() {
+	c.dropAll()
+	c.live = false
+}
+
+func (c *Cache) dropAll() {
 	for _, e := range c.entries {
 		c.drop(e)
 	}
-	c.live = false
 }
 
 func (c *Cache) drop(e *entry) {
@@ -187,6 +209,6 @@ func (c *Cache) drop(e *entry) {
 // Stats returns the counters and gauges.
 func (c *Cache) Stats() Stats {
 	s := c.stats
-	s.Entries, s.Bytes = len(c.entries), c.bytes
+	s.Entries, s.Bytes, s.Live = len(c.entries), c.bytes, c.live
 	return s
 }

@@ -40,6 +40,7 @@ var t0 = time.Unix(1e9, 0)
 func live(cfg Config) *Cache {
 	c := New(cfg, port.NewOutbox(port.Config{}, t0), t0)
 	c.SetLive(true)
+	c.confirmed, c.fetchedAt = t0, t0 // as if etcd had just answered a fetch
 	return c
 }
 

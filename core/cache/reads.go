@@ -11,6 +11,9 @@ import (
 // DefaultConsistentWait is Config.ConsistentWait unless configured.
 const DefaultConsistentWait = time.Second
 
+// DefaultConfirmInterval is Config.ConfirmInterval unless configured.
+const DefaultConfirmInterval = time.Second
+
 // Read is a client's cacheable read (see KeyOf), waiting for the cache's
 // answer (a port.Answer for Call).
 type Read struct {
@@ -39,12 +42,23 @@ type call struct {
 // comes first. The answer's header carries the revision the subscription
 // had delivered when it was given: the entry is exact at it, since no
 // event touching its range came between its fill and then.
+//
+// Entries are filled by reads without credentials, so they are served
+// only while etcd answers such reads: the fetches (a plain read without a
+// token) confirm it at least every ConfirmInterval while reads come, and
+// no entry is served more than twice that after the last confirmation. A
+// fetch etcd refuses (auth was enabled) drops every entry, and nothing is
+// served until one is answered again: the window in which a serializable
+// read may still be answered after auth is enabled is one interval, as a
+// member that has not applied the change yet answers one.
 func (c *Cache) Read(r Read) {
+	c.readSince = true
+	c.confirm()
 	if !r.Consistent {
 		c.answer(r, c.delivered >= r.Floor)
 		return
 	}
-	if !c.cfg.ConsistentReads || !c.live {
+	if !c.cfg.ConsistentReads || !c.serving() {
 		c.answer(r, false)
 		return
 	}
@@ -63,7 +77,7 @@ func (c *Cache) Read(r Read) {
 // answer gives r its answer: the entry, when ok and there is one to serve.
 func (c *Cache) answer(r Read, ok bool) {
 	var e *entry
-	if ok && c.live {
+	if ok && c.serving() {
 		e = c.entries[r.Key]
 	}
 	if e == nil {
@@ -83,11 +97,26 @@ func (c *Cache) answer(r Read, ok bool) {
 	}})
 }
 
+// serving reports whether entries may be served: the subscription is
+// live, and etcd answered a read without credentials lately.
+func (c *Cache) serving() bool {
+	return c.live && !c.refused && c.now.Sub(c.confirmed) <= 2*c.cfg.ConfirmInterval
+}
+
+// confirm starts a fetch when reads came and none started for
+// ConfirmInterval.
+func (c *Cache) confirm() {
+	if c.fetch == 0 && c.readSince && c.now.Sub(c.fetchedAt) >= c.cfg.ConfirmInterval {
+		c.startFetch()
+	}
+}
+
 // startFetch asks for etcd's current revision for the consistent reads
 // that arrived since the last fetch started.
 func (c *Cache) startFetch() {
 	c.fetch = c.out.Fetch(port.Cache, port.Fetch{Key: []byte{0}})
 	c.fetching, c.next = c.next, nil
+	c.readSince, c.fetchedAt = false, c.now
 	c.stats.Fetches++
 }
 
@@ -101,6 +130,13 @@ func (c *Cache) Fetched(id port.FetchID, r port.FetchResult) (wantProgress bool)
 	c.fetch = 0
 	calls := c.fetching
 	c.fetching = nil
+	if r.Err != nil {
+		c.stats.Refusals++
+		c.refused = true
+		c.dropAll()
+	} else {
+		c.refused, c.confirmed = false, c.now
+	}
 	for _, cl := range calls {
 		if r.Err != nil {
 			c.answer(cl.Read, false)
@@ -135,6 +171,7 @@ func (c *Cache) release() {
 // ConsistentWait are forwarded.
 func (c *Cache) Tick(now time.Time) {
 	c.now = now
+	c.confirm()
 	for _, l := range []*[]*call{&c.next, &c.fetching, &c.due} {
 		kept := (*l)[:0]
 		for _, cl := range *l {

@@ -80,21 +80,37 @@ func TestConsistentReadForwarded(t *testing.T) {
 	f := c.out.Ready().Fetches[0].ID
 	c.out.Advance()
 	c.Fetched(f, port.FetchResult{Err: errTest})
-	if a := answers(c); len(a) != 1 || a[0].Resp != nil {
-		t.Fatalf("after a failed fetch: %v, want forwarded", a)
+	if a := answers(c); len(a) != 1 || a[0].Resp != nil || c.Stats().Entries != 0 {
+		t.Fatalf("after a refused fetch: %v (stats %+v), want forwarded and every entry dropped", a, c.Stats())
 	}
+	// Nothing is served or kept until etcd answers a fetch again; the
+	// next read brings one once an interval has passed since the last.
+	c.Read(Read{Call: 10, Key: k})
+	fill(t, c, rangeReq("a", ""), 5, "a")
+	if a := answers(c); len(a) != 1 || a[0].Resp != nil || c.Stats().Entries != 0 {
+		t.Fatalf("after a refusal: %v (stats %+v), want forwarded and nothing kept", a, c.Stats())
+	}
+	c.Tick(t0.Add(DefaultConfirmInterval))
+	f = c.out.Ready().Fetches[0].ID
+	c.out.Advance()
+	c.Fetched(f, port.FetchResult{Header: &pbHeader{Revision: 5}})
+	k = fill(t, c, rangeReq("a", ""), 5, "a")
 
 	c.Read(consistent(2, k))
 	f = c.out.Ready().Fetches[0].ID
 	c.out.Advance()
 	c.Fetched(f, port.FetchResult{Header: &pbHeader{Revision: 9}})
-	c.Tick(t0.Add(DefaultConsistentWait - 1))
+	base := t0.Add(DefaultConfirmInterval) // when call 2 came
+	c.Tick(base.Add(DefaultConsistentWait - 1))
 	if a := answers(c); len(a) != 0 {
 		t.Fatalf("answered before its wait ran out: %v", a)
 	}
-	c.Tick(t0.Add(DefaultConsistentWait))
+	c.Tick(base.Add(DefaultConsistentWait))
 	if a := answers(c); len(a) != 1 || a[0].Resp != nil || c.Stats().ConsistentTimeouts != 1 {
 		t.Fatalf("after the wait: %v (stats %+v), want forwarded", a, c.Stats())
+	}
+	if _, hit := lookup(t, c, k); !hit {
+		t.Fatalf("a serializable read of a live entry was not answered")
 	}
 
 	c.SetLive(false)
@@ -126,5 +142,44 @@ func TestSerializableReadKeepsTheFloor(t *testing.T) {
 	c.Read(Read{Call: 2, Key: k, Floor: 6})
 	if a := answers(c); len(a) != 1 || a[0].Resp.GetHeader().GetRevision() != 6 || len(a[0].Resp.Kvs) != 1 {
 		t.Fatalf("floor 6 with 6 delivered: %v, want the entry at 6", a)
+	}
+}
+
+// Entries are served only while etcd answers a read without credentials:
+// reads bring a confirming fetch every ConfirmInterval, and without an
+// answer for twice that nothing is served.
+func TestServedOnlyWhileConfirmed(t *testing.T) {
+	c := live(Config{MaxBytes: 1 << 20})
+	k := fill(t, c, rangeReq("a", ""), 5, "a")
+	if _, hit := lookup(t, c, k); !hit {
+		t.Fatal("no hit after a fill")
+	}
+	c.Tick(t0.Add(DefaultConfirmInterval))
+	rd := c.out.Ready()
+	if len(rd.Fetches) != 1 {
+		t.Fatalf("no confirming fetch after a read and an interval: %+v", rd)
+	}
+	c.out.Advance()
+	c.Tick(t0.Add(2 * DefaultConfirmInterval))
+	if _, hit := lookup(t, c, k); !hit {
+		t.Fatal("no hit within twice the interval")
+	}
+	c.Tick(t0.Add(2*DefaultConfirmInterval + 1))
+	if _, hit := lookup(t, c, k); hit {
+		t.Fatal("served though etcd has not answered a fetch for more than twice the interval")
+	}
+	c.Fetched(rd.Fetches[0].ID, port.FetchResult{Header: &pbHeader{Revision: 5}})
+	if _, hit := lookup(t, c, k); !hit {
+		t.Fatal("no hit after the fetch was answered")
+	}
+	// That read came an interval after the last fetch: it started the
+	// next one itself.
+	if st := c.Stats(); st.Fetches != 2 || c.fetch == 0 {
+		t.Fatalf("stats %+v, want a second confirming fetch in flight", st)
+	}
+	c.Fetched(c.fetch, port.FetchResult{Header: &pbHeader{Revision: 5}})
+	c.out.Advance()
+	if c.Tick(t0.Add(20 * DefaultConfirmInterval)); c.out.HasReady() {
+		t.Fatal("a confirming fetch though no read came since the last one")
 	}
 }

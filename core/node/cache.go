@@ -2,6 +2,7 @@ package node
 
 import (
 	"math"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
@@ -28,12 +29,22 @@ import (
 // from 1 up and never reaches it.
 const cacheStream port.StreamID = math.MaxUint64
 
-// startCache opens the subscription, when the cache is enabled.
+// startCache makes the cache, when it is enabled.
 func (n *Node) startCache() {
 	if n.cfg.Cache.MaxBytes <= 0 {
 		return
 	}
 	n.cache = cache.New(n.cfg.Cache, n.out, n.now)
+}
+
+// subscribeFirst opens the subscription at the first cacheable read: a
+// proxy whose clients only watch or keep leases alive costs etcd no
+// watch on the whole keyspace.
+func (n *Node) subscribeFirst() {
+	if n.cacheSubscribed || n.now.Before(n.cacheRetryAt) {
+		return
+	}
+	n.cacheSubscribed = true
 	n.watch.OpenStream(cacheStream, "", n.out.Subscribe(cacheStream, n.cacheSend))
 	n.subscribe()
 }
@@ -50,6 +61,10 @@ func (n *Node) cacheSend(s port.Send) {
 	switch {
 	case r == nil:
 	case r.Canceled:
+		// Its revisions were compacted, or etcd refused it (auth on, and
+		// the proxy holds no credentials): subscribe again at a read
+		// after resubscribeAfter, not at once, so that a refusal does not
+		// become a loop of refused requests.
 		n.cache.Reset()
 		n.cacheResubscribe = true // in this step's end: the machine is mid-step
 	case len(r.Events) > 0:
@@ -77,11 +92,19 @@ func (n *Node) cacheStreamLost() {
 	n.watch.RequestProgress(cacheStream)
 }
 
-// afterStep re-subscribes a cancelled subscription.
+// resubscribeAfter is how long a cancelled subscription waits before a
+// read opens it again.
+const resubscribeAfter = time.Second
+
+// cacheAfterStep closes a cancelled subscription's stream; a later read
+// opens a new one.
 func (n *Node) cacheAfterStep() {
 	if n.cache != nil && n.cacheResubscribe {
 		n.cacheResubscribe = false
-		n.subscribe()
+		n.watch.CloseStream(cacheStream)
+		n.out.CloseStream(cacheStream)
+		n.cacheSubscribed = false
+		n.cacheRetryAt = n.now.Add(resubscribeAfter)
 	}
 }
 
@@ -92,6 +115,7 @@ func (n *Node) cacheRead(r cache.Read) {
 		n.out.Answer(port.Answer{Call: r.Call})
 		return
 	}
+	n.subscribeFirst()
 	n.cache.Read(r)
 }
 

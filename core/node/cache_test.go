@@ -52,9 +52,16 @@ func rangeResp(rev int64) *pb.RangeResponse {
 // serving until a progress answer says the subscription caught up.
 func TestCacheFedBySubscription(t *testing.T) {
 	n := node.New(node.Config{Cache: cache.Config{MaxBytes: 1 << 20}}, t0)
+	if n.HasReady() {
+		t.Fatalf("a new node subscribed before any read: %+v", n.Ready())
+	}
+	a := cacheKey(t, "a")
+	if lookup(t, n, a) {
+		t.Fatalf("the first read was answered from the cache")
+	}
 	rd := n.Ready()
 	if len(rd.Fetches) != 1 || len(rd.Sends) != 0 {
-		t.Fatalf("a new node with a cache: %+v, want one revision fetch and no send", rd)
+		t.Fatalf("after the first read: %+v, want one revision fetch and no send", rd)
 	}
 	n.Advance()
 	n.Step(node.Fetched{ID: rd.Fetches[0].ID, Result: port.FetchResult{Header: hdr(5)}})
@@ -69,7 +76,6 @@ func TestCacheFedBySubscription(t *testing.T) {
 	id := c.WatchId
 	n.Advance()
 
-	a := cacheKey(t, "a")
 	fillCache(n, a, rangeResp(5))
 	if hit := lookup(t, n, a); !hit {
 		t.Fatalf("no hit after a fill at 5 (stats %+v)", n.Stats().Cache)

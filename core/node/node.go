@@ -51,7 +51,9 @@ type Node struct {
 	leader map[port.StreamID]bool
 	// cache is the read cache (nil: disabled), fed by its subscription.
 	cache            *cache.Cache
+	cacheSubscribed  bool
 	cacheResubscribe bool
+	cacheRetryAt     time.Time // a cancelled subscription waits until then
 }
 
 // New returns a node with cfg's bounds; now is the clock's reading.

@@ -160,7 +160,10 @@ func (o *Outbox) Subscribe(id StreamID, fn func(Send)) *Flow {
 }
 
 // CloseStream forgets a client stream; nothing more is sent to it.
-func (o *Outbox) CloseStream(id StreamID) { delete(o.flows, id) }
+func (o *Outbox) CloseStream(id StreamID) {
+	delete(o.flows, id)
+	delete(o.internal, id)
+}
 
 // Send queues a response for a client stream and holds the stream once it
 // is over its bound. Responses for a stream that is not open are dropped.
