@@ -12,8 +12,10 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/protobuf/proto"
 	"pgregory.net/rapid"
 
+	"github.com/etcdproxy/etcdproxy/core/cache"
 	"github.com/etcdproxy/etcdproxy/core/failover"
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
@@ -99,6 +101,11 @@ func runSchedule(t *rapid.T) {
 	}
 	if rapid.IntRange(0, 3).Draw(t, "proxy's own progress cadence") == 0 {
 		cfg.Watch.ProgressInterval = time.Second
+	}
+	if rapid.IntRange(0, 2).Draw(t, "read cache") != 0 {
+		max := rapid.IntRange(300, 3000).Draw(t, "cache bytes")
+		cfg.Cache = cache.Config{MaxBytes: max, MaxEntryBytes: max / 2, ConsistentReads: rapid.Bool().Draw(t, "consistent reads from the cache"),
+			IdleAfter: time.Duration(rapid.IntRange(2, 20).Draw(t, "cache idle seconds")) * time.Second}
 	}
 	w := NewWorld(cfg)
 	if rapid.IntRange(0, 9).Draw(t, "replayed at the end") == 0 {
@@ -272,6 +279,7 @@ func runSchedule(t *rapid.T) {
 		},
 	}
 	maps.Copy(actions, leaseActions(w))
+	maps.Copy(actions, cacheActions(w))
 	maps.Copy(actions, steered(w))
 	t.Repeat(actions)
 	// Every member but the one in use comes back: the node must move off
@@ -297,6 +305,79 @@ func runSchedule(t *rapid.T) {
 	}
 	if len(w.Violations) > 0 {
 		t.Fatalf("guarantee violated at the end:\n  %s", strings.Join(w.Violations, "\n  "))
+	}
+}
+
+// cacheActions are the schedule's read steps: client connections (as
+// identities) reading ranges with random options, serializable or
+// linearizable, and etcd serving the reads the cache forwards and its
+// answers arriving late.
+func cacheActions(w *World) map[string]func(*rapid.T) {
+	return map[string]func(*rapid.T){
+		"read a range": func(t *rapid.T) {
+			if len(w.Readers) < 3 && rapid.IntRange(0, 2).Draw(t, "new connection") == 0 || len(w.Readers) == 0 {
+				w.AddReader(rapid.SampledFrom([]string{"", "", "u1", "u2"}).Draw(t, "identity"))
+			}
+			r := w.Readers[rapid.IntRange(0, len(w.Readers)-1).Draw(t, "reader")]
+			key, end := drawRange(t)
+			if len(key) == 0 {
+				key = []byte{0}
+			}
+			req := &pb.RangeRequest{Key: key, RangeEnd: end, Serializable: rapid.Bool().Draw(t, "serializable")}
+			switch rapid.IntRange(0, 5).Draw(t, "read options") {
+			case 0:
+				req.Limit = rapid.Int64Range(1, 2).Draw(t, "limit")
+			case 1:
+				req.KeysOnly = true
+			case 2:
+				req.CountOnly = true
+			}
+			w.ReadRange(r, req)
+		},
+		// A read forwarded, served and filled at once, then read again.
+		"hot read": func(t *rapid.T) {
+			if len(w.Readers) == 0 {
+				t.Skip("no connection")
+			}
+			r := w.Readers[rapid.IntRange(0, len(w.Readers)-1).Draw(t, "reader")]
+			key, end := drawRange(t)
+			if len(key) == 0 {
+				key = []byte{0}
+			}
+			for range rapid.IntRange(2, 4).Draw(t, "times") {
+				w.ReadRange(r, &pb.RangeRequest{Key: key, RangeEnd: end, Serializable: rapid.Bool().Draw(t, "serializable")})
+				w.settleReads()
+			}
+		},
+		// Hot reads: a connection reads what it (or another) read before,
+		// several times.
+		"read again": func(t *rapid.T) {
+			if len(w.Made) == 0 {
+				t.Skip("nothing read yet")
+			}
+			m := w.Made[rapid.IntRange(0, len(w.Made)-1).Draw(t, "earlier read")]
+			r := m.Reader
+			if rapid.IntRange(0, 3).Draw(t, "another connection") == 0 {
+				r = w.Readers[rapid.IntRange(0, len(w.Readers)-1).Draw(t, "reader")]
+			}
+			for range rapid.IntRange(1, 3).Draw(t, "times") {
+				req := proto.Clone(m.Req).(*pb.RangeRequest)
+				req.Serializable = rapid.Bool().Draw(t, "serializable")
+				w.ReadRange(r, req)
+			}
+		},
+		"etcd serves a read": func(t *rapid.T) {
+			if len(w.forwarded) == 0 {
+				t.Skip("no read forwarded")
+			}
+			w.ServeRead(rapid.IntRange(0, len(w.forwarded)-1).Draw(t, "forwarded read"))
+		},
+		"read answer arrives": func(t *rapid.T) {
+			if len(w.answering) == 0 {
+				t.Skip("no read served")
+			}
+			w.DeliverRead(rapid.IntRange(0, len(w.answering)-1).Draw(t, "served read"))
+		},
 	}
 }
 

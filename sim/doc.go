@@ -78,6 +78,22 @@
 // failing schedule replays the same) is also replayed: its recorded
 // inputs, fed to a new node, must give the same outputs byte for byte.
 //
+// In two schedules of three the node's read cache is on (cache.go, which
+// defines each check): client connections with an auth identity make
+// serializable and linearizable reads of single keys, spans, prefixes and
+// open-ended ranges with limits, keys-only and count-only, and read them
+// again; etcd serves the reads the cache forwards at the store's revision
+// of that moment, each identity seeing its own view, and the answers fill
+// the cache later, after whatever happened meanwhile. Every answer from
+// the cache is checked: (f) it is etcd's answer to the same request by the
+// same identity at the revision it claims, not past the store's; (g) no
+// older than any event its subscription was delivered on a key of the
+// range; (h) a linearizable read is answered at the store's revision when
+// it was made, or later; (i) never below what its connection had seen;
+// (j) never at a revision before the store's when an upstream watch
+// stream last broke. Once every client has gone and the cache has been
+// idle, it holds no entry and its subscription is closed.
+//
 // Some situations where a fault would hide are rare under random steps: a
 // cancel while the watcher is on a catch-up watch and its stream is held,
 // the shared stream lost during a rewind, a compaction at exactly the
@@ -86,7 +102,8 @@
 // ended; for leases, answers owed to a held stream given as it resumes, a
 // refresh sent again after the keep-alive stream was lost, a revoke
 // through the proxy while a refresh is in flight, local answers, and
-// judged expiries. Steered actions (steer_test.go) build the watch ones
+// judged expiries; for the cache, reads answered from it (linearizable
+// ones too) and entries invalidated. Steered actions (steer_test.go) build the watch ones
 // from plain steps, the lease ones come from the lease steps (and time
 // passing with prompt answers), and the run counts them all (Coverage); it
 // fails if any count stays at zero.
@@ -123,8 +140,12 @@
 // to the first member as soon as it answers; and in the keep-alive
 // machine, every keep-alive sent to etcd, a refresh trusted for the whole
 // TTL, local answers with the whole TTL, a waiting request never answered,
-// a request answered twice, and refreshes not sent again after a lost
-// stream.
+// a request answered twice, refreshes not sent again after a lost stream,
+// and a refresh taking along leases nobody asked for; and in the read
+// cache, an event that invalidates nothing, a fill older than what was
+// delivered kept, entries shared between identities, an answer below the
+// connection's floor, a linearizable read answered before its revision
+// was delivered, and entries served while the subscription is not live.
 //
 // The named scenarios (scenarios_test.go) replay the bug classes etcd's
 // robustness tests found in etcd and the bugs of etcd's own proxy as fixed

@@ -35,6 +35,12 @@ var mutants = map[string]string{
 	"lease-answer-twice":        "some keep-alive requests are answered twice",
 	"lease-no-resend":           "the refreshes in flight when the keep-alive stream breaks are not sent again, so their requests wait forever",
 	"lease-piggyback-unasked":   "a refresh sent along with another lease's takes every lease that has fallen due, even one its clients stopped asking for: leases outlive their clients",
+	"cache-no-invalidate":       "an event does not drop the cached responses whose range holds its key",
+	"cache-fill-stale":          "a response older than what the subscription delivered is kept, though it may miss an event already delivered",
+	"cache-ignore-identity":     "cache entries are keyed without the caller's identity, so one identity is served another's response",
+	"cache-ignore-floor":        "a cached response is served below the revision the connection has already seen",
+	"cache-consistent-early":    "a linearizable read is answered from the cache before the subscription delivered etcd's current revision",
+	"cache-serve-not-live":      "the cache serves while its subscription is not live (the upstream watch stream was lost)",
 }
 
 // TestMutationsAreCaught proves the simulation's checks can fail: the

@@ -59,6 +59,7 @@ type World struct {
 	Recording *Recording
 
 	leaseWorld
+	cacheWorld
 }
 
 // Recording is what a world fed its node and what the node handed out.
@@ -168,6 +169,9 @@ type Coverage struct {
 	// expiries judged by check (d): a client had asked for the lease and
 	// etcd was reachable since.
 	LeaseHeldAnswered, LeaseResent, LeasePiggybacked, LeaseRevokedInFlight, LeaseLocal, LeaseExpiryJudged int
+	// CacheHits: reads answered from the read cache; CacheConsistentHits:
+	// linearizable ones; CacheInvalidations: entries dropped by an event.
+	CacheHits, CacheConsistentHits, CacheInvalidations int
 }
 
 // Add adds o's counts to c.
@@ -191,6 +195,9 @@ func (c *Coverage) Add(o Coverage) {
 	c.LeaseRevokedInFlight += o.LeaseRevokedInFlight
 	c.LeaseLocal += o.LeaseLocal
 	c.LeaseExpiryJudged += o.LeaseExpiryJudged
+	c.CacheHits += o.CacheHits
+	c.CacheConsistentHits += o.CacheConsistentHits
+	c.CacheInvalidations += o.CacheInvalidations
 }
 
 // Missing names the counts that are still zero.
@@ -216,6 +223,9 @@ func (c Coverage) Missing() []string {
 		"revokes with a refresh in flight":            c.LeaseRevokedInFlight,
 		"keep-alives answered locally":                c.LeaseLocal,
 		"lease expiries judged":                       c.LeaseExpiryJudged,
+		"reads answered from the cache":               c.CacheHits,
+		"linearizable reads answered from the cache":  c.CacheConsistentHits,
+		"cache entries invalidated":                   c.CacheInvalidations,
 	} {
 		if n == 0 {
 			out = append(out, name)
@@ -265,7 +275,7 @@ type ClientWatch struct {
 
 // NewWorld returns a world with cfg's bounds, at time zero.
 func NewWorld(cfg node.Config) *World {
-	w := &World{Store: NewStore(), Clock: &Clock{}, Cfg: cfg, Clients: map[port.StreamID]*Client{}, leaseWorld: newLeaseWorld()}
+	w := &World{Store: NewStore(), Clock: &Clock{}, Cfg: cfg, Clients: map[port.StreamID]*Client{}, leaseWorld: newLeaseWorld(), cacheWorld: newCacheWorld()}
 	w.Clock.Set(time.Unix(0, 0))
 	for u := range w.Up {
 		w.Up[u] = NewUpstream(w.Store)
@@ -339,6 +349,9 @@ func (w *World) route() {
 	}
 	w.fetches = append(w.fetches, r.Fetches...)
 	w.probes = append(w.probes, r.Probes...)
+	for _, a := range r.Answers {
+		w.cacheAnswer(a)
+	}
 	for _, e := range r.Ends {
 		w.ended(e)
 	}
@@ -364,6 +377,9 @@ func (w *World) checkBounds() {
 			}
 		}
 		live += len(c.pending)
+	}
+	if _, ok := w.N.InspectCacheSubscription(); ok {
+		live++ // the read cache's subscription is a watcher too
 	}
 	if n, _ := w.Up[port.WatchCatchUp].Open(); n > live {
 		w.violate("%d catch-up watches for %d client watchers", n, live)
@@ -570,6 +586,9 @@ func (w *World) Deliver(u port.UpstreamID, n int, fromCtrl func() bool) {
 		if u == port.WatchShared && r.CompactRevision != 0 {
 			w.noteCompaction(r)
 		}
+		if u == port.WatchShared {
+			w.noteSubscription(r)
+		}
 		w.step(node.UpstreamResponse{Upstream: u, Watch: r})
 	}
 }
@@ -592,6 +611,7 @@ func (w *World) Lose(u port.UpstreamID) {
 		w.Coverage.LostDuringRewind++
 	}
 	w.Up[u].Reset()
+	w.brokeAt = w.Store.Rev
 	w.step(node.UpstreamLost{Upstream: u})
 }
 
@@ -864,6 +884,7 @@ func (w *World) Settle() {
 			w.Pump(u, 1<<30, false)
 			w.Deliver(u, 1<<30, func() bool { return true })
 		}
+		w.settleReads()
 		for _, id := range w.clientIDs() {
 			w.Read(id)
 		}
@@ -982,6 +1003,7 @@ func (w *World) CloseAll() {
 		w.Close(id)
 	}
 	w.closeKeepAlives()
+	w.closeReads()
 	if held := testutil.NodeEmpty(w.N.Stats(), w.N.Gauges()); held != "" {
 		w.violate("left behind after every client closed: %s", held)
 	}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/etcdproxy/etcdproxy/core/port"
+	"github.com/etcdproxy/etcdproxy/core/simfault"
 )
 
 // Config bounds the cache.
@@ -30,6 +31,10 @@ type Config struct {
 	// without credentials is confirmed this often (0:
 	// DefaultConfirmInterval); see Read.
 	ConfirmInterval time.Duration
+	// IdleAfter: with no read for this long the cache drops everything and
+	// its subscription is closed, until the next read (0:
+	// DefaultIdleAfter).
+	IdleAfter time.Duration
 }
 
 // Key names an entry: the caller's identity and the request, encoded.
@@ -54,6 +59,9 @@ func KeyOf(identity string, r *pb.RangeRequest) (Key, bool) {
 	r.Serializable = ser
 	if err != nil {
 		return Key{}, false
+	}
+	if simfault.On("cache-ignore-identity") {
+		identity = ""
 	}
 	return Key{Identity: identity, Request: string(b)}, true
 }
@@ -84,6 +92,7 @@ type Cache struct {
 	refused   bool
 	readSince bool
 	fetchedAt time.Time
+	lastRead  time.Time
 }
 
 type entry struct {
@@ -127,6 +136,9 @@ func New(cfg Config, out *port.Outbox, now time.Time) *Cache {
 	if cfg.ConfirmInterval <= 0 {
 		cfg.ConfirmInterval = DefaultConfirmInterval
 	}
+	if cfg.IdleAfter <= 0 {
+		cfg.IdleAfter = DefaultIdleAfter
+	}
 	return &Cache{cfg: cfg, out: out, now: now, entries: map[Key]*entry{}, lru: list.New()}
 }
 
@@ -135,7 +147,7 @@ func New(cfg Config, out *port.Outbox, now time.Time) *Cache {
 func (c *Cache) Fill(k Key, key, end []byte, resp *pb.RangeResponse) {
 	rev := resp.GetHeader().GetRevision()
 	size := proto.Size(resp)
-	if !c.live || c.refused || rev < c.delivered || size > c.cfg.MaxEntryBytes || size > c.cfg.MaxBytes {
+	if !c.live || c.refused || (rev < c.delivered && !simfault.On("cache-fill-stale")) || size > c.cfg.MaxEntryBytes || size > c.cfg.MaxBytes {
 		c.stats.Refused++
 		return
 	}
@@ -162,6 +174,9 @@ func (c *Cache) Fill(k Key, key, end []byte, resp *pb.RangeResponse) {
 // followed by Progress, which releases the reads waiting for them.
 func (c *Cache) Event(key []byte, rev int64) {
 	c.delivered = max(c.delivered, rev)
+	if simfault.On("cache-no-invalidate") {
+		return
+	}
 	for _, e := range c.ranges.touching(key) {
 		c.stats.Invalidations++
 		c.drop(e)

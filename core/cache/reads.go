@@ -6,6 +6,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/etcdproxy/etcdproxy/core/port"
+	"github.com/etcdproxy/etcdproxy/core/simfault"
 )
 
 // DefaultConsistentWait is Config.ConsistentWait unless configured.
@@ -13,6 +14,9 @@ const DefaultConsistentWait = time.Second
 
 // DefaultConfirmInterval is Config.ConfirmInterval unless configured.
 const DefaultConfirmInterval = time.Second
+
+// DefaultIdleAfter is Config.IdleAfter unless configured.
+const DefaultIdleAfter = 5 * time.Minute
 
 // Read is a client's cacheable read (see KeyOf), waiting for the cache's
 // answer (a port.Answer for Call).
@@ -35,13 +39,12 @@ type call struct {
 
 // Read answers r, at once or (a consistent read) once etcd's revision is
 // known and delivered. A serializable read is answered from an entry when
-// the cache is live and has delivered r.Floor; a consistent read waits for
-// the next revision fetch to start after it (one fetch in flight, for
-// every consistent read that arrived meanwhile) and then until the
-// subscription has delivered that revision, or ConsistentWait, whichever
-// comes first. The answer's header carries the revision the subscription
-// had delivered when it was given: the entry is exact at it, since no
-// event touching its range came between its fill and then.
+// the cache is live; a consistent read waits for the next revision fetch
+// to start after it (one fetch in flight, for every consistent read that
+// arrived meanwhile) and then until the subscription has delivered that
+// revision, or ConsistentWait, whichever comes first. The answer's header
+// carries the later of the entry's revision and the revision delivered,
+// at which the entry is exact (see answer); it is never below r.Floor.
 //
 // Entries are filled by reads without credentials, so they are served
 // only while etcd answers such reads: the fetches (a plain read without a
@@ -52,10 +55,10 @@ type call struct {
 // read may still be answered after auth is enabled is one interval, as a
 // member that has not applied the change yet answers one.
 func (c *Cache) Read(r Read) {
-	c.readSince = true
+	c.readSince, c.lastRead = true, c.now
 	c.confirm()
 	if !r.Consistent {
-		c.answer(r, c.delivered >= r.Floor)
+		c.answer(r, true)
 		return
 	}
 	if !c.cfg.ConsistentReads || !c.serving() {
@@ -74,11 +77,17 @@ func (c *Cache) Read(r Read) {
 	}
 }
 
-// answer gives r its answer: the entry, when ok and there is one to serve.
+// answer gives r its answer: the entry, when ok and there is one to serve
+// at r's floor or above. The entry is exact at its fill's revision and, as
+// no event touching its range has come since, at the revision delivered:
+// the answer carries the later of the two.
 func (c *Cache) answer(r Read, ok bool) {
 	var e *entry
 	if ok && c.serving() {
 		e = c.entries[r.Key]
+	}
+	if e != nil && max(c.delivered, e.rev) < r.Floor && !simfault.On("cache-ignore-floor") {
+		e = nil
 	}
 	if e == nil {
 		c.stats.Misses++
@@ -92,7 +101,7 @@ func (c *Cache) answer(r Read, ok bool) {
 	c.lru.MoveToFront(e.elem)
 	h := e.resp.Header
 	c.out.Answer(port.Answer{Call: r.Call, Resp: &pb.RangeResponse{
-		Header: &pb.ResponseHeader{ClusterId: h.GetClusterId(), MemberId: h.GetMemberId(), RaftTerm: h.GetRaftTerm(), Revision: c.delivered},
+		Header: &pb.ResponseHeader{ClusterId: h.GetClusterId(), MemberId: h.GetMemberId(), RaftTerm: h.GetRaftTerm(), Revision: max(c.delivered, e.rev)},
 		Kvs:    e.resp.Kvs, More: e.resp.More, Count: e.resp.Count,
 	}})
 }
@@ -100,8 +109,12 @@ func (c *Cache) answer(r Read, ok bool) {
 // serving reports whether entries may be served: the subscription is
 // live, and etcd answered a read without credentials lately.
 func (c *Cache) serving() bool {
-	return c.live && !c.refused && c.now.Sub(c.confirmed) <= 2*c.cfg.ConfirmInterval
+	return (c.live || simfault.On("cache-serve-not-live")) && !c.refused && c.now.Sub(c.confirmed) <= 2*c.cfg.ConfirmInterval
 }
+
+// Idle reports whether no read came for IdleAfter: the caller may close
+// the subscription (after Reset).
+func (c *Cache) Idle() bool { return c.now.Sub(c.lastRead) >= c.cfg.IdleAfter }
 
 // confirm starts a fetch when reads came and none started for
 // ConfirmInterval.
@@ -157,7 +170,7 @@ func (c *Cache) Fetched(id port.FetchID, r port.FetchResult) (wantProgress bool)
 func (c *Cache) release() {
 	kept := c.due[:0]
 	for _, cl := range c.due {
-		if cl.target <= c.delivered {
+		if cl.target <= c.delivered || simfault.On("cache-consistent-early") {
 			c.answer(cl.Read, true)
 		} else {
 			kept = append(kept, cl)

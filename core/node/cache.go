@@ -8,6 +8,7 @@ import (
 
 	"github.com/etcdproxy/etcdproxy/core/cache"
 	"github.com/etcdproxy/etcdproxy/core/port"
+	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
 // The read cache (core/cache) is fed by a subscription: an internal watch
@@ -96,14 +97,35 @@ func (n *Node) cacheStreamLost() {
 // read opens it again.
 const resubscribeAfter = time.Second
 
+// cacheTick tells the cache the time and closes an idle subscription: a
+// proxy whose clients stopped reading holds no watch on the keyspace.
+func (n *Node) cacheTick() {
+	if n.cache == nil {
+		return
+	}
+	n.cache.Tick(n.now)
+	if n.cacheSubscribed && n.cache.Idle() {
+		n.cache.Reset()
+		n.closeSubscription()
+	}
+}
+
+// closeSubscription closes the subscription's stream: its output first,
+// so that nothing the watch machine sends as it closes reaches the cache
+// (which must stay not live without a subscription).
+func (n *Node) closeSubscription() {
+	n.out.CloseStream(cacheStream)
+	n.watch.CloseStream(cacheStream)
+	n.cacheSubscribed = false
+	n.cache.SetLive(false)
+}
+
 // cacheAfterStep closes a cancelled subscription's stream; a later read
 // opens a new one.
 func (n *Node) cacheAfterStep() {
 	if n.cache != nil && n.cacheResubscribe {
 		n.cacheResubscribe = false
-		n.watch.CloseStream(cacheStream)
-		n.out.CloseStream(cacheStream)
-		n.cacheSubscribed = false
+		n.closeSubscription()
 		n.cacheRetryAt = n.now.Add(resubscribeAfter)
 	}
 }
@@ -124,4 +146,14 @@ func (n *Node) cacheFetched(id port.FetchID, r port.FetchResult) {
 	if n.cache != nil && n.cache.Fetched(id, r) {
 		n.watch.RequestProgress(cacheStream)
 	}
+}
+
+// InspectCacheSubscription tells where the cache's subscription stands
+// (its watcher is the first of its stream), for the simulation; it
+// changes nothing.
+func (n *Node) InspectCacheSubscription() (watch.WatcherInfo, bool) {
+	if !n.cacheSubscribed {
+		return watch.WatcherInfo{}, false
+	}
+	return n.watch.Inspect(cacheStream, 0)
 }

@@ -81,9 +81,7 @@ func (n *Node) Step(in Input) {
 		n.failover.Tick(in.Now)
 		n.watch.Tick(in.Now)
 		n.lease.Tick(in.Now)
-		if n.cache != nil {
-			n.cache.Tick(in.Now)
-		}
+		n.cacheTick()
 		n.endLeaderless()
 	case OpenStream:
 		if in.Lease {
