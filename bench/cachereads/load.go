@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -44,9 +45,11 @@ type readResult struct {
 	reads, errs, bad int64 // reads answered, failed, and answered wrongly in the window
 	p50, p99         time.Duration
 
-	etcdCPU, proxyCPU, selfCPU float64 // seconds in the window; proxyCPU 0 for direct
-	etcdRanges                 float64 // Range calls etcd handled in the window
-	proxy                      map[string]float64
+	etcdCPU, proxyCPU, selfCPU float64            // seconds in the window; proxyCPU 0 for direct
+	etcdRanges                 float64            // Range calls etcd handled between its two scrapes
+	etcdReads                  int64              // reads answered between them
+	proxy                      map[string]float64 // the proxy's counters' increase between its two scrapes
+	proxyReads                 int64              // reads answered between them
 	examples                   []string
 }
 
@@ -59,12 +62,12 @@ func (r readResult) kind() string {
 
 func (r readResult) rate() float64 { return float64(r.reads) / r.window }
 
-// etcdFraction is the Range calls etcd handled per read made.
+// etcdFraction is the Range calls etcd handled per read answered.
 func (r readResult) etcdFraction() float64 {
-	if r.reads == 0 {
+	if r.etcdReads == 0 {
 		return 0
 	}
-	return r.etcdRanges / float64(r.reads)
+	return r.etcdRanges / float64(r.etcdReads)
 }
 
 // snapshot is what is read at each end of the measured window, with when
@@ -166,7 +169,9 @@ func answered(rs []*reader, a, b int64) int64 {
 
 // runReads has o.clients goroutines over o.conns connections to the
 // target read random hot keys in a tight loop for o.warmup, then measures
-// o.duration.
+// o.duration. The readers go on until the window's second snapshot is
+// taken, so that the counters scraped at each end are compared with the
+// reads answered between the scrapes.
 func runReads(o options, tgt target, etcd *child.Proc, etcdURL string, serializable bool) (readResult, error) {
 	r := readResult{serializable: serializable}
 	conns := make([]*grpc.ClientConn, o.conns)
@@ -188,27 +193,32 @@ func runReads(o options, tgt target, etcd *child.Proc, etcdURL string, serializa
 
 	w0 := now() + int64(o.warmup)
 	w1 := w0 + int64(o.duration)
-	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration+30*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var stop atomic.Bool
 	readers := make([]*reader, o.clients)
 	var wg sync.WaitGroup
 	for i := range readers {
 		rd := &reader{}
 		readers[i] = rd
 		kv := pb.NewKVClient(conns[i%len(conns)])
-		wg.Go(func() { rd.loop(ctx, kv, reqs, want, uint64(i), w0, w1) })
+		wg.Go(func() { rd.loop(ctx, &stop, kv, reqs, want, uint64(i), w0, w1) })
+	}
+	end := func() {
+		stop.Store(true)
+		wg.Wait()
 	}
 
 	sleepUntil(w0)
 	s0, err := takeSnapshot(tgt, etcd, etcdURL)
 	if err != nil {
 		cancel()
-		wg.Wait()
+		end()
 		return r, err
 	}
 	sleepUntil(w1)
 	s1, err := takeSnapshot(tgt, etcd, etcdURL)
-	wg.Wait()
+	end()
 	if err != nil {
 		return r, err
 	}
@@ -216,6 +226,7 @@ func runReads(o options, tgt target, etcd *child.Proc, etcdURL string, serializa
 	r.window = time.Duration(w1 - w0).Seconds()
 	r.etcdCPU, r.proxyCPU, r.selfCPU = s1.etcdCPU-s0.etcdCPU, s1.proxyCPU-s0.proxyCPU, s1.selfCPU-s0.selfCPU
 	r.etcdRanges = s1.etcdRanges - s0.etcdRanges
+	r.etcdReads = answered(readers, s0.etcdAt, s1.etcdAt)
 	if s1.proxy != nil {
 		r.proxy = map[string]float64{}
 		for n, v := range s1.proxy {
@@ -223,13 +234,15 @@ func runReads(o options, tgt target, etcd *child.Proc, etcdURL string, serializa
 				r.proxy[n] = v - v0
 			}
 		}
+		r.proxyReads = answered(readers, s0.proxyAt, s1.proxyAt)
 	}
 	var lat []int64
 	for _, rd := range readers {
-		r.reads += rd.reads
+		i, _ := slices.BinarySearch(rd.done, w1)
+		r.reads += int64(i)
+		lat = append(lat, rd.lat[:i]...)
 		r.errs += rd.errs
 		r.bad += rd.bad
-		lat = append(lat, rd.lat...)
 		if rd.example != "" && len(r.examples) < 3 {
 			r.examples = append(r.examples, rd.example)
 		}
