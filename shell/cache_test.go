@@ -424,3 +424,39 @@ func TestCacheNeverAcrossUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With --experimental-serializable-ordering every connection keeps the
+// proxy's highest revision as its floor: a serializable read on one
+// connection right after a write on another is answered at the write's
+// revision or later, never from a cache entry that has not seen it yet.
+func TestCacheSerializableOrderingAcrossConnections(t *testing.T) {
+	m := testutil.StartMember(t)
+	ctx := testutil.Context(t, 60*time.Second)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) { c.SerializableOrdering = true })
+	writer := pb.NewKVClient(testutil.Dial(t, p.Addr()))
+	reader := pb.NewKVClient(testutil.Dial(t, p.Addr()))
+	read := &pb.RangeRequest{Key: []byte("k"), Serializable: true}
+	if _, err := writer.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitUntil(t, 10*time.Second, "k cached", func() bool {
+		if _, err := reader.Range(ctx, read); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := p.CoreState()
+		return st.Cache.Hits > 0
+	})
+	for i := range 200 {
+		put, err := writer.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: fmt.Appendf(nil, "v%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := reader.Range(ctx, read)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Header.Revision < put.Header.Revision {
+			t.Fatalf("read %d on another connection answered at revision %d after a write at %d", i, got.Header.Revision, put.Header.Revision)
+		}
+	}
+}

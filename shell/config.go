@@ -94,6 +94,10 @@ type Config struct {
 	// CacheConsistentReads lets linearizable reads be answered from the
 	// cache once etcd's current revision is confirmed and delivered.
 	CacheConsistentReads bool
+	// CacheIdleAfter: with no read for this long the cache drops its
+	// entries and closes its watch (0: 5 minutes). Not a flag: tests that
+	// count what the proxy holds after its clients leave shorten it.
+	CacheIdleAfter time.Duration
 	// SerializableOrdering shares one revision floor between every client
 	// connection instead of one per connection: no client sees a
 	// serializable read older than any KV answer the proxy gave.

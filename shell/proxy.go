@@ -195,6 +195,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 			MaxBytes:        cfg.CacheBytes,
 			MaxEntryBytes:   cfg.CacheMaxEntryBytes,
 			ConsistentReads: cfg.CacheConsistentReads,
+			IdleAfter:       cfg.CacheIdleAfter,
 		},
 		Members: cfg.Endpoints,
 	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn), pb.NewLeaseClient(p.up.conn), p.members)

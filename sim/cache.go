@@ -34,7 +34,9 @@ import (
 // connection's floor when the read was made; (j) after an upstream watch
 // stream broke, nothing is answered from the cache at a revision before
 // the store's at the break: until its subscription has caught up with
-// where etcd was then, the cache cannot know that it missed nothing.
+// where etcd was then, the cache cannot know that it missed nothing; (k)
+// nothing is answered from the cache while its subscription's group is
+// rewound behind it (nothing new reaches the subscription then).
 
 // Reader is a client connection making reads.
 type Reader struct {
@@ -99,6 +101,9 @@ func (w *World) ReadRange(r *Reader, req *pb.RangeRequest) {
 	if len(w.Made) < 16 {
 		w.Made = append(w.Made, MadeRead{r, proto.Clone(req).(*pb.RangeRequest)})
 	}
+	if info, ok := w.N.InspectCacheSubscription(); ok && info.GroupRewound {
+		w.Coverage.CacheReadRewinding++
+	}
 	w.nextCall++
 	c := &readCall{reader: r, req: req, key: k, floor: r.Floor, storeRev: w.Store.Rev, consistent: !req.Serializable}
 	w.calls[w.nextCall] = c
@@ -141,6 +146,9 @@ func (w *World) checkCached(c *readCall, resp *pb.RangeResponse) {
 	}
 	if c.consistent && rev < c.storeRev {
 		w.violate("linearizable read of %v answered from the cache at revision %d; the store was at %d when it was made", c.req, rev, c.storeRev)
+	}
+	if info, ok := w.N.InspectCacheSubscription(); ok && info.GroupRewound {
+		w.violate("read of %v answered from the cache while its subscription's group is rewound behind it", c.req)
 	}
 	if rev < w.brokeAt {
 		w.violate("read of %v answered from the cache at revision %d, before the %d of the store when an upstream watch stream last broke", c.req, rev, w.brokeAt)

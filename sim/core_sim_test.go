@@ -46,15 +46,19 @@ var keys = []string{"a", "b", "c", "d", "e"}
 // drawRange draws a watch range: a single key, a range, a prefix, or
 // everything.
 func drawRange(t *rapid.T) (key, end []byte) {
-	switch rapid.IntRange(0, 4).Draw(t, "range kind") {
+	switch rapid.IntRange(0, 5).Draw(t, "range kind") {
 	case 0, 1:
 		return []byte(rapid.SampledFrom(keys).Draw(t, "key")), nil
 	case 2:
 		return []byte("b"), []byte("d")
 	case 3:
 		return []byte("c"), []byte{0}
-	default:
+	case 4:
 		return nil, []byte{0}
+	default:
+		// Every key, as clientv3's WithPrefix("") and the read cache's
+		// subscription ask for it.
+		return []byte{0}, []byte{0}
 	}
 }
 
@@ -348,6 +352,43 @@ func cacheActions(w *World) map[string]func(*rapid.T) {
 				w.ReadRange(r, &pb.RangeRequest{Key: key, RangeEnd: end, Serializable: rapid.Bool().Draw(t, "serializable")})
 				w.settleReads()
 			}
+		},
+		// A write etcd has not delivered yet, the shared stream broken, and
+		// an earlier read made again: where a cache serving while its
+		// subscription is not live would answer from before the break.
+		"read across a break": func(t *rapid.T) {
+			if len(w.Made) == 0 {
+				t.Skip("nothing read yet")
+			}
+			m := w.Made[rapid.IntRange(0, len(w.Made)-1).Draw(t, "earlier read")]
+			w.Write(drawOps(t, w)...)
+			w.Lose(port.WatchShared)
+			for range 2 {
+				req := proto.Clone(m.Req).(*pb.RangeRequest)
+				req.Serializable = true
+				w.ReadRange(m.Reader, req)
+				w.settleReads()
+			}
+		},
+		// A connection reads X, then, after a write etcd has not delivered
+		// yet, something else (forwarded: answered at the new revision),
+		// then X again: where an answer below the connection's floor shows.
+		"read after a newer answer": func(t *rapid.T) {
+			if len(w.Made) == 0 {
+				t.Skip("nothing read yet")
+			}
+			m := w.Made[rapid.IntRange(0, len(w.Made)-1).Draw(t, "earlier read")]
+			again := func() {
+				req := proto.Clone(m.Req).(*pb.RangeRequest)
+				req.Serializable = true
+				w.ReadRange(m.Reader, req)
+				w.settleReads()
+			}
+			again()
+			w.Write(drawOps(t, w)...)
+			w.ReadRange(m.Reader, &pb.RangeRequest{Key: []byte(rapid.SampledFrom(keys).Draw(t, "other key")), CountOnly: true, Serializable: true, Limit: 7})
+			w.settleReads()
+			again()
 		},
 		// Hot reads: a connection reads what it (or another) read before,
 		// several times.

@@ -91,7 +91,7 @@
 // range; (h) a linearizable read is answered at the store's revision when
 // it was made, or later; (i) never below what its connection had seen;
 // (j) never at a revision before the store's when an upstream watch
-// stream last broke. Once every client has gone and the cache has been
+// stream last broke; (k) never while the subscription's group is rewound. Once every client has gone and the cache has been
 // idle, it holds no entry and its subscription is closed.
 //
 // Some situations where a fault would hide are rare under random steps: a
@@ -145,7 +145,8 @@
 // cache, an event that invalidates nothing, a fill older than what was
 // delivered kept, entries shared between identities, an answer below the
 // connection's floor, a linearizable read answered before its revision
-// was delivered, and entries served while the subscription is not live.
+// was delivered, and entries served while the subscription is not live or
+// its group is rewound.
 //
 // The named scenarios (scenarios_test.go) replay the bug classes etcd's
 // robustness tests found in etcd and the bugs of etcd's own proxy as fixed

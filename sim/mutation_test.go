@@ -41,6 +41,7 @@ var mutants = map[string]string{
 	"cache-ignore-floor":        "a cached response is served below the revision the connection has already seen",
 	"cache-consistent-early":    "a linearizable read is answered from the cache before the subscription delivered etcd's current revision",
 	"cache-serve-not-live":      "the cache serves while its subscription is not live (the upstream watch stream was lost)",
+	"cache-serve-rewinding":     "the cache serves while its subscription's group is rewound behind it",
 }
 
 // TestMutationsAreCaught proves the simulation's checks can fail: the

@@ -385,6 +385,7 @@ func startRealEnv(t *testing.T) *realEnv {
 	p := testutil.StartProxyLogging(t, cl.Endpoints(), func(c *shell.Config) {
 		c.WatchHistoryEvents = 4
 		c.WatchStreamBufferBytes = 600
+		c.CacheIdleAfter = time.Second // the leak check waits for the cache's watch to close
 	}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named("proxy"))
 	e := &realEnv{t: t, cl: cl, p: p}
 	e.proxyCC = testutil.Dial(t, p.Addr())

@@ -172,6 +172,9 @@ type Coverage struct {
 	// CacheHits: reads answered from the read cache; CacheConsistentHits:
 	// linearizable ones; CacheInvalidations: entries dropped by an event.
 	CacheHits, CacheConsistentHits, CacheInvalidations int
+	// CacheReadRewinding: reads made while the cache's subscription's
+	// group was rewound behind it.
+	CacheReadRewinding int
 }
 
 // Add adds o's counts to c.
@@ -198,6 +201,7 @@ func (c *Coverage) Add(o Coverage) {
 	c.CacheHits += o.CacheHits
 	c.CacheConsistentHits += o.CacheConsistentHits
 	c.CacheInvalidations += o.CacheInvalidations
+	c.CacheReadRewinding += o.CacheReadRewinding
 }
 
 // Missing names the counts that are still zero.
@@ -226,6 +230,7 @@ func (c Coverage) Missing() []string {
 		"reads answered from the cache":               c.CacheHits,
 		"linearizable reads answered from the cache":  c.CacheConsistentHits,
 		"cache entries invalidated":                   c.CacheInvalidations,
+		"reads while the cache's group was rewound":   c.CacheReadRewinding,
 	} {
 		if n == 0 {
 			out = append(out, name)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -46,10 +45,8 @@ type readResult struct {
 	p50, p99         time.Duration
 
 	etcdCPU, proxyCPU, selfCPU float64            // seconds in the window; proxyCPU 0 for direct
-	etcdRanges                 float64            // Range calls etcd handled between its two scrapes
-	etcdReads                  int64              // reads answered between them
-	proxy                      map[string]float64 // the proxy's counters' increase between its two scrapes
-	proxyReads                 int64              // reads answered between them
+	etcdRanges                 float64            // Range calls etcd handled in the window
+	proxy                      map[string]float64 // the proxy's counters' increase in the window
 	examples                   []string
 }
 
@@ -64,18 +61,16 @@ func (r readResult) rate() float64 { return float64(r.reads) / r.window }
 
 // etcdFraction is the Range calls etcd handled per read answered.
 func (r readResult) etcdFraction() float64 {
-	if r.etcdReads == 0 {
+	if r.reads == 0 {
 		return 0
 	}
-	return r.etcdRanges / float64(r.etcdReads)
+	return r.etcdRanges / float64(r.reads)
 }
 
-// snapshot is what is read at each end of the measured window, with when
-// each page was read (the midpoint of its request, ns since the start).
+// snapshot is what is read at each end of the measured window.
 type snapshot struct {
 	etcdCPU, proxyCPU, selfCPU float64
 	etcdRanges                 float64
-	etcdAt, proxyAt            int64
 	proxy                      map[string]float64
 }
 
@@ -86,20 +81,16 @@ func takeSnapshot(tgt target, etcd *child.Proc, etcdURL string) (snapshot, error
 	if tgt.p != nil {
 		s.proxyCPU, _ = cpuSeconds(tgt.p.PID())
 	}
-	t := now()
 	m, err := scrape(etcdURL + "/metrics")
 	if err != nil {
 		return s, err
 	}
-	s.etcdAt = (t + now()) / 2
 	s.etcdRanges = etcdRanges(m)
 	if tgt.p != nil {
-		t := now()
 		pm, err := scrape("http://" + tgt.endpoint + "/proxy/metrics")
 		if err != nil {
 			return s, err
 		}
-		s.proxyAt = (t + now()) / 2
 		s.proxy = map[string]float64{}
 		for _, n := range proxyCounters {
 			if v, ok := pm.sum(n); ok {
@@ -110,22 +101,46 @@ func takeSnapshot(tgt target, etcd *child.Proc, etcdURL string) (snapshot, error
 	return s, nil
 }
 
-// reader is one reading goroutine's tally.
-type reader struct {
-	errs, bad int64   // in [w0, w1)
-	done, lat []int64 // completion time and latency (ns) of each read answered from w0 on
-	example   string
+// Window phases.
+const (
+	warmingUp = iota
+	measuring
+	finished
+)
+
+// gate pauses the load at each end of the measured window while the
+// counters are read, so that the reads counted in the window are exactly
+// those the counters' increase is compared with: a read holds the gate
+// (shared) from before it is sent until its answer, and is in the window
+// if the phase was measuring when it took the gate.
+type gate struct {
+	mu    sync.RWMutex
+	phase int // written with mu held exclusively
 }
 
-// loop reads until stop is set, keeping what it sees from w0 on.
-func (rd *reader) loop(ctx context.Context, stop *atomic.Bool, kv pb.KVClient, reqs []*pb.RangeRequest, want [][]byte, seed uint64, w0, w1 int64) {
+// reader is one reading goroutine's tally of the window.
+type reader struct {
+	reads, errs, bad int64
+	lat              []int64 // ns
+	example          string
+}
+
+// loop reads until the phase is finished.
+func (rd *reader) loop(ctx context.Context, g *gate, kv pb.KVClient, reqs []*pb.RangeRequest, want [][]byte, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 7))
-	for !stop.Load() {
+	for {
 		i := rng.IntN(len(reqs))
-		t := now()
+		g.mu.RLock()
+		phase := g.phase
+		if phase == finished {
+			g.mu.RUnlock()
+			return
+		}
+		t := time.Now()
 		resp, err := kv.Range(ctx, reqs[i])
-		e := now()
-		in := e >= w0 && e < w1
+		d := time.Since(t)
+		g.mu.RUnlock()
+		in := phase == measuring
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -139,39 +154,25 @@ func (rd *reader) loop(ctx context.Context, stop *atomic.Bool, kv pb.KVClient, r
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		if e < w0 {
+		bad := len(resp.Kvs) != 1 || !bytes.Equal(resp.Kvs[0].Value, want[i])
+		if bad && rd.example == "" {
+			rd.example = fmt.Sprintf("Range %s: %d kvs", reqs[i].Key, len(resp.Kvs))
+		}
+		if !in {
 			continue
 		}
-		rd.done = append(rd.done, e)
-		rd.lat = append(rd.lat, e-t)
-		if len(resp.Kvs) != 1 || !bytes.Equal(resp.Kvs[0].Value, want[i]) {
-			if in {
-				rd.bad++
-			}
-			if rd.example == "" {
-				rd.example = fmt.Sprintf("Range %s: %d kvs", reqs[i].Key, len(resp.Kvs))
-			}
+		rd.reads++
+		rd.lat = append(rd.lat, int64(d))
+		if bad {
+			rd.bad++
 		}
 	}
-}
-
-// answered counts the reads answered in [a, b).
-func answered(rs []*reader, a, b int64) int64 {
-	var n int64
-	for _, rd := range rs {
-		// done is in increasing order.
-		i, _ := slices.BinarySearch(rd.done, a)
-		j, _ := slices.BinarySearch(rd.done, b)
-		n += int64(j - i)
-	}
-	return n
 }
 
 // runReads has o.clients goroutines over o.conns connections to the
 // target read random hot keys in a tight loop for o.warmup, then measures
-// o.duration. The readers go on until the window's second snapshot is
-// taken, so that the counters scraped at each end are compared with the
-// reads answered between the scrapes.
+// o.duration, pausing the load at each end of the window while the
+// counters are read.
 func runReads(o options, tgt target, etcd *child.Proc, etcdURL string, serializable bool) (readResult, error) {
 	r := readResult{serializable: serializable}
 	conns := make([]*grpc.ClientConn, o.conns)
@@ -191,42 +192,59 @@ func runReads(o options, tgt target, etcd *child.Proc, etcdURL string, serializa
 	}
 	logf("%s, %s: %d goroutines over %d connections, %v warm-up, %v measured", tgt.name, r.kind(), o.clients, o.conns, o.warmup, o.duration)
 
-	w0 := now() + int64(o.warmup)
-	w1 := w0 + int64(o.duration)
-	ctx, cancel := context.WithCancel(context.Background())
+	// No read should take long; a target that hangs ends the run.
+	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration+time.Minute)
 	defer cancel()
-	var stop atomic.Bool
+	g := &gate{}
 	readers := make([]*reader, o.clients)
 	var wg sync.WaitGroup
 	for i := range readers {
 		rd := &reader{}
 		readers[i] = rd
 		kv := pb.NewKVClient(conns[i%len(conns)])
-		wg.Go(func() { rd.loop(ctx, &stop, kv, reqs, want, uint64(i), w0, w1) })
+		wg.Go(func() { rd.loop(ctx, g, kv, reqs, want, uint64(i)) })
+	}
+	// switchTo pauses the load, takes a snapshot, moves to phase and lets
+	// the load go on; it returns the snapshot and when the load paused
+	// and went on.
+	switchTo := func(phase int) (s snapshot, paused, resumed time.Time, err error) {
+		g.mu.Lock()
+		paused = time.Now()
+		s, err = takeSnapshot(tgt, etcd, etcdURL)
+		g.phase = phase
+		if err != nil {
+			g.phase = finished
+		}
+		resumed = time.Now()
+		g.mu.Unlock()
+		return s, paused, resumed, err
 	}
 	end := func() {
-		stop.Store(true)
+		g.mu.Lock()
+		g.phase = finished
+		g.mu.Unlock()
 		wg.Wait()
 	}
 
-	sleepUntil(w0)
-	s0, err := takeSnapshot(tgt, etcd, etcdURL)
+	time.Sleep(o.warmup)
+	s0, p0, r0, err := switchTo(measuring)
 	if err != nil {
 		cancel()
 		end()
 		return r, err
 	}
-	sleepUntil(w1)
-	s1, err := takeSnapshot(tgt, etcd, etcdURL)
+	time.Sleep(o.duration)
+	s1, p1, _, err := switchTo(finished)
 	end()
 	if err != nil {
 		return r, err
 	}
+	logf("%s, %s: the load paused %v and %v at the window's ends for the counters", tgt.name, r.kind(),
+		r0.Sub(p0).Round(time.Millisecond), time.Since(p1).Round(time.Millisecond))
 
-	r.window = time.Duration(w1 - w0).Seconds()
+	r.window = p1.Sub(r0).Seconds()
 	r.etcdCPU, r.proxyCPU, r.selfCPU = s1.etcdCPU-s0.etcdCPU, s1.proxyCPU-s0.proxyCPU, s1.selfCPU-s0.selfCPU
 	r.etcdRanges = s1.etcdRanges - s0.etcdRanges
-	r.etcdReads = answered(readers, s0.etcdAt, s1.etcdAt)
 	if s1.proxy != nil {
 		r.proxy = map[string]float64{}
 		for n, v := range s1.proxy {
@@ -234,15 +252,13 @@ func runReads(o options, tgt target, etcd *child.Proc, etcdURL string, serializa
 				r.proxy[n] = v - v0
 			}
 		}
-		r.proxyReads = answered(readers, s0.proxyAt, s1.proxyAt)
 	}
 	var lat []int64
 	for _, rd := range readers {
-		i, _ := slices.BinarySearch(rd.done, w1)
-		r.reads += int64(i)
-		lat = append(lat, rd.lat[:i]...)
+		r.reads += rd.reads
 		r.errs += rd.errs
 		r.bad += rd.bad
+		lat = append(lat, rd.lat...)
 		if rd.example != "" && len(r.examples) < 3 {
 			r.examples = append(r.examples, rd.example)
 		}

@@ -50,10 +50,10 @@ func readRows(kind string, get func(result) readResult) []row {
 	counter := func(name string, per float64, format string) func(result) cell {
 		return proxyOnly(func(rr readResult) cell {
 			v, ok := rr.proxy[name]
-			if !ok || rr.proxyReads == 0 {
+			if !ok || rr.reads == 0 {
 				return none
 			}
-			return num(format, per*v/float64(rr.proxyReads))
+			return num(format, per*v/float64(rr.reads))
 		})
 	}
 	rows := []row{
@@ -171,8 +171,9 @@ func markdown(header string, o options, rs []result) string {
 	fmt.Fprintf(&b, `
 Legend: the targets one after another on the same etcd member; each proxy started before its workloads (its cache cold) and killed after them.
 serializable / linearizable: %d goroutines over %d gRPC connections to the target each read a random one of %d hot keys (values of %d bytes, written before the run) in a tight loop; %v warm-up, then %v measured.
-Figures are over the measured window: reads/s and latency of the reads answered in it; reads reaching etcd: Range calls etcd handled (grpc_server_handled_total{grpc_method="Range"} on its /metrics, scraped at each end of the window) per read answered between the two scrapes (a proxy's own Range calls, e.g. etcdproxy's revision fetches, count);
-proxy cache hits: etcd_grpc_proxy_cache_hits_total on the proxy's /proxy/metrics per read answered between its two scrapes (grpc-proxy only caches serializable reads); consistent cache hits and revision fetches: etcdproxy_cache_consistent_hits_total and etcdproxy_cache_revision_fetches_total, likewise, etcdproxy only;
+Figures are over the measured window: reads/s and latency of the reads answered in it; reads reaching etcd: Range calls etcd handled (grpc_server_handled_total{grpc_method="Range"} on its /metrics) per read answered (a proxy's own Range calls, e.g. etcdproxy's revision fetches, count);
+proxy cache hits: etcd_grpc_proxy_cache_hits_total on the proxy's /proxy/metrics per read (grpc-proxy only caches serializable reads); consistent cache hits and revision fetches: etcdproxy_cache_consistent_hits_total and etcdproxy_cache_revision_fetches_total, likewise, etcdproxy only.
+The counters and CPU times are read at each end of the window with the load paused (no read in flight), so the reads counted are exactly those made between the two readings;
 CPU: utime+stime from /proc/<pid>/stat of etcd, the proxy and this harness (the client side of the load, which shares the machine's CPUs).
 write-to-fresh: %d Puts of new values of one key directly on etcd, one every %v, while one goroutine polls the key through the target, serializable, in a tight loop; for each Put, the time from its return until the poller first got that value or a later one
 (a write seen before its Put returned counts as 0; "never": not seen within %v after the last Put; quantiles count unseen writes as infinite). Monotonic violations: polls that returned a value older than one the poller had already got.

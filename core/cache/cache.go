@@ -75,6 +75,7 @@ type Cache struct {
 	lru       *list.List // of *entry, most recently used first
 	bytes     int
 	live      bool
+	paused    bool  // the subscription's group is rewound behind it
 	delivered int64 // the last revision the subscription delivered
 	ranges    rangeIndex
 	stats     Stats
@@ -197,6 +198,12 @@ func (c *Cache) Delivered() int64 { return c.delivered }
 // delivered within the stream's latency. Nothing is served or kept while
 // it is not.
 func (c *Cache) SetLive(live bool) { c.live = live }
+
+// SetPaused says whether the subscription's upstream watch is rewound
+// behind what it has delivered (another watcher of its range started
+// before the group's history): until the rewound watch has caught up,
+// nothing new reaches the subscription, so nothing is served.
+func (c *Cache) SetPaused(paused bool) { c.paused = paused }
 
 // Live reports whether the cache serves.
 func (c *Cache) Live() bool { return c.live }

@@ -109,7 +109,7 @@ func (c *Cache) answer(r Read, ok bool) {
 // serving reports whether entries may be served: the subscription is
 // live, and etcd answered a read without credentials lately.
 func (c *Cache) serving() bool {
-	return (c.live || simfault.On("cache-serve-not-live")) && !c.refused && c.now.Sub(c.confirmed) <= 2*c.cfg.ConfirmInterval
+	return (c.live || simfault.On("cache-serve-not-live")) && (!c.paused || simfault.On("cache-serve-rewinding")) && !c.refused && c.now.Sub(c.confirmed) <= 2*c.cfg.ConfirmInterval
 }
 
 // Idle reports whether no read came for IdleAfter: the caller may close

@@ -120,9 +120,14 @@ func (n *Node) closeSubscription() {
 	n.cache.SetLive(false)
 }
 
-// cacheAfterStep closes a cancelled subscription's stream; a later read
-// opens a new one.
+// cacheAfterStep closes a cancelled subscription's stream (a later read
+// opens a new one), and pauses the cache while the subscription's group is
+// rewound behind it.
 func (n *Node) cacheAfterStep() {
+	if n.cacheSubscribed {
+		info, ok := n.watch.Inspect(cacheStream, 0)
+		n.cache.SetPaused(ok && info.GroupRewound)
+	}
 	if n.cache != nil && n.cacheResubscribe {
 		n.cacheResubscribe = false
 		n.closeSubscription()

@@ -199,7 +199,9 @@ func (n *Node) Ready() port.Ready { return n.out.Ready() }
 // Advance acknowledges the last Ready.
 func (n *Node) Advance() { n.out.Advance() }
 
-// Stats are the node's counters.
+// Stats are the node's counters. Client counts leave out the read cache's
+// subscription (an internal stream and watcher); upstream counts include
+// its watch.
 type Stats struct {
 	Watch    watch.Stats
 	Lease    lease.Stats
@@ -221,6 +223,9 @@ func (n *Node) Stats() Stats {
 	if n.cache != nil {
 		st.Cache = n.cache.Stats()
 	}
+	if n.cacheSubscribed {
+		st.Watch.Watchers-- // the cache's subscription is no client's
+	}
 	return st
 }
 
@@ -234,7 +239,14 @@ func (n *Node) LeaseVerdicts(ids []int64) []lease.Verdict { return n.lease.Verdi
 // Gauges counts the node's current state; it walks every stream and group,
 // so it is meant for a metrics scrape, not for every step.
 func (n *Node) Gauges() Gauges {
-	return Gauges{Watch: n.watch.Gauges(), Lease: n.lease.Gauges(), Flow: n.out.Stats()}
+	g := Gauges{Watch: n.watch.Gauges(), Lease: n.lease.Gauges(), Flow: n.out.Stats()}
+	if n.cacheSubscribed {
+		// The cache's subscription is no client's stream; its upstream
+		// watch and group count, as etcd sees them.
+		g.Watch.Streams--
+		g.Flow.Streams--
+	}
+	return g
 }
 
 // InspectWatcher tells where a client watcher stands, for tests and the

@@ -44,8 +44,12 @@ type WatcherInfo struct {
 	Live      bool // created and not ended
 	InGroup   bool // served by its range's group
 	Rewinding bool // its group's upstream watch is rewound behind its place
-	CatchUp   bool // served by a catch-up watch
-	Held      bool // its stream is over its bound
+	// GroupRewound: its group's upstream watch is rewound (replaying
+	// history for a watcher that started before the window): nothing new
+	// reaches any of the group's watchers until it has caught up.
+	GroupRewound bool
+	CatchUp      bool // served by a catch-up watch
+	Held         bool // its stream is over its bound
 	// Next is the first revision it has not been given; GroupUpstream is
 	// its group's upstream watch ID (0 when not in a group).
 	Next          int64
@@ -69,6 +73,7 @@ func (m *Machine) Inspect(id port.StreamID, watchID int64) (WatcherInfo, bool) {
 		Live:          w.state == live,
 		InGroup:       w.group != nil,
 		Rewinding:     w.group != nil && w.group.rewindBase != 0 && w.next <= w.group.rewindBase,
+		GroupRewound:  w.group != nil && w.group.rewindBase != 0,
 		CatchUp:       w.catchUp != nil,
 		Held:          s.held(),
 	}, true
