@@ -11,6 +11,8 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 )
 
 // freshResult is what the write-to-fresh workload showed on one target.
@@ -99,7 +101,7 @@ func runFresh(o options, tgt target, kv pb.KVClient) (freshResult, error) {
 	if err := put(0); err != nil {
 		return f, fmt.Errorf("write-to-fresh: first Put: %w", err)
 	}
-	conn, err := dial(tgt.endpoint)
+	conn, err := probe.Dial(tgt.endpoint)
 	if err != nil {
 		return f, err
 	}

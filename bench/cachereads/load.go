@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
+	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 )
 
 var t0 = time.Now()
@@ -76,10 +77,10 @@ type snapshot struct {
 
 func takeSnapshot(tgt target, etcd *child.Proc, etcdURL string) (snapshot, error) {
 	var s snapshot
-	s.etcdCPU, _ = cpuSeconds(etcd.PID())
-	s.selfCPU, _ = cpuSeconds(os.Getpid())
+	s.etcdCPU, _ = child.CPUSeconds(etcd.PID())
+	s.selfCPU, _ = child.CPUSeconds(os.Getpid())
 	if tgt.p != nil {
-		s.proxyCPU, _ = cpuSeconds(tgt.p.PID())
+		s.proxyCPU, _ = child.CPUSeconds(tgt.p.PID())
 	}
 	m, err := scrape(etcdURL + "/metrics")
 	if err != nil {
@@ -177,7 +178,7 @@ func runReads(o options, tgt target, etcd *child.Proc, etcdURL string, serializa
 	r := readResult{serializable: serializable}
 	conns := make([]*grpc.ClientConn, o.conns)
 	for i := range conns {
-		c, err := dial(tgt.endpoint)
+		c, err := probe.Dial(tgt.endpoint)
 		if err != nil {
 			return r, err
 		}

@@ -57,6 +57,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
+	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 )
 
 type options struct {
@@ -173,7 +174,7 @@ func run(o options) error {
 	}
 	defer etcd.Stop()
 
-	conn, err := dial(etcdURL)
+	conn, err := probe.Dial(etcdURL)
 	if err != nil {
 		return err
 	}

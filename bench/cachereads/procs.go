@@ -2,23 +2,15 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"math"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
-	"github.com/etcdproxy/etcdproxy/shell"
+	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 )
 
 // target is where the clients send their reads: etcd itself (p nil) or a
@@ -31,11 +23,11 @@ type target struct {
 // startEtcd starts the etcd member on free 127.0.0.1 ports and waits until
 // it is healthy.
 func startEtcd(o options) (*child.Proc, string, error) {
-	clientAddr, err := freeAddr()
+	clientAddr, err := child.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	peerAddr, err := freeAddr()
+	peerAddr, err := child.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
@@ -48,7 +40,7 @@ func startEtcd(o options) (*child.Proc, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if err := awaitHealthy(etcd, etcdURL, 30*time.Second); err != nil {
+	if err := probe.AwaitHealthy(etcd, etcdURL, 30*time.Second); err != nil {
 		etcd.Stop()
 		return nil, "", err
 	}
@@ -68,7 +60,7 @@ func startProxy(o options, name, etcdURL string) (*child.Proc, string, error) {
 	default:
 		return nil, "", fmt.Errorf("no proxy for target %q", name)
 	}
-	addr, err := freeAddr()
+	addr, err := child.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
@@ -78,91 +70,11 @@ func startProxy(o options, name, etcdURL string) (*child.Proc, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if err := awaitReady(p, addr, 30*time.Second); err != nil {
+	if err := probe.AwaitProxy(p, addr, 30*time.Second); err != nil {
 		p.Stop()
 		return nil, "", err
 	}
 	return p, addr, nil
-}
-
-func dial(ep string) (*grpc.ClientConn, error) {
-	ep = strings.TrimPrefix(strings.TrimPrefix(ep, "http://"), "https://")
-	return grpc.NewClient("passthrough:///"+ep,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
-}
-
-// awaitHealthy waits until etcd's /health says so.
-func awaitHealthy(p *child.Proc, clientURL string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	hc := &http.Client{Timeout: time.Second}
-	for {
-		resp, err := hc.Get(clientURL + "/health")
-		if err == nil {
-			var b [256]byte
-			n, _ := resp.Body.Read(b[:])
-			resp.Body.Close()
-			if strings.Contains(string(b[:n]), `"health":"true"`) {
-				return nil
-			}
-		}
-		if p.Exited() {
-			return fmt.Errorf("%s exited; see %s", p.Name, p.Log)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not healthy after %v; see %s", p.Name, d, p.Log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// awaitReady waits until the proxy has logged that it serves and a
-// serializable Range through it succeeds.
-func awaitReady(p *child.Proc, endpoint string, d time.Duration) error {
-	conn, err := dial(endpoint)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	kv := pb.NewKVClient(conn)
-	return p.AwaitReady(shell.ReadyMessage, d, func(ctx context.Context) error {
-		_, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("ready-probe"), Serializable: true})
-		return err
-	})
-}
-
-// freeAddr is a free 127.0.0.1 TCP address.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// cpuSeconds is the process's utime+stime from /proc/<pid>/stat.
-func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
-	st, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
-	}
-	const userHZ = 100 // USER_HZ, 100 on every Linux ABI
-	return float64(ut+st) / userHZ, nil
 }
 
 // sample is one line of a Prometheus text exposition.

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +12,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 )
 
 var t0 = time.Now()
@@ -26,13 +25,6 @@ func sleepUntil(t int64) {
 	if d := t - now(); d > 0 {
 		time.Sleep(time.Duration(d))
 	}
-}
-
-func dial(ep string) (*grpc.ClientConn, error) {
-	ep = strings.TrimPrefix(strings.TrimPrefix(ep, "http://"), "https://")
-	return grpc.NewClient("passthrough:///"+ep,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
 }
 
 // grant grants n leases of ttl seconds on etcd, with workers requests in
@@ -127,7 +119,7 @@ func openLoad(endpoint string, nLeases, nStreams, nConns, dup int, ttl int64) (*
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
 	for range nConns {
-		c, err := dial(endpoint)
+		c, err := probe.Dial(endpoint)
 		if err != nil {
 			l.close()
 			return nil, err

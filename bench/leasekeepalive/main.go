@@ -72,6 +72,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
+	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 )
 
 type options struct {
@@ -213,11 +214,11 @@ func run(o options) error {
 	began := time.Now()
 
 	// etcd, then the proxies in front of it.
-	clientAddr, err := freeAddr()
+	clientAddr, err := child.FreeAddr()
 	if err != nil {
 		return err
 	}
-	peerAddr, err := freeAddr()
+	peerAddr, err := child.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -231,7 +232,7 @@ func run(o options) error {
 		return err
 	}
 	defer etcd.Stop()
-	if err := awaitHealthy(etcd, etcdURL, 30*time.Second); err != nil {
+	if err := probe.AwaitHealthy(etcd, etcdURL, 30*time.Second); err != nil {
 		return err
 	}
 	type target struct {
@@ -251,7 +252,7 @@ func run(o options) error {
 		case "etcdproxy":
 			bin, args = o.etcdproxyBin, append([]string{"start"}, strings.Fields(o.etcdproxyFlags)...)
 		}
-		addr, err := freeAddr()
+		addr, err := child.FreeAddr()
 		if err != nil {
 			return err
 		}
@@ -270,13 +271,13 @@ func run(o options) error {
 			return err
 		}
 		defer p.Stop()
-		if err := awaitReady(p, addr, 30*time.Second); err != nil {
+		if err := probe.AwaitProxy(p, addr, 30*time.Second); err != nil {
 			return err
 		}
 		tgts = append(tgts, target{t, addr, p})
 	}
 
-	conn, err := dial(etcdURL)
+	conn, err := probe.Dial(etcdURL)
 	if err != nil {
 		return err
 	}
@@ -383,17 +384,17 @@ func runTarget(o options, name, endpoint string, tp, etcd *child.Proc, etcdURL s
 	if err != nil {
 		return res, err
 	}
-	c0, _ := cpuSeconds(tp.PID())
-	e0, _ := cpuSeconds(etcd.PID())
-	s0, _ := cpuSeconds(os.Getpid())
+	c0, _ := child.CPUSeconds(tp.PID())
+	e0, _ := child.CPUSeconds(etcd.PID())
+	s0, _ := child.CPUSeconds(os.Getpid())
 	sleepUntil(w1)
 	m1, err := scrape(etcdURL)
 	if err != nil {
 		return res, err
 	}
-	c1, _ := cpuSeconds(tp.PID())
-	e1, _ := cpuSeconds(etcd.PID())
-	s1, _ := cpuSeconds(os.Getpid())
+	c1, _ := child.CPUSeconds(tp.PID())
+	e1, _ := child.CPUSeconds(etcd.PID())
+	s1, _ := child.CPUSeconds(os.Getpid())
 	res.rssKB, res.hwmKB, _ = memKB(tp.PID())
 	window := time.Duration(w1 - w0).Seconds()
 	res.window = window

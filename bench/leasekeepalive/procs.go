@@ -2,93 +2,13 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-
-	"github.com/etcdproxy/etcdproxy/bench/internal/child"
-	"github.com/etcdproxy/etcdproxy/shell"
 )
-
-// awaitHealthy waits until etcd's /health says so.
-func awaitHealthy(p *child.Proc, clientURL string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	hc := &http.Client{Timeout: time.Second}
-	for {
-		resp, err := hc.Get(clientURL + "/health")
-		if err == nil {
-			var b [256]byte
-			n, _ := resp.Body.Read(b[:])
-			resp.Body.Close()
-			if strings.Contains(string(b[:n]), `"health":"true"`) {
-				return nil
-			}
-		}
-		if p.Exited() {
-			return fmt.Errorf("%s exited; see %s", p.Name, p.Log)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not healthy after %v; see %s", p.Name, d, p.Log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// awaitReady waits until the proxy has logged that it serves and a
-// serializable Range through it succeeds.
-func awaitReady(p *child.Proc, endpoint string, d time.Duration) error {
-	conn, err := dial(endpoint)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	kv := pb.NewKVClient(conn)
-	return p.AwaitReady(shell.ReadyMessage, d, func(ctx context.Context) error {
-		_, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("ready-probe"), Serializable: true})
-		return err
-	})
-}
-
-// freeAddr is a free 127.0.0.1 TCP address.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// cpuSeconds is the process's utime+stime from /proc/<pid>/stat.
-func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
-	st, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
-	}
-	const userHZ = 100 // USER_HZ, 100 on every Linux ABI
-	return float64(ut+st) / userHZ, nil
-}
 
 // memKB is the process's VmRSS and VmHWM from /proc/<pid>/status.
 func memKB(pid int) (rss, hwm int64, err error) {
