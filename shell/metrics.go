@@ -73,7 +73,7 @@ func newNodeCollector(l *loop) *nodeCollector {
 	counter("etcd_grpc_proxy_cache_hits_total", "Range calls answered from the read cache.", func(s snapshot) float64 { return float64(s.Stats.Cache.Hits) })
 	counter("etcd_grpc_proxy_cache_misses_total", "Cacheable Range calls the read cache could not answer (forwarded to etcd).", func(s snapshot) float64 { return float64(s.Stats.Cache.Misses) })
 	gauge("etcd_grpc_proxy_cache_keys_total", "Responses the read cache keeps.", func(s snapshot) float64 { return float64(s.Stats.Cache.Entries) })
-	gauge("etcdproxy_cache_bytes", "Encoded bytes of the responses the read cache keeps.", func(s snapshot) float64 { return float64(s.Stats.Cache.Bytes) })
+	gauge("etcdproxy_cache_bytes", "Memory the read cache's responses hold: their encoded bytes plus what decoding and indexing them costs.", func(s snapshot) float64 { return float64(s.Stats.Cache.Bytes) })
 	gauge("etcdproxy_cache_live", "1 while the read cache serves: its watch subscription is live and caught up.", func(s snapshot) float64 {
 		if s.Stats.Cache.Live {
 			return 1

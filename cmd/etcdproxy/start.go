@@ -89,7 +89,7 @@ func newStartCommand() *cobra.Command {
 
 	f.IntVar(&c.WatchHistoryEvents, "watch-history-events", c.WatchHistoryEvents, "events of recent history kept per watched key range; a watcher starting within it shares the range's upstream watcher")
 	f.IntVar(&c.WatchStreamBufferBytes, "watch-stream-buffer-bytes", c.WatchStreamBufferBytes, "bytes of watch responses queued per client stream before its watchers pause and catch up later")
-	f.IntVar(&c.CacheBytes, "cache-bytes", c.CacheBytes, "bytes of Range responses the read cache keeps, least recently used out (0 disables the cache)")
+	f.IntVar(&c.CacheBytes, "cache-bytes", c.CacheBytes, "memory, in bytes, the read cache's Range responses may hold, least recently used out (0 disables the cache)")
 	f.IntVar(&c.CacheMaxEntryBytes, "cache-max-entry-bytes", 0, "largest Range response the read cache keeps, in bytes (default a sixteenth of --cache-bytes)")
 	f.BoolVar(&c.CacheConsistentReads, "cache-consistent-reads", c.CacheConsistentReads, "answer linearizable reads from the read cache once etcd's current revision is confirmed (one fetch for every concurrent read) and delivered to the cache")
 	f.DurationVar(&c.WatchProgressInterval, "watch-progress-notify-interval", c.WatchProgressInterval, "the proxy's own interval of progress notifications to idle watchers that asked for them; 0 passes on etcd's, at the cluster's --watch-progress-notify-interval")

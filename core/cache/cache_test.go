@@ -9,7 +9,6 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/etcdproxy/etcdproxy/core/port"
 )
@@ -176,7 +175,8 @@ func TestIdentitiesDoNotShare(t *testing.T) {
 // Bytes stay under MaxBytes, least recently used first out; a response
 // over MaxEntryBytes is not kept.
 func TestBoundedLRU(t *testing.T) {
-	per := proto.Size(resp(1, "k00"))
+	k0 := key(t, "", rangeReq("k00", ""))
+	per := footprint(k0, []byte("k00"), nil, resp(1, "k00"))
 	c := live(Config{MaxBytes: 3 * per, MaxEntryBytes: per})
 	var ks []Key
 	for i := range 3 {
