@@ -48,7 +48,13 @@ type loop struct {
 	mu         sync.Mutex // guards clients
 	clients    map[port.StreamID]*clientQueue
 
-	ups [port.NumUpstreams]*upstreamStream
+	// ups are the upstream streams: the default lane's and the keep-alive
+	// stream from the start, other lanes' as the node starts them (see
+	// startLane). upsMu guards the map (the loop changes it; close reads
+	// it).
+	wc    pb.WatchClient
+	upsMu sync.Mutex
+	ups   map[port.UpstreamID]*upstreamStream
 
 	// leaseCheck runs a lease ownership check (under a namespace; set
 	// before serving), at most maxLeaseChecks at once.
@@ -83,6 +89,7 @@ func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, w
 		inputs: make(chan node.Input, 1024), queries: make(chan chan snapshot), calls: make(chan func(*node.Node)),
 		leaseChecks: make(chan struct{}, maxLeaseChecks),
 		clients:     map[port.StreamID]*clientQueue{}, batches: map[port.StreamID][]outMsg{},
+		wc: wc, ups: map[port.UpstreamID]*upstreamStream{},
 	}
 	bound := cfg.Port.StreamBufferBytes
 	if bound <= 0 {
@@ -93,18 +100,58 @@ func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, w
 		l.cache = newReadCache(l)
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	for _, u := range []port.UpstreamID{port.WatchShared, port.WatchCatchUp} {
-		l.ups[u] = newUpstreamStream(l, u, watchOpener(wc, u))
-	}
-	l.ups[port.LeaseKeepAlive] = newUpstreamStream(l, port.LeaseKeepAlive, leaseOpener(lc))
 	n := node.New(cfg, clk.Now())
+	l.startLane(port.LaneStart{Lane: port.DefaultLane})
+	l.startUpstream(newUpstreamStream(l, port.LeaseKeepAlive, leaseOpener(lc)))
 	l.wg.Add(1)
 	go l.run(n)
-	for _, u := range l.ups {
-		l.wg.Add(1)
-		go u.run()
-	}
 	return l
+}
+
+// startUpstream runs u.
+func (l *loop) startUpstream(u *upstreamStream) {
+	l.upsMu.Lock()
+	l.ups[u.id] = u
+	l.upsMu.Unlock()
+	l.wg.Add(1)
+	go u.run()
+}
+
+// startLane opens a lane's two upstream Watch streams, with its token.
+func (l *loop) startLane(s port.LaneStart) {
+	for _, id := range []port.UpstreamID{s.Lane.Shared, s.Lane.CatchUp} {
+		l.startUpstream(newUpstreamStream(l, id, watchOpener(l.wc, id, s.Token)))
+	}
+}
+
+// endLane closes a lane's upstream streams.
+func (l *loop) endLane(e port.LaneEnd) {
+	l.upsMu.Lock()
+	defer l.upsMu.Unlock()
+	for _, id := range []port.UpstreamID{e.Lane.Shared, e.Lane.CatchUp} {
+		if u := l.ups[id]; u != nil {
+			u.end()
+			delete(l.ups, id)
+		}
+	}
+}
+
+// upstream returns upstream stream id (nil once its lane has ended).
+func (l *loop) upstream(id port.UpstreamID) *upstreamStream {
+	l.upsMu.Lock()
+	defer l.upsMu.Unlock()
+	return l.ups[id]
+}
+
+// allUpstreams returns every upstream stream open now.
+func (l *loop) allUpstreams() []*upstreamStream {
+	l.upsMu.Lock()
+	defer l.upsMu.Unlock()
+	us := make([]*upstreamStream, 0, len(l.ups))
+	for _, u := range l.ups {
+		us = append(us, u)
+	}
+	return us
 }
 
 // newStreamID names a new client stream.
@@ -162,7 +209,9 @@ func (l *loop) run(n *node.Node) {
 // sender waits for this; see upstreamStream.run).
 func (l *loop) step(n *node.Node, in node.Input) {
 	if lost, ok := in.(node.UpstreamLost); ok {
-		l.ups[lost.Upstream].void()
+		if u := l.upstream(lost.Upstream); u != nil {
+			u.void()
+		}
 	}
 	n.Step(in)
 }
@@ -196,8 +245,16 @@ func (l *loop) execute(rd port.Ready) {
 		}
 		l.mu.Unlock()
 	}
+	for _, s := range rd.Lanes {
+		l.startLane(s)
+	}
 	for _, u := range rd.Upstream {
-		l.ups[u.Upstream].push(u)
+		if up := l.upstream(u.Upstream); up != nil {
+			up.push(u)
+		}
+	}
+	for _, e := range rd.LaneEnds {
+		l.endLane(e)
 	}
 	for _, f := range rd.Fetches {
 		go l.fetch(f)
@@ -290,7 +347,7 @@ func (l *loop) switchMember(sw port.Switch) {
 	if sw.From == "" {
 		return
 	}
-	for _, u := range l.ups {
+	for _, u := range l.allUpstreams() {
 		u.restart()
 	}
 }
@@ -309,7 +366,7 @@ func (l *loop) snapshot() snapshot {
 
 func (l *loop) close() {
 	l.cancel()
-	for _, u := range l.ups {
+	for _, u := range l.allUpstreams() {
 		u.wakeUp()
 	}
 	l.wg.Wait()

@@ -22,9 +22,13 @@ type upstreamConn interface {
 // opener opens an upstream stream.
 type opener func(context.Context) (upstreamConn, error)
 
-// watchOpener opens upstream Watch streams for upstream u.
-func watchOpener(wc pb.WatchClient, u port.UpstreamID) opener {
+// watchOpener opens upstream Watch streams for upstream u, carrying token
+// ("" for none: the default lane).
+func watchOpener(wc pb.WatchClient, u port.UpstreamID, token string) opener {
 	return func(ctx context.Context) (upstreamConn, error) {
+		if token != "" {
+			ctx = metadataWithToken(ctx, token)
+		}
 		st, err := wc.Watch(ctx)
 		if err != nil {
 			return nil, err
@@ -85,6 +89,9 @@ type upstreamStream struct {
 	loop *loop
 	id   port.UpstreamID
 	open opener
+	// ctx ends with the loop, or earlier with end (a lane that ended).
+	ctx context.Context
+	end context.CancelFunc
 
 	mu    sync.Mutex
 	queue []port.UpstreamRequest
@@ -105,7 +112,8 @@ func (u *upstreamStream) restart() {
 }
 
 func newUpstreamStream(l *loop, id port.UpstreamID, open opener) *upstreamStream {
-	return &upstreamStream{loop: l, id: id, open: open, wake: make(chan struct{}, 1)}
+	ctx, end := context.WithCancel(l.ctx)
+	return &upstreamStream{loop: l, id: id, open: open, ctx: ctx, end: end, wake: make(chan struct{}, 1)}
 }
 
 func (u *upstreamStream) push(r port.UpstreamRequest) {
@@ -151,8 +159,8 @@ func (u *upstreamStream) run() {
 	backoff := backoffMin
 	first := true
 	var want uint64 // the epoch the current stream may send in
-	for l.ctx.Err() == nil {
-		sctx, cancel := context.WithCancel(l.ctx)
+	for u.ctx.Err() == nil {
+		sctx, cancel := context.WithCancel(u.ctx)
 		u.mu.Lock()
 		u.stop = cancel
 		u.mu.Unlock()
@@ -161,7 +169,7 @@ func (u *upstreamStream) run() {
 			cancel()
 			select {
 			case <-l.clock.After(backoff):
-			case <-l.ctx.Done():
+			case <-u.ctx.Done():
 			}
 			backoff = min(2*backoff, backoffMax)
 			continue
@@ -186,7 +194,7 @@ func (u *upstreamStream) run() {
 			for {
 				in, err := conn.Recv()
 				if err != nil {
-					if l.ctx.Err() == nil {
+					if u.ctx.Err() == nil {
 						l.lg.Warn("upstream stream broke; reopening", zap.Stringer("stream", u.id), zap.Error(err))
 					}
 					return
@@ -205,7 +213,7 @@ func (u *upstreamStream) run() {
 			case <-u.wake:
 			case <-recvDone:
 				break send
-			case <-l.ctx.Done():
+			case <-u.ctx.Done():
 				break send
 			}
 		}

@@ -25,11 +25,17 @@ type Tick struct{ Now time.Time }
 // (clientv3.WithRequireLeader): the stream is refused, or ended, with
 // etcd's "no leader" error when the member in use has none.
 //
+// Identity names the auth identity the shell resolved Token to (the
+// user, when known); streams of one identity share watch groups and a lane
+// of upstream streams (see lanes.go). "" is the default lane: streams
+// without a token.
+//
 // Lease is set for a client LeaseKeepAlive stream (the other fields do not
 // apply to it).
 type OpenStream struct {
 	Stream        port.StreamID
 	Token         string
+	Identity      string
 	RequireLeader bool
 	Lease         bool
 }
@@ -151,6 +157,9 @@ func (i OpenStream) String() string {
 	}
 	if i.Token != "" {
 		s += " with token"
+	}
+	if i.Identity != "" {
+		s += " as " + i.Identity
 	}
 	if i.RequireLeader {
 		s += " requiring a leader"

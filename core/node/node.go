@@ -49,6 +49,13 @@ type Node struct {
 	now      time.Time
 	// leader holds the client streams that asked for a leader.
 	leader map[port.StreamID]bool
+	// lanes: one watch machine per auth identity (see lanes.go); the
+	// default lane's machine is watch.
+	defaultLane *lane
+	lanes       map[string]*lane
+	streamLane  map[port.StreamID]*lane
+	nextLane    int
+	retired     watch.Stats // counters of lanes dropped
 	// cache is the read cache (nil: disabled), fed by its subscription.
 	cache            *cache.Cache
 	cacheSubscribed  bool
@@ -68,6 +75,8 @@ func New(cfg Config, now time.Time) *Node {
 		lease:    lease.New(cfg.Lease, out, now),
 		failover: failover.New(cfg.Failover, out, cfg.Members, now),
 	}
+	n.defaultLane = &lane{m: n.watch}
+	n.lanes, n.streamLane = map[string]*lane{}, map[port.StreamID]*lane{}
 	n.startCache()
 	return n
 }
@@ -79,7 +88,9 @@ func (n *Node) Step(in Input) {
 		n.now = in.Now
 		n.out.Tick(in.Now)
 		n.failover.Tick(in.Now)
-		n.watch.Tick(in.Now)
+		for _, l := range n.sortedLanes() {
+			l.m.Tick(in.Now)
+		}
 		n.lease.Tick(in.Now)
 		n.cacheTick()
 		n.endLeaderless()
@@ -96,24 +107,31 @@ func (n *Node) Step(in Input) {
 			}
 			n.leader[in.Stream] = true
 		}
-		n.watch.OpenStream(in.Stream, in.Token, n.out.OpenStream(in.Stream))
+		l := n.laneFor(in.Identity, in.Token)
+		n.streamLane[in.Stream] = l
+		l.m.OpenStream(in.Stream, in.Token, n.out.OpenStream(in.Stream))
 	case CloseStream:
 		delete(n.leader, in.Stream)
 		n.lease.CloseStream(in.Stream)
-		n.watch.CloseStream(in.Stream)
+		l := n.streamLane[in.Stream]
+		delete(n.streamLane, in.Stream)
+		if l != nil {
+			l.m.CloseStream(in.Stream)
+		}
 		n.out.CloseStream(in.Stream)
+		n.dropIdleLane(l)
 	case WatchCreate:
-		n.watch.Create(in.Stream, in.Req)
+		n.watchOf(in.Stream).Create(in.Stream, in.Req)
 	case WatchCancel:
-		n.watch.Cancel(in.Stream, in.WatchID)
+		n.watchOf(in.Stream).Cancel(in.Stream, in.WatchID)
 	case WatchProgress:
-		n.watch.RequestProgress(in.Stream)
+		n.watchOf(in.Stream).RequestProgress(in.Stream)
 	case Written:
 		if n.out.Written(in.Stream, in.Bytes) {
 			if n.lease.Has(in.Stream) {
 				n.lease.Resume(in.Stream)
 			} else {
-				n.watch.Resume(in.Stream)
+				n.watchOf(in.Stream).Resume(in.Stream)
 			}
 		}
 	case KeepAlive:
@@ -127,21 +145,29 @@ func (n *Node) Step(in Input) {
 	case UpstreamResponse:
 		switch {
 		case in.Watch != nil:
-			n.watch.UpstreamResponse(in.Upstream, in.Watch)
+			if l := n.laneOfUpstream(in.Upstream); l != nil {
+				l.m.UpstreamResponse(in.Upstream, in.Watch)
+			}
 		case in.Lease != nil:
 			n.lease.UpstreamResponse(in.Lease)
 		}
 	case UpstreamLost:
 		if in.Upstream == port.LeaseKeepAlive {
 			n.lease.UpstreamLost()
-		} else {
-			n.watch.UpstreamLost(in.Upstream)
-			n.cacheStreamLost()
+		} else if l := n.laneOfUpstream(in.Upstream); l != nil {
+			l.m.UpstreamLost(in.Upstream)
+			if l == n.defaultLane {
+				n.cacheStreamLost()
+			}
 		}
 	case Fetched:
 		For, ok := n.out.Fetched(in.ID, in.Result)
 		if ok && For.Has(port.Watch) {
-			n.watch.Fetched(in.ID, in.Result)
+			// Each lane's machine takes the answers to its own fetches.
+			for _, l := range n.sortedLanes() {
+				l.m.Fetched(in.ID, in.Result)
+			}
+			n.dropIdleLanes()
 		}
 		if ok && For.Has(port.Cache) {
 			n.cacheFetched(in.ID, in.Result)
@@ -177,7 +203,7 @@ func (n *Node) endLeaderless() {
 	slices.Sort(ids)
 	for _, id := range ids {
 		delete(n.leader, id)
-		n.watch.CloseStream(id)
+		n.watchOf(id).CloseStream(id)
 		n.out.End(port.End{Stream: id, Err: rpctypes.ErrGRPCNoLeader})
 	}
 }
@@ -219,7 +245,10 @@ type Gauges struct {
 
 // Stats returns the counters; it is cheap.
 func (n *Node) Stats() Stats {
-	st := Stats{Watch: n.watch.Stats(), Lease: n.lease.Stats(), Failover: n.failover.Stats(), Holds: n.out.Holds()}
+	st := Stats{Watch: n.retired, Lease: n.lease.Stats(), Failover: n.failover.Stats(), Holds: n.out.Holds()}
+	for _, l := range n.sortedLanes() {
+		st.Watch.Add(l.m.Stats())
+	}
 	if n.cache != nil {
 		st.Cache = n.cache.Stats()
 	}
@@ -239,7 +268,10 @@ func (n *Node) LeaseVerdicts(ids []int64) []lease.Verdict { return n.lease.Verdi
 // Gauges counts the node's current state; it walks every stream and group,
 // so it is meant for a metrics scrape, not for every step.
 func (n *Node) Gauges() Gauges {
-	g := Gauges{Watch: n.watch.Gauges(), Lease: n.lease.Gauges(), Flow: n.out.Stats()}
+	g := Gauges{Lease: n.lease.Gauges(), Flow: n.out.Stats()}
+	for _, l := range n.sortedLanes() {
+		g.Watch.Add(l.m.Gauges())
+	}
 	if n.cacheSubscribed {
 		// The cache's subscription is no client's stream; its upstream
 		// watch and group count, as etcd sees them.
@@ -252,5 +284,5 @@ func (n *Node) Gauges() Gauges {
 // InspectWatcher tells where a client watcher stands, for tests and the
 // simulation; it changes nothing.
 func (n *Node) InspectWatcher(id port.StreamID, watchID int64) (watch.WatcherInfo, bool) {
-	return n.watch.Inspect(id, watchID)
+	return n.watchOf(id).Inspect(id, watchID)
 }

@@ -24,9 +24,47 @@ const (
 	NumUpstreams
 )
 
-// NumWatchUpstreams is the number of upstream Watch streams (the first
-// UpstreamIDs).
+// NumWatchUpstreams is the number of upstream Watch streams of one lane
+// (the first UpstreamIDs are the default lane's).
 const NumWatchUpstreams UpstreamID = 2
+
+// Lane is one auth identity's pair of upstream Watch streams: its groups
+// on Shared, its catch-up watches on CatchUp. The default lane (no token)
+// is WatchShared and WatchCatchUp; lane i > 0 takes the two IDs after
+// NumUpstreams + 2(i-1).
+type Lane struct{ Shared, CatchUp UpstreamID }
+
+// DefaultLane is the lane of streams without an auth token.
+var DefaultLane = Lane{WatchShared, WatchCatchUp}
+
+// LaneOf returns lane i's upstream IDs.
+func LaneOf(i int) Lane {
+	if i == 0 {
+		return DefaultLane
+	}
+	base := NumUpstreams + UpstreamID(2*(i-1))
+	return Lane{base, base + 1}
+}
+
+// Kind returns which of the lane's streams u is (WatchShared or
+// WatchCatchUp), or false when u is not the lane's.
+func (l Lane) Kind(u UpstreamID) (UpstreamID, bool) {
+	switch u {
+	case l.Shared:
+		return WatchShared, true
+	case l.CatchUp:
+		return WatchCatchUp, true
+	}
+	return 0, false
+}
+
+// ID returns the lane's stream of kind k (WatchShared or WatchCatchUp).
+func (l Lane) ID(k UpstreamID) UpstreamID {
+	if k == WatchCatchUp {
+		return l.CatchUp
+	}
+	return l.Shared
+}
 
 func (u UpstreamID) String() string {
 	switch u {
@@ -36,6 +74,13 @@ func (u UpstreamID) String() string {
 		return "watch-catch-up"
 	case LeaseKeepAlive:
 		return "lease-keep-alive"
+	}
+	if u > LeaseKeepAlive {
+		i := int(u-NumUpstreams)/2 + 1
+		if (u-NumUpstreams)%2 == 0 {
+			return fmt.Sprintf("lane-%d-watch-shared", i)
+		}
+		return fmt.Sprintf("lane-%d-watch-catch-up", i)
 	}
 	return fmt.Sprintf("upstream-%d", int(u))
 }

@@ -37,6 +37,8 @@ type Outbox struct {
 
 	leaseChecks []LeaseCheck
 	answers     []Answer
+	lanes       []LaneStart
+	laneEnds    []LaneEnd
 
 	// internal streams: what is sent to them goes to their function at
 	// once (see Subscribe).
@@ -99,7 +101,7 @@ func (o *Outbox) Tick(now time.Time) {
 
 // Pending is the number of outputs waiting to be handed out.
 func (o *Outbox) Pending() int {
-	return len(o.sends) + len(o.upstream) + len(o.fetchIDs) + len(o.probes) + len(o.switches) + len(o.ends) + len(o.leaseChecks) + len(o.answers)
+	return len(o.sends) + len(o.upstream) + len(o.fetchIDs) + len(o.probes) + len(o.switches) + len(o.ends) + len(o.leaseChecks) + len(o.answers) + len(o.lanes) + len(o.laneEnds)
 }
 
 // HasReady reports whether there is anything to hand out.
@@ -109,7 +111,7 @@ func (o *Outbox) HasReady() bool { return o.Pending() > 0 }
 // nothing: calling it twice gives the same. Its slices are valid until the
 // step after the next Advance.
 func (o *Outbox) Ready() Ready {
-	r := Ready{Sends: o.sends, Upstream: o.upstream, Probes: o.probes, Switches: o.switches, Ends: o.ends, LeaseChecks: o.leaseChecks, Answers: o.answers}
+	r := Ready{Sends: o.sends, Upstream: o.upstream, Probes: o.probes, Switches: o.switches, Ends: o.ends, LeaseChecks: o.leaseChecks, Answers: o.answers, Lanes: o.lanes, LaneEnds: o.laneEnds}
 	for _, id := range o.fetchIDs {
 		if f := o.fetches[id]; f != nil {
 			r.Fetches = append(r.Fetches, f.req)
@@ -133,6 +135,7 @@ func (o *Outbox) Advance() {
 	o.leaseChecks = o.leaseChecks[:0]
 	clear(o.answers)
 	o.answers = o.answers[:0]
+	o.lanes, o.laneEnds = o.lanes[:0], o.laneEnds[:0]
 	o.batch = nil
 }
 

@@ -91,8 +91,8 @@ func (r FetchResult) String() string {
 // Ready is everything the shell must do after a step: sends to client
 // streams, requests on upstream streams, revision fetches and member probes
 // to run, switches of the member in use, client streams to end (after
-// their sends), lease ownership checks to run, and the read cache's answers
-// to calls.
+// their sends), lease ownership checks to run, the read cache's answers
+// to calls, and lanes of upstream streams to open and close.
 type Ready struct {
 	Sends       []Send
 	Upstream    []UpstreamRequest
@@ -102,4 +102,6 @@ type Ready struct {
 	Ends        []End
 	LeaseChecks []LeaseCheck
 	Answers     []Answer
+	Lanes       []LaneStart
+	LaneEnds    []LaneEnd
 }

@@ -26,14 +26,14 @@ func (m *Machine) openCatchUpAbove(w *watcher, floor int64) {
 	w.catchUp = c
 	m.catchUps[c.up.id] = c
 	m.stats.CatchUpsOpened++
-	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchCatchUp, Watch: createReq(c.up.id, w.key, w.end, m.upstreamStart(w.next, floor))})
+	m.upstream(port.WatchCatchUp, createReq(c.up.id, w.key, w.end, m.upstreamStart(w.next, floor)))
 }
 
 func (m *Machine) closeCatchUp(w *watcher) {
 	if c := w.catchUp; c != nil {
 		delete(m.catchUps, c.up.id)
 		w.catchUp = nil
-		m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchCatchUp, Watch: cancelReq(c.up.id)})
+		m.upstream(port.WatchCatchUp, cancelReq(c.up.id))
 	}
 }
 

@@ -49,7 +49,7 @@ func (m *Machine) openGroupWatch(g *group, from, floor int64) {
 	g.up = upWatch{id: m.upID()}
 	m.shared[g.up.id] = g
 	m.stats.GroupsOpened++
-	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchShared, Watch: createReq(g.up.id, g.key, g.end, m.upstreamStart(from, floor))})
+	m.upstream(port.WatchShared, createReq(g.up.id, g.key, g.end, m.upstreamStart(from, floor)))
 }
 
 // closeGroup forgets a group that has no watchers left.
@@ -59,7 +59,7 @@ func (m *Machine) closeGroup(g *group) {
 	if fault("leak-upstream") {
 		return
 	}
-	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchShared, Watch: cancelReq(g.up.id)})
+	m.upstream(port.WatchShared, cancelReq(g.up.id))
 }
 
 // rewind reopens g's upstream watch from an earlier revision. Events the
@@ -74,7 +74,7 @@ func (m *Machine) rewind(g *group, from int64) {
 	g.prefix = nil
 	g.base, g.upRev = from-1, from-1
 	delete(m.shared, g.up.id)
-	m.out.Upstream(port.UpstreamRequest{Upstream: port.WatchShared, Watch: cancelReq(g.up.id)})
+	m.upstream(port.WatchShared, cancelReq(g.up.id))
 	m.stats.Rewinds++
 	m.openGroupWatch(g, from, 0)
 }

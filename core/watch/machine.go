@@ -33,6 +33,10 @@ type Config struct {
 	// RetryInterval is how soon an unanswered upstream progress request is
 	// sent again.
 	RetryInterval time.Duration
+	// Lane is the pair of upstream streams the machine's watches go on
+	// (zero: port.DefaultLane). The composite runs one machine per auth
+	// identity, each on its own lane.
+	Lane port.Lane
 }
 
 // DefaultConfig returns bounds suited to a production proxy.
@@ -87,6 +91,9 @@ func New(cfg Config, out *port.Outbox, now time.Time) *Machine {
 	}
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = d.RetryInterval
+	}
+	if cfg.Lane == (port.Lane{}) {
+		cfg.Lane = port.DefaultLane
 	}
 	return &Machine{
 		cfg: cfg, out: out, now: now, lastNotify: now,
@@ -182,3 +189,6 @@ func sortedByKey[K cmp.Ordered, V any](mp map[K]V) []V {
 // fault reports whether the simulation's mutation test planted the named
 // fault (never, outside the simfaults build).
 func fault(name string) bool { return simfault.On(name) }
+
+// Lane returns the upstream streams the machine's watches go on.
+func (m *Machine) Lane() port.Lane { return m.cfg.Lane }

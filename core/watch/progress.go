@@ -64,7 +64,7 @@ func (m *Machine) requestProgressOn(need [port.NumWatchUpstreams]bool) {
 		if need[u] && (p.sentAt.IsZero() || !m.now.Before(p.sentAt.Add(m.cfg.RetryInterval))) {
 			p.sentAt = m.now
 			p.sent++
-			m.out.Upstream(port.UpstreamRequest{Upstream: u, Watch: &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}})
+			m.upstream(u, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
 		}
 	}
 }

@@ -78,3 +78,30 @@ func (m *Machine) Inspect(id port.StreamID, watchID int64) (WatcherInfo, bool) {
 		Held:          s.held(),
 	}, true
 }
+
+// Add adds o's counters to s (the composite sums its machines').
+func (s *Stats) Add(o Stats) {
+	s.Watchers += o.Watchers
+	s.GroupsOpened += o.GroupsOpened
+	s.CatchUpsOpened += o.CatchUpsOpened
+	s.Merged += o.Merged
+	s.Rewinds += o.Rewinds
+	s.Compacted += o.Compacted
+	s.EventsReceived += o.EventsReceived
+	s.EventsSent += o.EventsSent
+}
+
+// Add adds o's gauges to g.
+func (g *Gauges) Add(o Gauges) {
+	g.Streams += o.Streams
+	g.Groups += o.Groups
+	g.CatchUps += o.CatchUps
+	g.WindowEvents += o.WindowEvents
+	g.Rewinding += o.Rewinding
+}
+
+// Idle reports whether the machine holds nothing: no stream, watcher,
+// upstream watch or revision fetch.
+func (m *Machine) Idle() bool {
+	return len(m.streams) == 0 && len(m.shared) == 0 && len(m.catchUps) == 0 && len(m.fetches) == 0
+}

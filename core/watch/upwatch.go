@@ -119,7 +119,7 @@ func (m *Machine) upstreamStart(from, floor int64) int64 {
 // cancels it, as clientv3 does.
 func (m *Machine) releaseCompacted(u port.UpstreamID, id int64, r *pb.WatchResponse) {
 	if r.CompactRevision != 0 && !fault("keep-compacted") {
-		m.out.Upstream(port.UpstreamRequest{Upstream: u, Watch: cancelReq(id)})
+		m.upstream(u, cancelReq(id))
 	}
 }
 
@@ -135,7 +135,11 @@ func cancelReq(id int64) *pb.WatchRequest {
 
 // UpstreamResponse hands in a response from one of the upstream watch
 // streams.
-func (m *Machine) UpstreamResponse(u port.UpstreamID, r *pb.WatchResponse) {
+func (m *Machine) UpstreamResponse(id port.UpstreamID, r *pb.WatchResponse) {
+	u, ok := m.cfg.Lane.Kind(id)
+	if !ok {
+		return
+	}
 	m.seen(r.Header)
 	if r.WatchId == invalidWatchID {
 		if !r.Created && !r.Canceled && len(r.Events) == 0 && r.Header != nil {
@@ -157,7 +161,11 @@ func (m *Machine) UpstreamResponse(u port.UpstreamID, r *pb.WatchResponse) {
 
 // UpstreamLost reports that upstream stream u broke; every watch on it is
 // opened again on a new stream from where it stood.
-func (m *Machine) UpstreamLost(u port.UpstreamID) {
+func (m *Machine) UpstreamLost(id port.UpstreamID) {
+	u, ok := m.cfg.Lane.Kind(id)
+	if !ok {
+		return
+	}
 	m.progress[u] = upstreamProgress{}
 	switch u {
 	case port.WatchShared:
@@ -188,4 +196,12 @@ func (m *Machine) UpstreamLost(u port.UpstreamID) {
 			m.openCatchUp(w)
 		}
 	}
+}
+
+// upstream hands out a request for the lane's upstream stream of kind k
+// (port.WatchShared or port.WatchCatchUp). Inside the machine upstream
+// streams are named by their kind; only requests out and responses in
+// carry the lane's IDs.
+func (m *Machine) upstream(k port.UpstreamID, r *pb.WatchRequest) {
+	m.out.Upstream(port.UpstreamRequest{Upstream: m.cfg.Lane.ID(k), Watch: r})
 }

@@ -1,0 +1,104 @@
+package node_test
+
+import (
+	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/etcdproxy/etcdproxy/core/node"
+	"github.com/etcdproxy/etcdproxy/core/port"
+)
+
+// Watchers of one auth identity share groups and a lane of upstream
+// streams of their own; another identity's watchers on the same key get
+// another lane, and streams without a token the default one. Events,
+// losses and ends stay within their lane, and a lane whose streams have
+// all closed is handed back to the shell.
+func TestLanesPerIdentity(t *testing.T) {
+	n := node.New(node.Config{}, t0)
+	alice, bob := port.LaneOf(1), port.LaneOf(2)
+	n.Step(node.OpenStream{Stream: 1, Token: "ta", Identity: "alice"})
+	n.Step(node.OpenStream{Stream: 2, Token: "tb", Identity: "bob"})
+	n.Step(node.OpenStream{Stream: 3})
+	n.Step(node.OpenStream{Stream: 4, Token: "ta2", Identity: "alice"})
+	rd := n.Ready()
+	if len(rd.Lanes) != 2 || rd.Lanes[0] != (port.LaneStart{Lane: alice, Token: "ta"}) || rd.Lanes[1] != (port.LaneStart{Lane: bob, Token: "tb"}) {
+		t.Fatalf("lanes started: %v, want alice's with her first token, then bob's", rd.Lanes)
+	}
+	n.Advance()
+	for s := port.StreamID(1); s <= 4; s++ {
+		n.Step(create(s, "k"))
+	}
+	rd = n.Ready()
+	n.Advance()
+	for _, f := range rd.Fetches {
+		n.Step(node.Fetched{ID: f.ID, Result: port.FetchResult{Header: hdr(5)}})
+	}
+	rd = n.Ready()
+	n.Advance()
+	creates := map[port.UpstreamID]int64{}
+	for _, u := range rd.Upstream {
+		if c := u.Watch.GetCreateRequest(); c != nil {
+			if _, dup := creates[u.Upstream]; dup {
+				t.Fatalf("two upstream creates on %v: %v", u.Upstream, rd.Upstream)
+			}
+			creates[u.Upstream] = c.WatchId
+		}
+	}
+	if len(creates) != 3 {
+		t.Fatalf("upstream creates %v, want one on each of the default, alice's and bob's lanes", rd.Upstream)
+	}
+	for _, u := range []port.UpstreamID{port.WatchShared, alice.Shared, bob.Shared} {
+		if _, ok := creates[u]; !ok {
+			t.Fatalf("no create on %v: %v", u, rd.Upstream)
+		}
+	}
+
+	// An event on alice's lane reaches her two streams only.
+	n.Step(node.UpstreamResponse{Upstream: alice.Shared, Watch: &pb.WatchResponse{Header: hdr(5), WatchId: creates[alice.Shared], Created: true}})
+	n.Step(node.UpstreamResponse{Upstream: alice.Shared, Watch: &pb.WatchResponse{Header: hdr(6), WatchId: creates[alice.Shared],
+		Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("k"), ModRevision: 6}}}}})
+	got := map[port.StreamID]int{}
+	for _, s := range n.Ready().Sends {
+		got[s.Stream] += len(s.Watch.GetEvents())
+	}
+	n.Advance()
+	if got[1] != 1 || got[4] != 1 || got[2] != 0 || got[3] != 0 {
+		t.Fatalf("events by stream after one on alice's lane: %v", got)
+	}
+
+	// Losing bob's shared stream re-creates his watch there, and nothing
+	// else.
+	n.Step(node.UpstreamLost{Upstream: bob.Shared})
+	rd = n.Ready()
+	n.Advance()
+	for _, u := range rd.Upstream {
+		if u.Upstream != bob.Shared {
+			t.Fatalf("after bob's lane broke: %v", rd.Upstream)
+		}
+	}
+	if len(rd.Upstream) == 0 {
+		t.Fatal("bob's watch not re-created after his lane broke")
+	}
+
+	// Alice's streams close: her lane ends, once.
+	n.Step(node.CloseStream{Stream: 1})
+	if rd := n.Ready(); len(rd.LaneEnds) != 0 {
+		t.Fatalf("alice's lane ended with a stream of hers open: %v", rd.LaneEnds)
+	}
+	n.Step(node.CloseStream{Stream: 4})
+	rd = n.Ready()
+	n.Advance()
+	if len(rd.LaneEnds) != 1 || rd.LaneEnds[0].Lane != alice {
+		t.Fatalf("after alice's last stream closed: lane ends %v", rd.LaneEnds)
+	}
+	// A new stream of hers gets a new lane: IDs are not reused.
+	n.Step(node.OpenStream{Stream: 5, Token: "ta3", Identity: "alice"})
+	if rd := n.Ready(); len(rd.Lanes) != 1 || rd.Lanes[0].Lane != port.LaneOf(3) {
+		t.Fatalf("alice again: %v, want lane 3", rd.Lanes)
+	}
+	if st := n.Stats().Watch; st.EventsReceived != 1 || st.Watchers != 2 {
+		t.Fatalf("stats across lanes %+v: want the ended lane's event counted and bob's and the default stream's watchers", st)
+	}
+}
