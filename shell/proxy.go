@@ -205,7 +205,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		go p.members.autoSync(c.Ctx(), p.loop, cfg.EndpointsAutoSyncInterval, cfg.Endpoints)
 	}
 	p.registry.MustRegister(newNodeCollector(p.loop))
-	pb.RegisterWatchServer(s, &watchServer{up: pb.NewWatchClient(p.up.conn), ns: ns, loop: p.loop})
+	pb.RegisterWatchServer(s, &watchServer{ns: ns, loop: p.loop})
 	ls := &leaseServer{up: clientv3.RetryLeaseClient(c), ns: ns, loop: p.loop}
 	p.loop.leaseCheck = ls.check // before serving: nothing asks for a check yet
 	pb.RegisterLeaseServer(s, ls)

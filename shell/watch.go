@@ -1,39 +1,24 @@
 package shell
 
 import (
-	"context"
-
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 
 	"github.com/etcdproxy/etcdproxy/core/keyspace"
 )
 
-// watchServer serves client watch streams. Streams without an auth token go
-// through the core's watch machine, which merges watchers on the same range into
-// one upstream watcher. A stream with a token is relayed to an upstream
-// stream of its own carrying that token, so that etcd checks every event
-// against the client's own permissions and nothing is shared across auth
-// identities.
+// watchServer serves client watch streams through the core's watch
+// machine, which merges watchers on the same range into one upstream
+// watcher. Streams with an auth token are merged only with streams
+// carrying the same token, on upstream streams opened with it (a lane), so
+// that etcd checks that token's permissions on every watch it creates, as
+// for a direct client, and nothing is shared across auth identities.
 type watchServer struct {
 	pb.UnimplementedWatchServer
-	up   pb.WatchClient
 	ns   keyspace.Prefix
 	loop *loop
 }
 
 func (s *watchServer) Watch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse]) error {
-	if s.loop != nil && !hasToken(stream.Context()) {
-		return s.loop.serveWatch(stream, s.ns.WatchCreateRequest)
-	}
-	return relay(stream,
-		func(ctx context.Context) (grpc.BidiStreamingClient[pb.WatchRequest, pb.WatchResponse], error) {
-			return s.up.Watch(ctx)
-		},
-		func(_ context.Context, r *pb.WatchRequest) *pb.WatchResponse {
-			s.ns.WatchCreateRequest(r.GetCreateRequest())
-			return nil
-		},
-		s.ns.WatchResponse,
-	)
+	return s.loop.serveWatch(stream, s.ns.WatchCreateRequest)
 }

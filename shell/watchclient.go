@@ -2,6 +2,8 @@ package shell
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"sync"
@@ -65,10 +67,15 @@ func (q *clientQueue) take() ([][]outMsg, error) {
 	return batches, q.end
 }
 
-// serveWatch serves one client watch stream through the node.
+// serveWatch serves one client watch stream through the node. A stream
+// with an auth token is served in the lane of that token (see
+// tokenIdentity): its watchers share groups, and upstream streams opened
+// with the token, only with streams carrying the same token.
 func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse], translate func(*pb.WatchCreateRequest)) error {
 	id := l.newStreamID()
-	return l.serveStream(stream, node.OpenStream{Stream: id, RequireLeader: requiresLeader(stream.Context())}, 0,
+	token := tokenOf(stream.Context())
+	open := node.OpenStream{Stream: id, Token: token, Identity: tokenIdentity(token), RequireLeader: requiresLeader(stream.Context())}
+	return l.serveStream(stream, open, 0,
 		func(m *outMsg) error { return stream.SendMsg(m) },
 		func() (node.Input, error) {
 			req, err := stream.Recv()
@@ -202,9 +209,30 @@ func watchInput(id port.StreamID, req *pb.WatchRequest, translate func(*pb.Watch
 }
 
 // hasToken reports whether a client stream carries an auth token.
-func hasToken(ctx context.Context) bool {
+func hasToken(ctx context.Context) bool { return tokenOf(ctx) != "" }
+
+// tokenOf returns the auth token a client call carries ("" for none).
+func tokenOf(ctx context.Context) string {
 	md, ok := metadata.FromIncomingContext(ctx)
-	return ok && len(md.Get(rpctypes.TokenFieldNameGRPC)) > 0
+	if !ok {
+		return ""
+	}
+	if t := md.Get(rpctypes.TokenFieldNameGRPC); len(t) > 0 {
+		return t[0]
+	}
+	return ""
+}
+
+// tokenIdentity names the auth identity of a token for the node's lanes:
+// the token itself, as a digest (the node's inputs are printed; a token
+// must not be). Streams share a lane only with streams carrying the same
+// token, so etcd's checks of that token stand for every watcher in it.
+func tokenIdentity(token string) string {
+	if token == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(token))
+	return "token:" + hex.EncodeToString(sum[:8])
 }
 
 // requiresLeader reports whether a client stream asked for a leader

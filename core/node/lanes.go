@@ -3,6 +3,11 @@ package node
 import (
 	"slices"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/etcdproxy/etcdproxy/core/port"
 	"github.com/etcdproxy/etcdproxy/core/watch"
 )
@@ -90,4 +95,45 @@ func (n *Node) dropIdleLanes() {
 	for _, l := range n.sortedLanes()[1:] {
 		n.dropIdleLane(l)
 	}
+}
+
+// ErrLaneTokenRefused ends the client streams of a lane whose token etcd
+// refused when the lane's watches were created again (after a broken
+// upstream stream or a failover: the token expired, the member lost it in a
+// restart, or auth changed since it was issued). Unavailable makes clientv3
+// open its stream again, with a fresh token, and resume its watches from
+// where they stood, as it does when a member it watches on goes away.
+var ErrLaneTokenRefused = status.Error(codes.Unavailable, "etcdproxy: etcd refused the stream's auth token when its watches were created again; reconnect with a fresh token")
+
+// tokenRefused reports whether etcd refused an upstream create for the
+// token the stream carries rather than for the range: the lane's token
+// is no longer good for anything.
+func tokenRefused(r *pb.WatchResponse) bool {
+	if !r.Canceled {
+		return false
+	}
+	switch r.CancelReason {
+	case rpctypes.ErrGRPCInvalidAuthToken.Error(), rpctypes.ErrGRPCAuthOldRevision.Error(), rpctypes.ErrGRPCUserEmpty.Error():
+		return true
+	}
+	return false
+}
+
+// endLane ends every client stream of lane l with ErrLaneTokenRefused and
+// drops the lane.
+func (n *Node) endLane(l *lane) {
+	var ids []port.StreamID
+	for id, sl := range n.streamLane {
+		if sl == l {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		delete(n.streamLane, id)
+		delete(n.leader, id)
+		l.m.CloseStream(id)
+		n.out.End(port.End{Stream: id, Err: ErrLaneTokenRefused})
+	}
+	n.dropIdleLane(l)
 }

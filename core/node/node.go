@@ -145,7 +145,12 @@ func (n *Node) Step(in Input) {
 	case UpstreamResponse:
 		switch {
 		case in.Watch != nil:
-			if l := n.laneOfUpstream(in.Upstream); l != nil {
+			l := n.laneOfUpstream(in.Upstream)
+			switch {
+			case l == nil:
+			case l != n.defaultLane && tokenRefused(in.Watch):
+				n.endLane(l)
+			default:
 				l.m.UpstreamResponse(in.Upstream, in.Watch)
 			}
 		case in.Lease != nil:

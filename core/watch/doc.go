@@ -7,9 +7,25 @@
 // which feeds it inputs (client requests, upstream responses, answers to
 // revision fetches, a stream drained, clock ticks) and collects what it
 // writes to the node's Outbox (package port): responses for client streams,
-// requests for the two upstream watch streams (WatchShared for groups,
-// WatchCatchUp for catch-up watches), and revision fetches (a linearizable
-// Range with the client's token). It never blocks, starts no goroutine, does
+// requests for its lane's two upstream watch streams (the shared one for
+// groups, the catch-up one for catch-up watches), and revision fetches (a
+// linearizable Range with the client's token).
+//
+// Credentials. The node runs one machine per auth token (a lane; streams
+// without a token share the default lane): watchers are merged only with
+// watchers whose stream carries the same token, and the lane's upstream
+// streams are opened with that token. So every upstream watch is created
+// by etcd under the very token of every watcher it serves, and etcd's
+// permission checks (made when a watch is created, and again when it is
+// created anew after a broken upstream stream or a failover) are the ones
+// a direct client with that token gets: a create the token may not make
+// gets etcd's refusal, and a group re-created after a revoke ends with
+// etcd's error. When etcd refuses the token itself on such a re-create
+// (expired, lost in a member restart, or older than an auth change), the
+// node ends the lane's client streams with Unavailable: clientv3 then
+// opens its stream again with a fresh token and resumes its watches from
+// their next revision, as after a member failure, and nothing is lost or
+// repeated. A group never depends on one client's token among several. It never blocks, starts no goroutine, does
 // no I/O and reads no clock: time arrives with Tick. The same inputs in the
 // same order give the same outputs.
 //

@@ -1,0 +1,248 @@
+package shell_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/authpb"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
+)
+
+// authSetup enables auth on etcd (directly on the member) with root, alice
+// (read on app/) and bob (read on b/), and returns root's client on the
+// member.
+func authSetup(t *testing.T, ctx context.Context, memberURL string) *clientv3.Client {
+	t.Helper()
+	admin := testutil.Client(t, memberURL)
+	for _, step := range []func() error{
+		func() error { _, err := admin.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "app"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "app", "app/", clientv3.GetPrefixRangeEnd("app/"), clientv3.PermissionType(authpb.READ))
+			return err
+		},
+		func() error { _, err := admin.UserAdd(ctx, "alice", "alicepw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "alice", "app"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "b"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "b", "b/", clientv3.GetPrefixRangeEnd("b/"), clientv3.PermissionType(authpb.READ))
+			return err
+		},
+		func() error { _, err := admin.UserAdd(ctx, "bob", "bobpw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "bob", "b"); return err },
+		func() error { _, err := admin.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := clientv3.New(clientv3.Config{Endpoints: []string{memberURL}, Username: "root", Password: "rootpw", DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = root.AuthDisable(context.Background())
+		root.Close()
+	})
+	return root
+}
+
+// tokenFor authenticates user (password user+"pw") at endpoint.
+func tokenFor(t *testing.T, ctx context.Context, conn *grpc.ClientConn, user string) string {
+	t.Helper()
+	r, err := pb.NewAuthClient(conn).Authenticate(ctx, &pb.AuthenticateRequest{Name: user, Password: user + "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Token
+}
+
+// watchAs opens a raw watch stream with token and creates one watch on key.
+func watchAs(t *testing.T, ctx context.Context, conn *grpc.ClientConn, token, key string) pb.Watch_WatchClient {
+	t.Helper()
+	st, err := pb.NewWatchClient(conn).Watch(metadata.AppendToOutgoingContext(ctx, rpctypes.TokenFieldNameGRPC, token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte(key)}}}); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// recvCreated reads a watch stream's created response.
+func recvCreated(t *testing.T, st pb.Watch_WatchClient) *pb.WatchResponse {
+	t.Helper()
+	r, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Created {
+		t.Fatalf("first response %v, want created", r)
+	}
+	return r
+}
+
+// Watch streams with a token go through the watch machine: streams with
+// the same token share one upstream watcher per range, opened with that
+// token, and each gets what a direct watch with the token gets: the
+// events it may read, and etcd's own refusal where it may not.
+func TestAuthWatchesCoalescedPerToken(t *testing.T) {
+	m := testutil.StartMember(t)
+	ctx := testutil.Context(t, 60*time.Second)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	root := authSetup(t, ctx, m.ClientURL)
+	proxy, direct := testutil.Dial(t, p.Addr()), testutil.Dial(t, m.ClientURL)
+	alice, bob := tokenFor(t, ctx, proxy, "alice"), tokenFor(t, ctx, proxy, "bob")
+
+	before := testutil.EtcdWatchers(t)
+	var aliceStreams []pb.Watch_WatchClient
+	for range 20 {
+		st := watchAs(t, ctx, proxy, alice, "app/x")
+		if r := recvCreated(t, st); r.Canceled {
+			t.Fatalf("alice's watch on app/x through the proxy: %v", r)
+		}
+		aliceStreams = append(aliceStreams, st)
+	}
+	bobOK := watchAs(t, ctx, proxy, bob, "b/y")
+	if r := recvCreated(t, bobOK); r.Canceled {
+		t.Fatalf("bob's watch on b/y through the proxy: %v", r)
+	}
+	// bob may not read app/: etcd's refusal, as a direct watch gets it.
+	want := recvCreated(t, watchAs(t, ctx, direct, tokenFor(t, ctx, direct, "bob"), "app/x"))
+	got := recvCreated(t, watchAs(t, ctx, proxy, bob, "app/x"))
+	if !want.Canceled || got.Canceled != want.Canceled || got.CancelReason != want.CancelReason {
+		t.Fatalf("bob's watch on app/x: through the proxy %v, directly %v", got, want)
+	}
+	testutil.WaitUntil(t, 10*time.Second, "one etcd watcher per token and range", func() bool {
+		return testutil.EtcdWatchers(t)-before == 2
+	})
+
+	put, err := root.Put(ctx, "app/x", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Put(ctx, "b/y", "2"); err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range aliceStreams {
+		r, err := st.Recv()
+		if err != nil || len(r.Events) != 1 || string(r.Events[0].Kv.Key) != "app/x" || r.Events[0].Kv.ModRevision != put.Header.Revision {
+			t.Fatalf("alice's stream %d: %v %v, want the put of app/x", i, r, err)
+		}
+	}
+	if r, err := bobOK.Recv(); err != nil || len(r.Events) != 1 || string(r.Events[0].Kv.Key) != "b/y" {
+		t.Fatalf("bob's watch on b/y: %v %v", r, err)
+	}
+}
+
+// Across a restart of the member (which loses every simple token), and
+// after a permission revoked on etcd, a client watching through the proxy
+// gets what a client watching directly gets: its watch resumes, with a
+// fresh token, exactly after the last event it had; and once its
+// permission is gone, the watch ends with etcd's own error.
+func TestAuthWatchAcrossRestart(t *testing.T) {
+	m := testutil.StartMember(t)
+	ctx := testutil.Context(t, 90*time.Second)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	authSetup(t, ctx, m.ClientURL)
+	login := func(ep string) *clientv3.Client {
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, Username: "alice", Password: "alicepw", DialTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	viaProxy, direct := login(p.Addr()), login(m.ClientURL)
+	root := func() *clientv3.Client {
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{m.ClientURL}, Username: "root", Password: "rootpw", DialTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	admin := root()
+	put := func(v string) int64 {
+		t.Helper()
+		for {
+			r, err := admin.Put(ctx, "app/x", v)
+			if err == nil {
+				return r.Header.Revision
+			}
+			if ctx.Err() != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // the member restarting
+		}
+	}
+	start := put("0") + 1
+	wp := viaProxy.Watch(ctx, "app/x", clientv3.WithRev(start))
+	wd := direct.Watch(ctx, "app/x", clientv3.WithRev(start))
+	// next returns the revision of the next event on w, or the error that
+	// ended it.
+	next := func(name string, w clientv3.WatchChan) (int64, error) {
+		t.Helper()
+		for {
+			select {
+			case wr, ok := <-w:
+				if !ok {
+					return 0, errors.New("watch channel closed")
+				}
+				if err := wr.Err(); err != nil {
+					return 0, err
+				}
+				if len(wr.Events) > 0 {
+					return wr.Events[0].Kv.ModRevision, nil
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("%s: no event or error for 20 s", name)
+			}
+		}
+	}
+	r1 := put("1")
+	for name, w := range map[string]clientv3.WatchChan{"proxy": wp, "direct": wd} {
+		if rev, err := next(name, w); err != nil || rev != r1 {
+			t.Fatalf("%s watch: %d %v, want the put at %d", name, rev, err, r1)
+		}
+	}
+
+	// The member restarts: every simple token is gone.
+	m.Stop()
+	if err := m.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	admin = root()
+	defer admin.Close()
+	r2 := put("2")
+	for name, w := range map[string]clientv3.WatchChan{"proxy": wp, "direct": wd} {
+		if rev, err := next(name, w); err != nil || rev != r2 {
+			t.Fatalf("%s watch after the restart: %d %v, want the put at %d and nothing in between", name, rev, err, r2)
+		}
+	}
+
+	// Her permission is revoked, and the member restarts again: both
+	// watches end with etcd's refusal.
+	if _, err := admin.RoleRevokePermission(ctx, "app", "app/", clientv3.GetPrefixRangeEnd("app/")); err != nil {
+		t.Fatal(err)
+	}
+	m.Stop()
+	if err := m.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	_, errProxy := next("proxy", wp)
+	_, errDirect := next("direct", wd)
+	if errDirect == nil || errProxy == nil || errProxy.Error() != errDirect.Error() {
+		t.Fatalf("after the revoke and a restart: through the proxy %v, directly %v", errProxy, errDirect)
+	}
+}
