@@ -2,7 +2,14 @@ package shell_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,15 +17,17 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 // authSetup enables auth on etcd (directly on the member) with root, alice
-// (read on app/) and bob (read on b/), and returns root's client on the
-// member.
+// (read on app/) and bob (read on b/ and on the key app/x), and returns
+// root's client on the member.
 func authSetup(t *testing.T, ctx context.Context, memberURL string) *clientv3.Client {
 	t.Helper()
 	admin := testutil.Client(t, memberURL)
@@ -35,6 +44,10 @@ func authSetup(t *testing.T, ctx context.Context, memberURL string) *clientv3.Cl
 		func() error { _, err := admin.RoleAdd(ctx, "b"); return err },
 		func() error {
 			_, err := admin.RoleGrantPermission(ctx, "b", "b/", clientv3.GetPrefixRangeEnd("b/"), clientv3.PermissionType(authpb.READ))
+			return err
+		},
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "b", "app/x", "", clientv3.PermissionType(authpb.READ))
 			return err
 		},
 		func() error { _, err := admin.UserAdd(ctx, "bob", "bobpw"); return err },
@@ -117,17 +130,38 @@ func TestAuthWatchesCoalescedPerToken(t *testing.T) {
 	if r := recvCreated(t, bobOK); r.Canceled {
 		t.Fatalf("bob's watch on b/y through the proxy: %v", r)
 	}
-	// bob may not read app/: etcd's refusal, as a direct watch gets it.
-	want := recvCreated(t, watchAs(t, ctx, direct, tokenFor(t, ctx, direct, "bob"), "app/x"))
-	got := recvCreated(t, watchAs(t, ctx, proxy, bob, "app/x"))
+	// bob may not read the rest of app/: etcd's refusal, as a direct
+	// watch gets it.
+	want := recvCreated(t, watchAs(t, ctx, direct, tokenFor(t, ctx, direct, "bob"), "app/z"))
+	got := recvCreated(t, watchAs(t, ctx, proxy, bob, "app/z"))
 	if !want.Canceled || got.Canceled != want.Canceled || got.CancelReason != want.CancelReason {
-		t.Fatalf("bob's watch on app/x: through the proxy %v, directly %v", got, want)
+		t.Fatalf("bob's watch on app/z: through the proxy %v, directly %v", got, want)
+	}
+	// Overlapping ranges of two users: alice's prefix app/ and bob's key
+	// app/x, each in its own lane.
+	alicePrefix, err := pb.NewWatchClient(proxy).Watch(metadata.AppendToOutgoingContext(ctx, rpctypes.TokenFieldNameGRPC, alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alicePrefix.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("app/"), RangeEnd: []byte("app0")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := recvCreated(t, alicePrefix); r.Canceled {
+		t.Fatalf("alice's watch on app/: %v", r)
+	}
+	bobX := watchAs(t, ctx, proxy, bob, "app/x")
+	if r := recvCreated(t, bobX); r.Canceled {
+		t.Fatalf("bob's watch on app/x: %v", r)
 	}
 	testutil.WaitUntil(t, 10*time.Second, "one etcd watcher per token and range", func() bool {
-		return testutil.EtcdWatchers(t)-before == 2
+		return testutil.EtcdWatchers(t)-before == 4
 	})
 
 	put, err := root.Put(ctx, "app/x", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	putZ, err := root.Put(ctx, "app/z", "3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +174,24 @@ func TestAuthWatchesCoalescedPerToken(t *testing.T) {
 			t.Fatalf("alice's stream %d: %v %v, want the put of app/x", i, r, err)
 		}
 	}
+	var revs []int64
+	for len(revs) < 2 {
+		r, err := alicePrefix.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range r.Events {
+			revs = append(revs, ev.Kv.ModRevision)
+		}
+	}
+	if len(revs) != 2 || revs[0] != put.Header.Revision || revs[1] != putZ.Header.Revision {
+		t.Fatalf("alice's watch on app/: events at %v, want %d and %d", revs, put.Header.Revision, putZ.Header.Revision)
+	}
+	if r, err := bobX.Recv(); err != nil || len(r.Events) != 1 || r.Events[0].Kv.ModRevision != put.Header.Revision {
+		t.Fatalf("bob's watch on app/x: %v %v", r, err)
+	}
 	if r, err := bobOK.Recv(); err != nil || len(r.Events) != 1 || string(r.Events[0].Kv.Key) != "b/y" {
-		t.Fatalf("bob's watch on b/y: %v %v", r, err)
+		t.Fatalf("bob's watch on b/y: %v %v, want the put of b/y and not app/z", r, err)
 	}
 }
 
@@ -245,4 +295,103 @@ func TestAuthWatchAcrossRestart(t *testing.T) {
 	if errDirect == nil || errProxy == nil || errProxy.Error() != errDirect.Error() {
 		t.Fatalf("after the revoke and a restart: through the proxy %v, directly %v", errProxy, errDirect)
 	}
+}
+
+// Tokens that expire, simple (a short --auth-token-ttl) and JWT: a watch
+// through the proxy with a token gets what a direct watch with the same
+// token gets, before and after the token expires: etcd does not check a
+// watch again once created, and refuses a new one.
+func TestAuthWatchTokenExpiry(t *testing.T) {
+	for _, kind := range []string{"simple", "jwt"} {
+		t.Run(kind, func(t *testing.T) {
+			m := testutil.StartMemberWith(t, embedetcd.Options{Configure: func(c *embed.Config) {
+				switch kind {
+				case "simple":
+					c.AuthToken, c.AuthTokenTTL = "simple", 2
+				case "jwt":
+					priv, pub := jwtKeys(t)
+					c.AuthToken = fmt.Sprintf("jwt,pub-key=%s,priv-key=%s,sign-method=RS256,ttl=2s", pub, priv)
+				}
+			}})
+			ctx := testutil.Context(t, 60*time.Second)
+			p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+			root := authSetup(t, ctx, m.ClientURL)
+			proxy, direct := testutil.Dial(t, p.Addr()), testutil.Dial(t, m.ClientURL)
+			token := tokenFor(t, ctx, proxy, "alice")
+
+			viaProxy, viaDirect := watchAs(t, ctx, proxy, token, "app/x"), watchAs(t, ctx, direct, token, "app/x")
+			for name, st := range map[string]pb.Watch_WatchClient{"proxy": viaProxy, "direct": viaDirect} {
+				if r := recvCreated(t, st); r.Canceled {
+					t.Fatalf("%s: %v", name, r)
+				}
+			}
+			expect := func(what string, want func(*pb.WatchResponse) bool) {
+				t.Helper()
+				var got [2]*pb.WatchResponse
+				for i, st := range []pb.Watch_WatchClient{viaProxy, viaDirect} {
+					r, err := st.Recv()
+					if err != nil {
+						t.Fatalf("%s: %v", what, err)
+					}
+					got[i] = r
+				}
+				if !want(got[0]) || !want(got[1]) {
+					t.Fatalf("%s: through the proxy %v, directly %v", what, got[0], got[1])
+				}
+			}
+			put := func(key string) int64 {
+				r, err := root.Put(ctx, key, "v")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r.Header.Revision
+			}
+			r1 := put("app/x")
+			expect("an event before expiry", func(r *pb.WatchResponse) bool {
+				return len(r.Events) == 1 && r.Events[0].Kv.ModRevision == r1
+			})
+
+			time.Sleep(3 * time.Second) // the token expires (TTL 2 s, not used since)
+			r2 := put("app/x")
+			expect("an event after expiry", func(r *pb.WatchResponse) bool {
+				return len(r.Events) == 1 && r.Events[0].Kv.ModRevision == r2
+			})
+			for _, st := range []pb.Watch_WatchClient{viaProxy, viaDirect} {
+				if err := st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("app/y")}}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var reasons []string
+			expect("a create after expiry", func(r *pb.WatchResponse) bool {
+				reasons = append(reasons, r.CancelReason)
+				return r.Created && r.Canceled && r.CancelReason != ""
+			})
+			if reasons[0] != reasons[1] {
+				t.Fatalf("a create after expiry refused through the proxy with %q, directly with %q", reasons[0], reasons[1])
+			}
+		})
+	}
+}
+
+// jwtKeys writes an RSA key pair for etcd's JWT tokens and returns the
+// private and public key files.
+func jwtKeys(t *testing.T) (priv, pub string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	priv, pub = filepath.Join(dir, "jwt.key"), filepath.Join(dir, "jwt.pub")
+	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return priv, pub
 }
