@@ -143,10 +143,15 @@ func runSchedule(t *rapid.T) {
 			if len(openClients()) >= 4 {
 				t.Skip("enough streams")
 			}
-			id := w.Open()
-			if rapid.IntRange(0, 3).Draw(t, "requires a leader") == 0 {
-				w.Close(id)
+			var id port.StreamID
+			switch rapid.IntRange(0, 5).Draw(t, "stream kind") {
+			case 0:
 				id = w.OpenRequiringLeader()
+			case 1, 2:
+				// With an auth token: served in that token's lane.
+				id = w.OpenWithToken(rapid.SampledFrom([]string{"t1", "t2"}).Draw(t, "token"))
+			default:
+				id = w.Open()
 			}
 			// Some clients start as slow readers.
 			w.Clients[id].Reading = rapid.Bool().Draw(t, "reads")
@@ -208,7 +213,7 @@ func runSchedule(t *rapid.T) {
 			for range rapid.IntRange(2, 8).Draw(t, "writes") {
 				w.Write(drawOps(t, w)...)
 			}
-			u := port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream"))
+			u := rapid.SampledFrom(w.UpIDs()).Draw(t, "upstream")
 			w.Pump(u, 1<<30, rapid.Bool().Draw(t, "fragments"))
 			w.Deliver(u, 1<<30, func() bool { return rapid.Bool().Draw(t, "from etcd's control queue") })
 		},
@@ -238,10 +243,10 @@ func runSchedule(t *rapid.T) {
 			w.DeliverFetch(rapid.IntRange(0, len(w.served)-1).Draw(t, "served fetch"))
 		},
 		"etcd sends": func(t *rapid.T) {
-			w.Pump(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 3).Draw(t, "revisions"), rapid.Bool().Draw(t, "fragments"))
+			w.Pump(rapid.SampledFrom(w.UpIDs()).Draw(t, "upstream"), rapid.IntRange(1, 3).Draw(t, "revisions"), rapid.Bool().Draw(t, "fragments"))
 		},
 		"deliver": func(t *rapid.T) {
-			w.Deliver(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")), rapid.IntRange(1, 4).Draw(t, "responses"),
+			w.Deliver(rapid.SampledFrom(w.UpIDs()).Draw(t, "upstream"), rapid.IntRange(1, 4).Draw(t, "responses"),
 				func() bool { return rapid.Bool().Draw(t, "from etcd's control queue") })
 		},
 		"etcd progress tick": func(t *rapid.T) { w.ProgressTick() },
@@ -249,7 +254,7 @@ func runSchedule(t *rapid.T) {
 			if rapid.IntRange(0, 2).Draw(t, "really") != 0 {
 				t.Skip("rare")
 			}
-			w.Lose(port.UpstreamID(rapid.IntRange(0, 1).Draw(t, "upstream")))
+			w.Lose(rapid.SampledFrom(w.UpIDs()).Draw(t, "upstream"))
 		},
 		"member fails": func(t *rapid.T) {
 			if rapid.IntRange(0, 2).Draw(t, "really") != 0 {
@@ -337,6 +342,22 @@ func cacheActions(w *World) map[string]func(*rapid.T) {
 				req.CountOnly = true
 			}
 			w.ReadRange(r, req)
+		},
+		// A watcher of every key starting far back (the range of the
+		// cache's subscription: its group rewinds), then an earlier read
+		// made again while the rewound watch catches up.
+		"read during a rewind": func(t *rapid.T) {
+			if len(w.Made) == 0 {
+				t.Skip("nothing read yet")
+			}
+			m := w.Made[rapid.IntRange(0, len(w.Made)-1).Draw(t, "earlier read")]
+			id := w.Open()
+			w.Create(id, &pb.WatchCreateRequest{Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: 1})
+			w.answerFetches()
+			req := proto.Clone(m.Req).(*pb.RangeRequest)
+			req.Serializable = true
+			w.ReadRange(m.Reader, req)
+			w.settleReads()
 		},
 		// A read forwarded, served and filled at once, then read again.
 		"hot read": func(t *rapid.T) {

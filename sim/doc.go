@@ -78,6 +78,14 @@
 // failing schedule replays the same) is also replayed: its recorded
 // inputs, fed to a new node, must give the same outputs byte for byte.
 //
+// Some client streams carry an auth token (one of two): the node serves
+// them in their token's lane, with upstream streams of its own that the
+// world opens when the node starts the lane and closes when it ends it;
+// every check above applies to them, each lane's streams break on their
+// own and with the member, and once every client has gone no lane is
+// left. (The model etcd grants every token every key: what each token may
+// read is left to the tests against etcd with auth, shell/auth_watch_test.go.)
+//
 // In two schedules of three the node's read cache is on (cache.go, which
 // defines each check): client connections with an auth identity make
 // serializable and linearizable reads of single keys, spans, prefixes and
@@ -146,7 +154,8 @@
 // delivered kept, entries shared between identities, an answer below the
 // connection's floor, a linearizable read answered before its revision
 // was delivered, and entries served while the subscription is not live or
-// its group is rewound.
+// its group is rewound; in the lanes of streams with an auth token, a
+// broken lane stream not reported to its machine, and a lane never ended.
 //
 // The named scenarios (scenarios_test.go) replay the bug classes etcd's
 // robustness tests found in etcd and the bugs of etcd's own proxy as fixed

@@ -103,8 +103,8 @@ func (w *World) applyView() {
 		cp := m.view
 		v = &cp
 	}
-	for _, u := range w.Up {
-		u.View = v
+	for _, u := range w.UpIDs() {
+		w.Up[u].View = v
 	}
 	w.noteReachability()
 }
@@ -181,7 +181,7 @@ func (w *World) switchTo(sw port.Switch) {
 		w.Coverage.MovedNoLeader++
 	}
 	w.applyView()
-	for u := range port.NumWatchUpstreams {
+	for _, u := range w.UpIDs() {
 		w.Lose(u)
 	}
 	w.LoseKeepAlive()

@@ -42,6 +42,8 @@ var mutants = map[string]string{
 	"cache-consistent-early":    "a linearizable read is answered from the cache before the subscription delivered etcd's current revision",
 	"cache-serve-not-live":      "the cache serves while its subscription is not live (the upstream watch stream was lost)",
 	"cache-serve-rewinding":     "the cache serves while its subscription's group is rewound behind it",
+	"lane-loss-ignored":         "a broken upstream stream of a token's lane is not reported to its machine, so its watches are never created again",
+	"lane-never-ends":           "a token's lane is kept after its last stream closed, its upstream streams left open",
 }
 
 // TestMutationsAreCaught proves the simulation's checks can fail: the

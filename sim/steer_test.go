@@ -113,7 +113,7 @@ func steered(w *World) map[string]func(*rapid.T) {
 			// (A stream that was stalled may have much to catch up on first.)
 			for range 200 {
 				w.answerFetches()
-				for u := range port.NumWatchUpstreams {
+				for _, u := range w.UpIDs() {
 					w.Pump(u, 1<<30, false)
 					w.Deliver(u, 1<<30, ctrlFirst)
 				}

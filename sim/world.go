@@ -28,9 +28,12 @@ import (
 // is a method; the checks run as responses reach clients, and Violations
 // collects what went wrong.
 type World struct {
-	N       *node.Node
-	Store   *Store
-	Up      [port.NumWatchUpstreams]*Upstream
+	N     *node.Node
+	Store *Store
+	// Up are etcd's ends of the proxy's upstream Watch streams: the
+	// default lane's two from the start, other lanes' as the node starts
+	// them (and gone when it ends them).
+	Up      map[port.UpstreamID]*Upstream
 	Clock   *Clock
 	Cfg     node.Config
 	Clients map[port.StreamID]*Client
@@ -125,6 +128,18 @@ func writeReady(b *bytes.Buffer, rd port.Ready) {
 	for _, e := range rd.Ends {
 		fmt.Fprintf(b, "%v\n", e)
 	}
+	for _, c := range rd.LeaseChecks {
+		fmt.Fprintf(b, "%v\n", c)
+	}
+	for _, a := range rd.Answers {
+		fmt.Fprintf(b, "%v\n", a)
+	}
+	for _, l := range rd.Lanes {
+		fmt.Fprintf(b, "%v %q\n", l, l.Token)
+	}
+	for _, l := range rd.LaneEnds {
+		fmt.Fprintf(b, "%v\n", l)
+	}
 }
 
 // Coverage counts situations that are rare under random schedules and
@@ -175,6 +190,8 @@ type Coverage struct {
 	// CacheReadRewinding: reads made while the cache's subscription's
 	// group was rewound behind it.
 	CacheReadRewinding int
+	// Lanes: lanes of upstream streams started for streams with a token.
+	Lanes int
 }
 
 // Add adds o's counts to c.
@@ -202,6 +219,7 @@ func (c *Coverage) Add(o Coverage) {
 	c.CacheConsistentHits += o.CacheConsistentHits
 	c.CacheInvalidations += o.CacheInvalidations
 	c.CacheReadRewinding += o.CacheReadRewinding
+	c.Lanes += o.Lanes
 }
 
 // Missing names the counts that are still zero.
@@ -231,6 +249,7 @@ func (c Coverage) Missing() []string {
 		"linearizable reads answered from the cache":  c.CacheConsistentHits,
 		"cache entries invalidated":                   c.CacheInvalidations,
 		"reads while the cache's group was rewound":   c.CacheReadRewinding,
+		"lanes started for streams with a token":      c.Lanes,
 	} {
 		if n == 0 {
 			out = append(out, name)
@@ -282,7 +301,8 @@ type ClientWatch struct {
 func NewWorld(cfg node.Config) *World {
 	w := &World{Store: NewStore(), Clock: &Clock{}, Cfg: cfg, Clients: map[port.StreamID]*Client{}, leaseWorld: newLeaseWorld(), cacheWorld: newCacheWorld()}
 	w.Clock.Set(time.Unix(0, 0))
-	for u := range w.Up {
+	w.Up = map[port.UpstreamID]*Upstream{}
+	for _, u := range []port.UpstreamID{port.WatchShared, port.WatchCatchUp} {
 		w.Up[u] = NewUpstream(w.Store)
 	}
 	for _, name := range cfg.Members {
@@ -317,6 +337,17 @@ func (w *World) route() {
 	if w.Recording != nil {
 		writeReady(&w.Recording.Outputs, r)
 	}
+	for _, l := range r.Lanes {
+		for _, u := range []port.UpstreamID{l.Lane.Shared, l.Lane.CatchUp} {
+			if w.Up[u] != nil {
+				w.violate("lane %v started twice", u)
+			}
+			up := NewUpstream(w.Store)
+			up.View = w.Up[port.WatchShared].View
+			w.Up[u] = up
+		}
+		w.Coverage.Lanes++
+	}
 	// Refreshes first: check (c) judges them by the requests outstanding
 	// before this step's answers.
 	for _, u := range r.Upstream {
@@ -340,7 +371,11 @@ func (w *World) route() {
 		if w.Trace != nil {
 			w.Trace("%v upstream request: %v", u.Upstream, u.Watch)
 		}
-		w.Up[u.Upstream].Request(u.Watch)
+		if up := w.Up[u.Upstream]; up != nil {
+			up.Request(u.Watch)
+		} else {
+			w.violate("a request on %v, which no lane started: %v", u.Upstream, u.Watch)
+		}
 	}
 	if w.Trace != nil {
 		for _, f := range r.Fetches {
@@ -350,6 +385,11 @@ func (w *World) route() {
 			if x.Watch != nil && x.Watch.WatchId == -1 && !x.Watch.Created {
 				w.Trace("stream %d is sent progress at %d", x.Stream, x.Watch.Header.GetRevision())
 			}
+		}
+	}
+	for _, e := range r.LaneEnds {
+		for _, u := range []port.UpstreamID{e.Lane.Shared, e.Lane.CatchUp} {
+			delete(w.Up, u) // etcd closes the streams, and their watches
 		}
 	}
 	w.fetches = append(w.fetches, r.Fetches...)
@@ -371,8 +411,16 @@ func (w *World) route() {
 // checkBounds: one upstream watch per key range on the shared stream, and
 // no more upstream watches of their own than client watchers.
 func (w *World) checkBounds() {
-	if _, per := w.Up[port.WatchShared].Open(); per > 1 {
-		w.violate("%d shared upstream watches on one key range", per)
+	catchUps := 0
+	for _, u := range w.UpIDs() {
+		if _, shared := w.laneKind(u); shared {
+			if _, per := w.Up[u].Open(); per > 1 {
+				w.violate("%d shared upstream watches on one key range on %v", per, u)
+			}
+		} else {
+			n, _ := w.Up[u].Open()
+			catchUps += n
+		}
 	}
 	live := 0
 	for _, c := range w.Clients {
@@ -386,8 +434,8 @@ func (w *World) checkBounds() {
 	if _, ok := w.N.InspectCacheSubscription(); ok {
 		live++ // the read cache's subscription is a watcher too
 	}
-	if n, _ := w.Up[port.WatchCatchUp].Open(); n > live {
-		w.violate("%d catch-up watches for %d client watchers", n, live)
+	if catchUps > live {
+		w.violate("%d catch-up watches for %d client watchers", catchUps, live)
 	}
 }
 
@@ -400,11 +448,21 @@ func (w *World) Open() port.StreamID { return w.open(false) }
 // (clientv3.WithRequireLeader).
 func (w *World) OpenRequiringLeader() port.StreamID { return w.open(true) }
 
-func (w *World) open(requireLeader bool) port.StreamID {
+func (w *World) open(requireLeader bool) port.StreamID { return w.openWith(requireLeader, "") }
+
+// OpenWithToken opens a client stream carrying an auth token: the node
+// serves it in the lane of that token (as the shell names it).
+func (w *World) OpenWithToken(token string) port.StreamID { return w.openWith(false, token) }
+
+func (w *World) openWith(requireLeader bool, token string) port.StreamID {
 	w.nextID++
 	id := w.nextID
 	w.Clients[id] = &Client{ID: id, Reading: true, RequireLeader: requireLeader, watches: map[int64]*ClientWatch{}, chosen: map[int64]*ClientWatch{}}
-	w.step(node.OpenStream{Stream: id, RequireLeader: requireLeader})
+	open := node.OpenStream{Stream: id, RequireLeader: requireLeader, Token: token}
+	if token != "" {
+		open.Identity = "token:" + token
+	}
+	w.step(open)
 	return id
 }
 
@@ -578,12 +636,19 @@ func (w *World) serve(f port.Fetch) port.FetchResult {
 func (w *World) Pending() int { return len(w.fetches) + len(w.served) }
 
 // Pump lets upstream stream u produce responses.
-func (w *World) Pump(u port.UpstreamID, maxRevs int, fragment bool) { w.Up[u].Pump(maxRevs, fragment) }
+func (w *World) Pump(u port.UpstreamID, maxRevs int, fragment bool) {
+	if up := w.Up[u]; up != nil {
+		up.Pump(maxRevs, fragment)
+	}
+}
 
 // Deliver hands up to n responses of upstream u to the node, in an order
 // etcd allows: fromCtrl chooses, whenever both of etcd's queues hold
 // something, whether the next comes from its control queue.
 func (w *World) Deliver(u port.UpstreamID, n int, fromCtrl func() bool) {
+	if w.Up[u] == nil {
+		return // its lane ended while others were delivered
+	}
 	before := w.Up[u].Overtaken
 	rs := w.Up[u].Take(n, fromCtrl)
 	w.Coverage.CreatedOvertook += w.Up[u].Overtaken - before
@@ -612,6 +677,9 @@ func (w *World) noteCompaction(r *pb.WatchResponse) {
 
 // Lose breaks upstream stream u, as when the proxy moves to another member.
 func (w *World) Lose(u port.UpstreamID) {
+	if w.Up[u] == nil {
+		return // its lane ended as another stream was lost
+	}
 	if u == port.WatchShared && w.N.Gauges().Watch.Rewinding > 0 {
 		w.Coverage.LostDuringRewind++
 	}
@@ -622,9 +690,21 @@ func (w *World) Lose(u port.UpstreamID) {
 
 // ProgressTick is etcd's progress ticker firing on every upstream stream.
 func (w *World) ProgressTick() {
-	for _, u := range w.Up {
-		u.ProgressTick()
+	for _, u := range w.UpIDs() {
+		w.Up[u].ProgressTick()
 	}
+}
+
+// UpIDs returns the upstream Watch streams open, in order.
+func (w *World) UpIDs() []port.UpstreamID { return slices.Sorted(maps.Keys(w.Up)) }
+
+// laneKind reports whether upstream u is a lane's shared stream (or its
+// catch-up stream).
+func (w *World) laneKind(u port.UpstreamID) (lane int, shared bool) {
+	if u < port.NumUpstreams {
+		return 0, u == port.WatchShared
+	}
+	return int(u-port.NumUpstreams)/2 + 1, (u-port.NumUpstreams)%2 == 0
 }
 
 // Tick advances the clock: etcd expires the leases whose time has come,
@@ -885,7 +965,7 @@ func (w *World) Settle() {
 		for len(w.fetches) > 0 {
 			w.AnswerFetch(0, false)
 		}
-		for u := range port.NumWatchUpstreams {
+		for _, u := range w.UpIDs() {
 			w.Pump(u, 1<<30, false)
 			w.Deliver(u, 1<<30, func() bool { return true })
 		}
@@ -895,7 +975,7 @@ func (w *World) Settle() {
 		}
 		w.settleKeepAlives()
 		w.Tick(w.Cfg.Port.RetryInterval)
-		if w.activity() == before && w.Pending() == 0 && w.inboxesEmpty() && (w.inUseServes() || !w.canMove()) && w.Up[0].Queued() == 0 && w.Up[1].Queued() == 0 && w.Up[0].Synced() && w.Up[1].Synced() && w.keepAlivesSettled() {
+		if w.activity() == before && w.Pending() == 0 && w.inboxesEmpty() && (w.inUseServes() || !w.canMove()) && w.upstreamsSettled() && w.keepAlivesSettled() {
 			return
 		}
 	}
@@ -913,7 +993,22 @@ func (w *World) activity() string {
 			got += cw.Got
 		}
 	}
-	return fmt.Sprint(inbox, pending, progress, got, w.Up[0].Creates, w.Up[1].Creates, w.Store.Rev, w.keepAliveActivity())
+	creates := 0
+	for _, u := range w.UpIDs() {
+		creates += w.Up[u].Creates
+	}
+	return fmt.Sprint(inbox, pending, progress, got, creates, len(w.Up), w.Store.Rev, w.keepAliveActivity())
+}
+
+// upstreamsSettled: nothing queued on any upstream stream, every watch
+// synced.
+func (w *World) upstreamsSettled() bool {
+	for _, u := range w.UpIDs() {
+		if w.Up[u].Queued() != 0 || !w.Up[u].Synced() {
+			return false
+		}
+	}
+	return true
 }
 
 func (w *World) inboxesEmpty() bool {
@@ -1012,9 +1107,12 @@ func (w *World) CloseAll() {
 	if held := testutil.NodeEmpty(w.N.Stats(), w.N.Gauges()); held != "" {
 		w.violate("left behind after every client closed: %s", held)
 	}
-	for u := range w.Up {
+	for _, u := range w.UpIDs() {
 		if n, _ := w.Up[u].Open(); n != 0 {
-			w.violate("%d upstream watches left open on %v", n, port.UpstreamID(u))
+			w.violate("%d upstream watches left open on %v", n, u)
+		}
+		if u >= port.NumUpstreams {
+			w.violate("lane stream %v not ended after every client closed", u)
 		}
 	}
 }

@@ -24,10 +24,17 @@
 // every watch is created, keeps them open for --idle-hold and exits; the
 // driver reads the target's RSS around those lines.
 //
+// With --auth=on or --auth=both it measures the fan-out again with etcd auth
+// enabled, in the same run (see auth.go and phases.go): the watches then
+// carry a token of a user who may read --key, and the puts go to etcd as
+// root. It also reports, per phase, the watchers etcd holds
+// (etcd_debugging_mvcc_watcher_total from the member's /metrics).
+//
 // Every wait has a deadline; the tool always exits by itself.
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -68,6 +75,13 @@ type options struct {
 	timeout        time.Duration
 	jsonOut        bool
 	label          string
+
+	auth        string // off, on, both (phases.go)
+	authTokens  string // one, per-conn, both
+	phaseSettle time.Duration
+	etcdMetrics string
+	targetPID   int
+	etcdPID     int
 }
 
 func main() {
@@ -87,9 +101,15 @@ func main() {
 	flag.DurationVar(&o.idleHold, "idle-hold", 5*time.Second, "idle mode: how long to keep the watches open after \"ready\"")
 	flag.DurationVar(&o.createTimeout, "create-timeout", 60*time.Second, "deadline for all watches to be created")
 	flag.DurationVar(&o.phaseTimeout, "phase-timeout", 60*time.Second, "deadline for a phase's events after its last put")
-	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "deadline for the whole run")
+	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "deadline for the whole run (with --auth other than off, for each phase)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the result as one JSON object")
 	flag.StringVar(&o.label, "label", "", "label copied into the result")
+	flag.StringVar(&o.auth, "auth", "off", "off: fan-out without auth; on: with etcd auth enabled (the tool enables it on --put-endpoint as root, and disables it after); both: without, then with, in one run")
+	flag.StringVar(&o.authTokens, "auth-tokens", "one", "with --auth: one (every stream carries one token), per-conn (each connection its own token for the same user), both (one, then per-conn)")
+	flag.DurationVar(&o.phaseSettle, "phase-settle", 3*time.Second, "with --auth: pause before each phase, so that the last phase's watchers are gone from etcd")
+	flag.StringVar(&o.etcdMetrics, "etcd-metrics", "", "with --auth: the etcd member's metrics URL (default: /metrics at --put-endpoint)")
+	flag.IntVar(&o.targetPID, "target-pid", 0, "with --auth: PID of the target, whose CPU time and peak RSS are reported per phase (0: not reported)")
+	flag.IntVar(&o.etcdPID, "etcd-pid", 0, "with --auth: PID of the etcd member, likewise")
 	flag.Parse()
 	if o.conns < 1 || o.watchers < 0 || o.burst < 0 || o.paced < 0 || (o.paced > 0 && o.rate <= 0) {
 		fmt.Fprintln(os.Stderr, "watchfanout: invalid flags")
@@ -98,18 +118,31 @@ func main() {
 	if o.putEndpoint == "" {
 		o.putEndpoint = strings.Split(o.endpoints, ",")[0]
 	}
-	// The whole-run deadline is enforced even if something below ignores ctx.
+	phases, err := authPhases(o)
+	if err != nil || (phases != nil && o.idleKeys > 0) {
+		fmt.Fprintln(os.Stderr, "watchfanout: invalid flags:", cmp.Or(err, errors.New("--auth is for the fan-out mode, not --idle-keys")))
+		os.Exit(2)
+	}
+	// The whole-run deadline is enforced even if something below ignores
+	// ctx. With --auth, --timeout holds for each phase, and setting up and
+	// tearing down auth has its own deadlines (authSetupTime).
+	hard := o.timeout + 30*time.Second
+	if phases != nil {
+		hard = time.Duration(len(phases))*(o.timeout+o.phaseSettle) + authSetupTime(o) + 30*time.Second
+	}
 	go func() {
-		time.Sleep(o.timeout + 30*time.Second)
+		time.Sleep(hard)
 		fmt.Fprintln(os.Stderr, "watchfanout: hard deadline passed, exiting")
 		os.Exit(3)
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	var err error
-	if o.idleKeys > 0 {
+	switch {
+	case o.idleKeys > 0:
 		err = runIdle(ctx, o)
-	} else {
+	case phases != nil:
+		err = runAuth(o, phases)
+	default:
 		err = runFanout(ctx, o)
 	}
 	if err != nil {
@@ -234,8 +267,9 @@ func (s *stream) state(li int) (createOK bool, canceled string, streamErr error)
 }
 
 // openStreams dials conns connections with one watch stream each and spreads
-// the given keys over them (key i -> stream i mod conns).
-func openStreams(ctx context.Context, o options, keys func(i int) []byte, n int, sh *shared) ([]*stream, error) {
+// the given keys over them (key i -> stream i mod conns). Stream c carries
+// the auth token tokens(c), if tokens is not nil.
+func openStreams(ctx context.Context, o options, keys func(i int) []byte, n int, sh *shared, tokens func(c int) string) ([]*stream, error) {
 	eps := strings.Split(o.endpoints, ",")
 	streams := make([]*stream, o.conns)
 	for c := range streams {
@@ -243,7 +277,11 @@ func openStreams(ctx context.Context, o options, keys func(i int) []byte, n int,
 		if err != nil {
 			return nil, err
 		}
-		st, err := pb.NewWatchClient(conn).Watch(ctx)
+		sctx := ctx
+		if tokens != nil {
+			sctx = withToken(ctx, tokens(c))
+		}
+		st, err := pb.NewWatchClient(conn).Watch(sctx)
 		if err != nil {
 			return nil, fmt.Errorf("stream %d: %w", c, err)
 		}
@@ -339,7 +377,7 @@ func currentRevision(ctx context.Context, kv pb.KVClient) (int64, error) {
 func runIdle(ctx context.Context, o options) error {
 	sh := &shared{}
 	keys := func(i int) []byte { return fmt.Appendf(nil, "%s/%06d", o.key, i) }
-	streams, err := openStreams(ctx, o, keys, o.idleKeys, sh)
+	streams, err := openStreams(ctx, o, keys, o.idleKeys, sh, nil)
 	if err != nil {
 		return err
 	}
@@ -426,41 +464,82 @@ type result struct {
 	WallSeconds    float64        `json:"wall_seconds"`
 	ClientCPUSecs  float64        `json:"client_cpu_seconds"`
 	ClientMaxRSSKB int64          `json:"client_max_rss_kb"`
+
+	// Only with --auth other than off (phases.go, etcdstats.go); the
+	// client's CPU and RSS above are then the whole process's so far.
+	Auth         string        `json:"auth,omitempty"`   // phase: none, one-token, token-per-conn
+	Tokens       int           `json:"tokens,omitempty"` // distinct tokens the streams carry
+	EtcdWatchers *watcherStats `json:"etcd_watchers,omitempty"`
+	Procs        *procStats    `json:"procs,omitempty"`
+}
+
+// phase is what one fan-out run watches and writes with. The zero value is
+// the unauthenticated run of --auth=off, which samples nothing on etcd.
+type phase struct {
+	name       string             // result.Auth
+	watchToken func(c int) string // token of stream c; nil: none
+	tokens     int                // distinct tokens watchToken gives
+	putToken   string             // token for the revision read and the puts; "": none
+	mon        *monitor           // nil: nothing sampled
 }
 
 func runFanout(ctx context.Context, o options) error {
+	res, err := fanout(ctx, o, phase{})
+	if err != nil {
+		return err
+	}
+	printResult(o, res)
+	return nil
+}
+
+func printResult(o options, res *result) {
+	if o.jsonOut {
+		b, _ := json.Marshal(res)
+		fmt.Println(string(b))
+	} else {
+		printHuman(os.Stdout, res)
+	}
+}
+
+// fanout runs the fan-out once: open the streams, create the watches, put
+// the burst and the paced writes, wait for their events, analyze.
+func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 	start := time.Now()
 	putConn, err := dial(o.putEndpoint)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer putConn.Close()
 	kv := pb.NewKVClient(putConn)
-	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	putCtx := withToken(ctx, ph.putToken)
+	rctx, rcancel := context.WithTimeout(putCtx, 10*time.Second)
 	rev, err := currentRevision(rctx, kv)
 	rcancel()
 	if err != nil {
-		return fmt.Errorf("current revision from %s: %w", o.putEndpoint, err)
+		return nil, fmt.Errorf("current revision from %s: %w", o.putEndpoint, err)
 	}
 	sh := &shared{base: rev + 1}
 	key := []byte(o.key)
-	streams, err := openStreams(ctx, o, func(int) []byte { return key }, o.watchers, sh)
+	ph.mon.begin(ctx)
+	streams, err := openStreams(ctx, o, func(int) []byte { return key }, o.watchers, sh, ph.watchToken)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	created, took, cerr := createWatches(streams, sh.base, o.createTimeout)
 	if cerr != nil {
 		fmt.Fprintln(os.Stderr, "watchfanout: creating watches:", cerr)
 	}
+	ph.mon.watching(ctx)
 	res := result{Label: o.label, Target: o.endpoints, Watchers: o.watchers, Conns: o.conns,
-		Created: created, CreateSeconds: took.Seconds(), StartRevision: sh.base}
+		Created: created, CreateSeconds: took.Seconds(), StartRevision: sh.base,
+		Auth: ph.name, Tokens: ph.tokens}
 
 	value := make([]byte, o.valueSize)
 	for i := range value {
 		value[i] = 'a' + byte(i%26)
 	}
 	doPut := func(p *put) {
-		pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+		pctx, pcancel := context.WithTimeout(putCtx, 30*time.Second)
 		defer pcancel()
 		p.sent = now()
 		r, err := kv.Put(pctx, &pb.PutRequest{Key: key, Value: value})
@@ -511,7 +590,9 @@ func runFanout(ctx context.Context, o options) error {
 	wg.Wait()
 	res.Paced.TimedOut, res.Paced.WaitedSeconds = waitPhase(ctx, streams, okBurst+succeeded(paced), o.phaseTimeout)
 
+	ph.mon.closing(ctx)
 	closeStreams(streams, sh)
+	res.EtcdWatchers, res.Procs = ph.mon.end()
 	res.WallSeconds = time.Since(start).Seconds()
 	analyze(&res, streams, sh, burst, paced)
 	var ru syscall.Rusage
@@ -519,13 +600,7 @@ func runFanout(ctx context.Context, o options) error {
 		res.ClientCPUSecs = tv(ru.Utime) + tv(ru.Stime)
 		res.ClientMaxRSSKB = ru.Maxrss
 	}
-	if o.jsonOut {
-		b, _ := json.Marshal(res)
-		fmt.Println(string(b))
-	} else {
-		printHuman(os.Stdout, &res)
-	}
-	return nil
+	return &res, nil
 }
 
 func succeeded(ps []put) int {

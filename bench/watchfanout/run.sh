@@ -21,6 +21,17 @@
 # Per fan-out run it also records the target's and etcd's peak RSS (VmHWM,
 # reset through /proc/<pid>/clear_refs before the run) and the load average.
 #
+# AUTH=both (or on) adds etcd auth to step 2: each generator run measures the
+# fan-out without auth and then with auth enabled on the etcd member, every
+# stream carrying one token of a user who may read the key (AUTH_TOKENS=per-conn:
+# a token per connection; both: one token, then per connection), and records
+# per phase the watchers etcd holds (etcd_debugging_mvcc_watcher_total) and
+# the target's and etcd's CPU time and peak RSS. The generator enables auth
+# and disables it again before it exits, so every later run and round sees
+# etcd without auth (see phases.go). An extra table compares the phases.
+# IDLE_KEYS=0 skips steps 1 and 3. With AUTH=off (the default) the runs and
+# the tables are the ones above.
+#
 # Nothing is restarted between runs. Every process started here is killed by
 # PID at exit. Results and logs stay in the printed directory.
 set -uo pipefail
@@ -36,11 +47,18 @@ VALUE_SIZE=${VALUE_SIZE:-128}
 IDLE_KEYS=${IDLE_KEYS:-10000}
 PHASE_TIMEOUT=${PHASE_TIMEOUT:-120s}
 SETTLE=${SETTLE:-3}
+AUTH=${AUTH:-off}
+AUTH_TOKENS=${AUTH_TOKENS:-one}
 
-OUT=$(mktemp -d /tmp/watchfanout.XXXXXX)
+case $AUTH in off | on | both) ;; *) echo "AUTH=$AUTH: want off, on or both" >&2 && exit 2 ;; esac
+case $AUTH_TOKENS in one | per-conn | both) ;; *) echo "AUTH_TOKENS=$AUTH_TOKENS: want one, per-conn or both" >&2 && exit 2 ;; esac
+
+# Builds etcd, the proxy and the generator into $OUT, and sets LABEL.
+. "$ROOT/bench/build.sh"
+bench_build watchfanout
+log "$LABEL"
 PIDS=()
 
-log() { echo "[$(date +%T)] $*" >&2; }
 die() {
 	log "FATAL: $*"
 	exit 1
@@ -94,12 +112,6 @@ wait_for() {
 		sleep 0.1
 	done
 }
-
-log "building into $OUT (source $ROOT, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo no-git))"
-(cd "$ROOT" && go build -o "$OUT/etcd" ./bench/etcd &&
-	go build -o "$OUT/etcdproxy" ./cmd/etcdproxy &&
-	go build -o "$OUT/watchfanout" ./bench/watchfanout) || die "build failed"
-git -C "$ROOT" status --short >"$OUT/git-status.txt" 2>/dev/null
 
 EP=$(free_port)
 PP=$((EP + 1))
@@ -190,8 +202,10 @@ print_idle() {
 	} | column -t
 }
 
-log "RSS per idle watcher, fresh processes"
-idle_rss fresh
+if [ "$IDLE_KEYS" -gt 0 ]; then
+	log "RSS per idle watcher, fresh processes"
+	idle_rss fresh
+fi
 
 for W in $WATCHERS; do
 	for t in $TARGETS; do
@@ -206,10 +220,15 @@ for W in $WATCHERS; do
 		r0=$(vmrss_kb "$pid")
 		c0=$(cpu_ticks "$pid")
 		e0=$(cpu_ticks "$ETCD_PID")
+		extra=()
+		if [ "$AUTH" != off ]; then
+			extra=(--auth="$AUTH" --auth-tokens="$AUTH_TOKENS" --phase-settle="${SETTLE}s"
+				--target-pid="$pid" --etcd-pid="$ETCD_PID")
+		fi
 		log "W=$W $t: running (load $load)"
 		"$OUT/watchfanout" --endpoints="$(addr_of "$t")" --put-endpoint="$ETCD" --watchers="$W" --conns="$CONNS" \
 			--key="wb/$W/$t" --burst="$BURST" --paced="$PACED" --rate="$RATE" --value-size="$VALUE_SIZE" \
-			--phase-timeout="$PHASE_TIMEOUT" --json --label="$t" >"$f.json" 2>"$f.err" &
+			--phase-timeout="$PHASE_TIMEOUT" --json --label="$t" "${extra[@]}" >"$f.json" 2>"$f.err" &
 		g=$!
 		PIDS+=("$g")
 		wait "$g"
@@ -222,6 +241,20 @@ for W in $WATCHERS; do
 		if [ "$rc" != 0 ] || ! jq -e . "$f.json" >/dev/null 2>&1; then
 			log "W=$W $t: watchfanout failed (exit $rc); see $f.err"
 			jq -nc --arg t "$t" --argjson w "$W" --argjson rc "$rc" '{label: $t, watchers: $w, failed: $rc}' >>"$OUT/results.jsonl"
+			continue
+		fi
+		if [ "$AUTH" != off ]; then
+			# one line per phase, with the phase's own CPU and peak RSS
+			jq -c --arg load "$load" --arg t "$t" '. + {
+				label: "\($t)/\(.auth)", target_name: $t, load_before: $load,
+				target_peak_rss_kb: .procs.target_peak_rss_kb, etcd_peak_rss_kb: .procs.etcd_peak_rss_kb,
+				etcd_cpu_seconds: .procs.etcd_cpu_seconds,
+				proxy_cpu_seconds: (if $t == "direct" then null else .procs.target_cpu_seconds end),
+				proxy_cpu_s_per_m_events: (if $t == "direct" or .delivered_events == 0 then null
+					else .procs.target_cpu_seconds / .delivered_events * 1e6 end)}' "$f.json" >>"$OUT/results.jsonl"
+			log "W=$W $t: $(jq -c '{a: .auth, d: .delivered_events, e: .expected_events, cut: .watchers_cut,
+				b: .burst.events_per_sec, p: .paced.events_per_sec, bp99: .burst.p99_ms, pp99: .paced.p99_ms,
+				etcd_w: .etcd_watchers}' "$f.json" | tr '\n' ' ')"
 			continue
 		fi
 		jq -c --arg load "$load" --argjson c "$(((c1 - c0)))" --argjson e "$(((e1 - e0)))" --arg t "$t" \
@@ -237,8 +270,10 @@ for W in $WATCHERS; do
 	done
 done
 
-log "RSS per idle watcher, after the fan-out runs"
-idle_rss after
+if [ "$IDLE_KEYS" -gt 0 ]; then
+	log "RSS per idle watcher, after the fan-out runs"
+	idle_rss after
+fi
 
 for W in $WATCHERS; do
 	echo
@@ -255,5 +290,26 @@ for W in $WATCHERS; do
 			.etcd_cpu_seconds, (.client_cpu_seconds*10|round/10),
 			(.target_peak_rss_kb/1024|round), (.etcd_peak_rss_kb/1024|round), (.load_before|split(" ")[0])] | @tsv end' "$OUT/results.jsonl"
 	} | column -t
+	[ "$AUTH" = off ] && continue
+	echo
+	echo "Auth vs no auth, W=$W: events/s ratio against the phase without auth (none) of the same run; etcd watchers from etcd_debugging_mvcc_watcher_total (before the phase's streams opened, max while they were open, and the difference)"
+	{
+		echo "target phase tokens delivered/expected burst_ev/s burst_vs_none paced_ev/s paced_vs_none burst_p50_ms burst_p99_ms paced_p50_ms paced_p99_ms etcd_watchers_before etcd_watchers_max phase_watchers cut missing proxy_cpu_s/1M_ev"
+		for t in $TARGETS; do
+			jq -rs --argjson w "$W" --arg t "$t" '[.[] | select(.watchers == $w and .target_name == $t)] |
+				(map(select(.auth == "none")) | first) as $b |
+				def vs(f): if $b == null or ($b | f) == 0 then "-" else (f / ($b | f) * 100 | round / 100) end;
+				.[] | [.target_name, .auth, (.tokens // 0), "\(.delivered_events)/\(.expected_events)",
+				(.burst.events_per_sec|round), vs(.burst.events_per_sec),
+				(.paced.events_per_sec|round), vs(.paced.events_per_sec),
+				(.burst.p50_ms*10|round/10), (.burst.p99_ms*10|round/10),
+				(.paced.p50_ms*10|round/10), (.paced.p99_ms*10|round/10),
+				.etcd_watchers.before, .etcd_watchers.during_max, .etcd_watchers.phase_max,
+				.watchers_cut, .missing_events,
+				(if .proxy_cpu_s_per_m_events then (.proxy_cpu_s_per_m_events*100|round/100) else "-" end)] | @tsv' "$OUT/results.jsonl"
+		done
+	} | column -t
 done
-print_idle
+if [ "$IDLE_KEYS" -gt 0 ]; then
+	print_idle
+fi

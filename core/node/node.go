@@ -10,6 +10,7 @@ import (
 	"github.com/etcdproxy/etcdproxy/core/failover"
 	"github.com/etcdproxy/etcdproxy/core/lease"
 	"github.com/etcdproxy/etcdproxy/core/port"
+	"github.com/etcdproxy/etcdproxy/core/simfault"
 	"github.com/etcdproxy/etcdproxy/core/watch"
 )
 
@@ -159,7 +160,7 @@ func (n *Node) Step(in Input) {
 	case UpstreamLost:
 		if in.Upstream == port.LeaseKeepAlive {
 			n.lease.UpstreamLost()
-		} else if l := n.laneOfUpstream(in.Upstream); l != nil {
+		} else if l := n.laneOfUpstream(in.Upstream); l != nil && !(l != n.defaultLane && simfault.On("lane-loss-ignored")) {
 			l.m.UpstreamLost(in.Upstream)
 			if l == n.defaultLane {
 				n.cacheStreamLost()
