@@ -684,7 +684,9 @@ func (w *World) Lose(u port.UpstreamID) {
 		w.Coverage.LostDuringRewind++
 	}
 	w.Up[u].Reset()
-	w.brokeAt = w.Store.Rev
+	if lane, _ := w.laneKind(u); lane == 0 {
+		w.brokeAt = w.Store.Rev // the cache's subscription is in the default lane
+	}
 	w.step(node.UpstreamLost{Upstream: u})
 }
 

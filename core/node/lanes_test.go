@@ -114,3 +114,46 @@ func TestLanesPerIdentity(t *testing.T) {
 		t.Fatalf("stats across lanes %+v: want the ended lane's event counted and the default stream's watcher", st)
 	}
 }
+
+// etcd answers a create it refuses (the stream's token may no longer
+// watch the range, after a revoke) without the watch's ID; creates are
+// answered in order, so the refusal ends the oldest create not answered:
+// its watchers get etcd's reason, and the others go on.
+func TestRefusedRecreateEndsItsWatchers(t *testing.T) {
+	n := node.New(node.Config{}, t0)
+	lane := port.LaneOf(1)
+	n.Step(node.OpenStream{Stream: 1, Token: "t", Identity: "alice"})
+	n.Step(create(1, "a"))
+	n.Step(create(1, "b"))
+	rd := n.Ready()
+	n.Advance()
+	for _, f := range rd.Fetches {
+		n.Step(node.Fetched{ID: f.ID, Result: port.FetchResult{Header: hdr(5)}})
+	}
+	n.Advance()
+	n.Step(node.UpstreamLost{Upstream: lane.Shared})
+	rd = n.Ready()
+	n.Advance()
+	var ids []int64
+	for _, u := range rd.Upstream {
+		if c := u.Watch.GetCreateRequest(); c != nil {
+			ids = append(ids, c.WatchId)
+		}
+	}
+	if len(ids) != 2 {
+		t.Fatalf("re-creates after the loss: %v", rd.Upstream)
+	}
+	denied := rpctypes.ErrGRPCPermissionDenied.Error()
+	n.Step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(6), WatchId: -1, Created: true, Canceled: true, CancelReason: denied}})
+	n.Step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(6), WatchId: ids[1], Created: true}})
+	rd = n.Ready()
+	var cancels []*pb.WatchResponse
+	for _, s := range rd.Sends {
+		if s.Watch.GetCanceled() {
+			cancels = append(cancels, s.Watch)
+		}
+	}
+	if len(cancels) != 1 || cancels[0].CancelReason != denied || len(rd.Ends) != 0 {
+		t.Fatalf("after etcd refused the first re-create: cancels %v, ends %v; want one watcher cancelled with etcd's reason", cancels, rd.Ends)
+	}
+}

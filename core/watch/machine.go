@@ -64,10 +64,14 @@ type Machine struct {
 
 	fetches map[port.FetchID]*waiters
 
-	progress   [port.NumWatchUpstreams]upstreamProgress
-	lastNotify time.Time
-	lastRev    int64              // highest revision seen anywhere
-	lastHeader *pb.ResponseHeader // cluster, member and term of the latest answer
+	progress [port.NumWatchUpstreams]upstreamProgress
+	// unconfirmed: per upstream stream, the IDs of the creates sent and
+	// not answered yet, in the order sent (etcd answers creates in order,
+	// and a refusal without the ID: see UpstreamResponse).
+	unconfirmed [port.NumWatchUpstreams][]int64
+	lastNotify  time.Time
+	lastRev     int64              // highest revision seen anywhere
+	lastHeader  *pb.ResponseHeader // cluster, member and term of the latest answer
 
 	stats Stats
 }

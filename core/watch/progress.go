@@ -29,7 +29,15 @@ func (m *Machine) RequestProgress(id port.StreamID) {
 	if s == nil {
 		return
 	}
-	ws := m.waitersOf(m.out.Fetch(port.Watch, port.Fetch{Token: s.token, Key: []byte{0}}))
+	f := port.Fetch{Token: s.token, Key: []byte{0}}
+	if s.token != "" && len(s.order) > 0 {
+		// Under auth the fetch is made with the client's token, which
+		// may read only some keys; the range of one of its watches was
+		// read with it when that watch was created. (etcd checks nothing
+		// for a progress request; the fetch only learns the revision.)
+		f.Key, f.End = s.order[0].key, s.order[0].end
+	}
+	ws := m.waitersOf(m.out.Fetch(port.Watch, f))
 	ws.streams = append(ws.streams, s)
 }
 

@@ -1,6 +1,8 @@
 package watch
 
 import (
+	"slices"
+
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
@@ -140,6 +142,23 @@ func (m *Machine) UpstreamResponse(id port.UpstreamID, r *pb.WatchResponse) {
 	if !ok {
 		return
 	}
+	switch {
+	case r.Created && r.WatchId == invalidWatchID && r.Canceled:
+		// etcd refused a create (the stream's token may not watch the
+		// range, say) and answers without the watch's ID: creates are
+		// answered in the order they were sent, so it is the oldest one
+		// not answered yet. It ends its watch as a cancel with the reason.
+		if len(m.unconfirmed[u]) == 0 {
+			return
+		}
+		wid := m.unconfirmed[u][0]
+		m.unconfirmed[u] = m.unconfirmed[u][1:]
+		r = &pb.WatchResponse{Header: r.Header, WatchId: wid, Canceled: true, CancelReason: r.CancelReason}
+	case r.Created:
+		if i := slices.Index(m.unconfirmed[u], r.WatchId); i >= 0 {
+			m.unconfirmed[u] = slices.Delete(m.unconfirmed[u], i, i+1)
+		}
+	}
 	m.seen(r.Header)
 	if r.WatchId == invalidWatchID {
 		if !r.Created && !r.Canceled && len(r.Events) == 0 && r.Header != nil {
@@ -166,6 +185,7 @@ func (m *Machine) UpstreamLost(id port.UpstreamID) {
 	if !ok {
 		return
 	}
+	m.unconfirmed[u] = nil
 	m.progress[u] = upstreamProgress{}
 	switch u {
 	case port.WatchShared:
@@ -203,5 +223,8 @@ func (m *Machine) UpstreamLost(id port.UpstreamID) {
 // streams are named by their kind; only requests out and responses in
 // carry the lane's IDs.
 func (m *Machine) upstream(k port.UpstreamID, r *pb.WatchRequest) {
+	if c := r.GetCreateRequest(); c != nil {
+		m.unconfirmed[k] = append(m.unconfirmed[k], c.WatchId)
+	}
 	m.out.Upstream(port.UpstreamRequest{Upstream: m.cfg.Lane.ID(k), Watch: r})
 }
