@@ -5,16 +5,18 @@ package main
 // through etcd's Auth gRPC API; nothing goes through the target.
 //
 // Setting up is idempotent, because bench/watchfanout/run.sh runs the
-// generator once per target against the same member: users and the role
-// are created if missing (a user that exists gets its password set), and
-// permissions and role grants are granted again, which etcd accepts. If a
-// run died with auth still on (killed, or past its hard deadline), the next
-// run finds it on, authenticates as root with the password below, and goes
-// on from there.
+// generator once per target against the same member: users are created if
+// missing (a user that exists gets its password set), the reader's role is
+// deleted and created again with READ on this run's key only, and role
+// grants are granted again, which etcd accepts. If a
+// run died with auth still on (SIGKILL, or past its hard deadline), the
+// next run finds it on and turns it off first (ensureAuthOff), as root with
+// the password below.
 
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/authpb"
@@ -70,23 +72,35 @@ func call[R any](tok string, f func(context.Context) (R, error)) (R, error) {
 	return f(ctx)
 }
 
-// enableAuth creates the root user (role root) and the reader (role
-// readRole: READ on key), enables auth, and authenticates as root.
-func enableAuth(conn *grpc.ClientConn, key string) (*etcdAuth, error) {
+// ensureAuthOff turns auth off if an earlier run of this tool left it on;
+// if auth is on and root's password is not this tool's, it fails.
+func ensureAuthOff(conn *grpc.ClientConn) error {
 	a := &etcdAuth{auth: pb.NewAuthClient(conn)}
 	st, err := call("", func(ctx context.Context) (*pb.AuthStatusResponse, error) {
 		return a.auth.AuthStatus(ctx, &pb.AuthStatusRequest{})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("auth status: %w", err)
+		return fmt.Errorf("auth status: %w", err)
 	}
-	tok := "" // token for the setup calls: root's if auth is already on
-	if st.Enabled {
-		tok, err = a.authenticate(rootUser, rootPassword)
-		if err != nil {
-			return nil, fmt.Errorf("auth is already enabled on etcd, and root with this tool's password: %w", err)
-		}
+	if !st.Enabled {
+		return nil
 	}
+	if a.rootToken, err = a.authenticate(rootUser, rootPassword); err != nil {
+		return fmt.Errorf("auth is enabled on etcd, and not by this tool (authenticate %s: %w)", rootUser, err)
+	}
+	if err := a.disable(); err != nil {
+		return fmt.Errorf("auth is enabled on etcd, left by an earlier run; disabling it: %w", err)
+	}
+	fmt.Fprintln(os.Stderr, "watchfanout: auth was enabled on etcd, left by an earlier run; disabled it")
+	return nil
+}
+
+// enableAuth creates the root user (role root) and the reader (role
+// readRole: READ on key only), enables auth, and authenticates as root.
+// Auth must be off (ensureAuthOff).
+func enableAuth(conn *grpc.ClientConn, key string) (*etcdAuth, error) {
+	a := &etcdAuth{auth: pb.NewAuthClient(conn)}
+	const tok = "" // auth is off during setup
 	for _, u := range []struct{ name, password, role string }{{rootUser, rootPassword, rootRole}, {readUser, readPassword, readRole}} {
 		_, err := call(tok, func(ctx context.Context) (*pb.AuthUserAddResponse, error) {
 			return a.auth.UserAdd(ctx, &pb.AuthUserAddRequest{Name: u.name, Password: u.password})
@@ -100,10 +114,16 @@ func enableAuth(conn *grpc.ClientConn, key string) (*etcdAuth, error) {
 			return nil, fmt.Errorf("user %s: %w", u.name, err)
 		}
 		if u.role != rootRole {
+			_, err = call(tok, func(ctx context.Context) (*pb.AuthRoleDeleteResponse, error) {
+				return a.auth.RoleDelete(ctx, &pb.AuthRoleDeleteRequest{Role: u.role})
+			})
+			if err != nil && !isErr(err, rpctypes.ErrGRPCRoleNotFound) {
+				return nil, fmt.Errorf("role %s: delete the last run's: %w", u.role, err)
+			}
 			_, err = call(tok, func(ctx context.Context) (*pb.AuthRoleAddResponse, error) {
 				return a.auth.RoleAdd(ctx, &pb.AuthRoleAddRequest{Name: u.role})
 			})
-			if err != nil && !isErr(err, rpctypes.ErrGRPCRoleAlreadyExist) {
+			if err != nil {
 				return nil, fmt.Errorf("role %s: %w", u.role, err)
 			}
 			_, err = call(tok, func(ctx context.Context) (*pb.AuthRoleGrantPermissionResponse, error) {
@@ -127,6 +147,7 @@ func enableAuth(conn *grpc.ClientConn, key string) (*etcdAuth, error) {
 		return nil, fmt.Errorf("auth enable: %w", err)
 	}
 	// Auth is on from here: the caller must call disable, even on error.
+	var err error
 	if a.rootToken, err = a.authenticate(rootUser, rootPassword); err != nil {
 		return a, fmt.Errorf("authenticate %s: %w", rootUser, err)
 	}

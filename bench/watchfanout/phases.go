@@ -90,6 +90,9 @@ func runAuth(o options, phases []authPhase) error {
 		return err
 	}
 	defer putConn.Close()
+	if err := ensureAuthOff(putConn); err != nil {
+		return err
+	}
 	st := &authState{}
 	defer st.disable()
 	sigc := make(chan os.Signal, 1)

@@ -248,8 +248,8 @@ for W in $WATCHERS; do
 			jq -c --arg load "$load" --arg t "$t" '. + {
 				label: "\($t)/\(.auth)", target_name: $t, load_before: $load,
 				target_peak_rss_kb: .procs.target_peak_rss_kb, etcd_peak_rss_kb: .procs.etcd_peak_rss_kb,
-				etcd_cpu_seconds: .procs.etcd_cpu_seconds,
-				proxy_cpu_seconds: (if $t == "direct" then null else .procs.target_cpu_seconds end),
+				etcd_cpu_seconds: (.procs.etcd_cpu_seconds*100|round/100),
+				proxy_cpu_seconds: (if $t == "direct" then null else (.procs.target_cpu_seconds*100|round/100) end),
 				proxy_cpu_s_per_m_events: (if $t == "direct" or .delivered_events == 0 then null
 					else .procs.target_cpu_seconds / .delivered_events * 1e6 end)}' "$f.json" >>"$OUT/results.jsonl"
 			log "W=$W $t: $(jq -c '{a: .auth, d: .delivered_events, e: .expected_events, cut: .watchers_cut,
