@@ -395,3 +395,41 @@ func jwtKeys(t *testing.T) (priv, pub string) {
 	}
 	return priv, pub
 }
+
+// After a client's permission is revoked, its existing watch goes on and
+// its progress requests are answered, through the proxy as directly
+// (etcd checks nothing for a progress request; the proxy, which cannot
+// read the revision with that token any more, asks etcd for progress).
+func TestAuthProgressAfterRevoke(t *testing.T) {
+	m := testutil.StartMember(t)
+	ctx := testutil.Context(t, 60*time.Second)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	root := authSetup(t, ctx, m.ClientURL)
+	proxy, direct := testutil.Dial(t, p.Addr()), testutil.Dial(t, m.ClientURL)
+	token := tokenFor(t, ctx, direct, "alice")
+	streams := map[string]pb.Watch_WatchClient{"proxy": watchAs(t, ctx, proxy, token, "app/x"), "direct": watchAs(t, ctx, direct, token, "app/x")}
+	for name, st := range streams {
+		if r := recvCreated(t, st); r.Canceled {
+			t.Fatalf("%s: %v", name, r)
+		}
+	}
+	if _, err := root.RoleRevokePermission(ctx, "app", "app/", clientv3.GetPrefixRangeEnd("app/")); err != nil {
+		t.Fatal(err)
+	}
+	put, err := root.Put(ctx, "app/x", "after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range streams {
+		if r, err := st.Recv(); err != nil || len(r.Events) != 1 || r.Events[0].Kv.ModRevision != put.Header.Revision {
+			t.Fatalf("%s: after the revoke: %v %v, want the put (etcd checks a watch only when it creates it)", name, r, err)
+		}
+		if err := st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := st.Recv()
+		if err != nil || r.WatchId != -1 || r.Created || r.Canceled || r.Header.GetRevision() < put.Header.Revision {
+			t.Fatalf("%s: progress after the revoke: %v %v, want an answer at %d or later", name, r, err, put.Header.Revision)
+		}
+	}
+}

@@ -289,6 +289,7 @@ func runSchedule(t *rapid.T) {
 	}
 	maps.Copy(actions, leaseActions(w))
 	maps.Copy(actions, cacheActions(w))
+	maps.Copy(actions, authActions(w))
 	maps.Copy(actions, steered(w))
 	t.Repeat(actions)
 	// Every member but the one in use comes back: the node must move off
@@ -358,6 +359,55 @@ func cacheActions(w *World) map[string]func(*rapid.T) {
 			req.Serializable = true
 			w.ReadRange(m.Reader, req)
 			w.settleReads()
+		},
+		// etcd serves a read, then a write on its key is delivered to the
+		// cache's subscription, and only then does the read's answer come
+		// back: it is older than what the cache was told, and must not be
+		// kept (read again to see).
+		"steer: a fill older than the subscription": func(t *rapid.T) {
+			if len(w.Readers) == 0 {
+				w.AddReader("")
+			}
+			r := w.Readers[rapid.IntRange(0, len(w.Readers)-1).Draw(t, "reader")]
+			k := []byte(rapid.SampledFrom(keys).Draw(t, "key"))
+			w.Write(Op{Key: string(k), Value: "x"})
+			w.ReadRange(r, &pb.RangeRequest{Key: k, Serializable: true})
+			if len(w.forwarded) == 0 {
+				return
+			}
+			w.ServeRead(len(w.forwarded) - 1)
+			w.Write(Op{Key: string(k), Value: "y"})
+			w.Pump(port.WatchShared, 1<<30, false)
+			w.Deliver(port.WatchShared, 1<<30, func() bool { return true })
+			w.DeliverRead(len(w.answering) - 1)
+			w.ReadRange(r, &pb.RangeRequest{Key: k, Serializable: true})
+			w.settleReads()
+		},
+		// A key cached, written and not delivered yet, then read
+		// linearizably: the answer must wait for the write.
+		"steer: a linearizable read after a write": func(t *rapid.T) {
+			if len(w.Readers) == 0 {
+				w.AddReader("")
+			}
+			r := w.Readers[rapid.IntRange(0, len(w.Readers)-1).Draw(t, "reader")]
+			k := []byte(rapid.SampledFrom(keys).Draw(t, "key"))
+			for range 2 {
+				w.ReadRange(r, &pb.RangeRequest{Key: k, Serializable: true})
+				w.settleReads()
+			}
+			w.Write(Op{Key: string(k), Value: "z"})
+			w.ReadRange(r, &pb.RangeRequest{Key: k})
+			w.answerFetches()
+			w.settleReads()
+		},
+		// Two identities read the same key, one after the other.
+		"steer: two identities read one key": func(t *rapid.T) {
+			a, b := w.AddReader("u1"), w.AddReader("u2")
+			k := []byte(rapid.SampledFrom(keys).Draw(t, "key"))
+			for _, r := range []*Reader{a, a, b} {
+				w.ReadRange(r, &pb.RangeRequest{Key: k, Serializable: true})
+				w.settleReads()
+			}
 		},
 		// A read forwarded, served and filled at once, then read again.
 		"hot read": func(t *rapid.T) {
@@ -439,6 +489,64 @@ func cacheActions(w *World) map[string]func(*rapid.T) {
 				t.Skip("no read served")
 			}
 			w.DeliverRead(rapid.IntRange(0, len(w.answering)-1).Draw(t, "served read"))
+		},
+	}
+}
+
+// authActions change, directly on etcd, what a token may do: its grant
+// revoked or given back, the token expired or renewed.
+func authActions(w *World) map[string]func(*rapid.T) {
+	return map[string]func(*rapid.T){
+		"revoke or restore a grant": func(t *rapid.T) {
+			tok := rapid.SampledFrom([]string{"t1", "t2"}).Draw(t, "token")
+			w.SetRevoked(tok, !w.grants[tok].revoked)
+		},
+		// A token expires and its lane's shared stream breaks: etcd
+		// refuses the token on the re-creates, and the lane's client
+		// streams must end, for their clients to come back with a fresh
+		// token (renewed here at once).
+		"expire a token and break its lane": func(t *rapid.T) {
+			var toks []string
+			for _, tok := range []string{"t1", "t2"} {
+				if w.laneOfToken[tok] != 0 {
+					toks = append(toks, tok)
+				}
+			}
+			if len(toks) == 0 {
+				t.Skip("no lane")
+			}
+			tok := rapid.SampledFrom(toks).Draw(t, "token")
+			w.SetExpired(tok, true)
+			w.Lose(port.LaneOf(w.laneOfToken[tok]).Shared)
+			w.SetExpired(tok, false)
+		},
+		// A grant revoked and the token's lane broken: etcd refuses the
+		// re-creates, and the lane's watchers must be told (cancelled with
+		// etcd's reason); the grant comes back and writes go on.
+		"revoke a grant and break its lane": func(t *rapid.T) {
+			var toks []string
+			for _, tok := range []string{"t1", "t2"} {
+				if w.laneOfToken[tok] != 0 && !w.grants[tok].revoked {
+					toks = append(toks, tok)
+				}
+			}
+			if len(toks) == 0 {
+				t.Skip("no lane")
+			}
+			tok := rapid.SampledFrom(toks).Draw(t, "token")
+			lane := port.LaneOf(w.laneOfToken[tok])
+			w.SetRevoked(tok, true)
+			w.Lose(lane.Shared)
+			w.Deliver(lane.Shared, 1<<30, func() bool { return true })
+			w.SetRevoked(tok, false)
+			w.Write(writeAll(1)...)
+		},
+		"expire or renew a token": func(t *rapid.T) {
+			if rapid.IntRange(0, 2).Draw(t, "really") != 0 {
+				t.Skip("rare")
+			}
+			tok := rapid.SampledFrom([]string{"t1", "t2"}).Draw(t, "token")
+			w.SetExpired(tok, !w.grants[tok].expired)
 		},
 	}
 }

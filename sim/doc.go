@@ -83,8 +83,19 @@
 // world opens when the node starts the lane and closes when it ends it;
 // every check above applies to them, each lane's streams break on their
 // own and with the member, and once every client has gone no lane is
-// left. (The model etcd grants every token every key: what each token may
-// read is left to the tests against etcd with auth, shell/auth_watch_test.go.)
+// left. The model etcd checks tokens where etcd does (auth.go, which
+// defines each check): on the revision read of a create, made with the
+// client's token on the watch's range, and on a create on a lane's
+// stream, never again for a watch it has created; each token may read one
+// range, which is revoked and given back, and tokens expire and are
+// renewed. Checked: (l) a create the token may not make, all along, is
+// refused with etcd's reason, and one it may is not refused for auth; (m)
+// no watch gets an event written after its lane broke while its token
+// could not watch its range (etcd refuses the re-creation); (n) a stream
+// is ended for its token only once etcd refused that token. A progress
+// request on a stream with a token and no watch may go unanswered when
+// etcd refuses the token the read of the revision, as etcd says nothing
+// to a stream without watchers.
 //
 // In two schedules of three the node's read cache is on (cache.go, which
 // defines each check): client connections with an auth identity make
@@ -155,7 +166,10 @@
 // connection's floor, a linearizable read answered before its revision
 // was delivered, and entries served while the subscription is not live or
 // its group is rewound; in the lanes of streams with an auth token, a
-// broken lane stream not reported to its machine, and a lane never ended.
+// broken lane stream not reported to its machine, a lane never ended, a
+// create made on the proxy's own read instead of the client's token (the
+// permission check skipped), and etcd's refusal of a re-created watch
+// ignored.
 //
 // The named scenarios (scenarios_test.go) replay the bug classes etcd's
 // robustness tests found in etcd and the bugs of etcd's own proxy as fixed

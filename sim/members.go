@@ -214,6 +214,11 @@ func (w *World) ended(e port.End) {
 		w.violate("stream %d ended, no such stream", e.Stream)
 		return
 	}
+	if w.tokenEnded(c, e.Err) {
+		c.Closed, c.Ended = true, e.Err
+		w.Coverage.AuthEnded++
+		return
+	}
 	m := w.inUse
 	switch {
 	case !c.RequireLeader:

@@ -44,6 +44,8 @@ var mutants = map[string]string{
 	"cache-serve-rewinding":     "the cache serves while its subscription's group is rewound behind it",
 	"lane-loss-ignored":         "a broken upstream stream of a token's lane is not reported to its machine, so its watches are never created again",
 	"lane-never-ends":           "a token's lane is kept after its last stream closed, its upstream streams left open",
+	"auth-skip-create-check":    "a watch with a token is created on the proxy's own read of the revision, not one made with the client's token on the watch's range: etcd's permission check is skipped",
+	"auth-refusal-ignored":      "etcd's refusal of a watch's re-creation (the token may no longer watch the range) is ignored, so its watchers wait forever",
 }
 
 // TestMutationsAreCaught proves the simulation's checks can fail: the
@@ -61,11 +63,11 @@ func TestMutationsAreCaught(t *testing.T) {
 	for name, what := range mutants {
 		t.Run(name, func(t *testing.T) {
 			cmd := exec.Command(bin, "-test.run", "^TestCoreSimulation$", "-test.count", "1",
-				"-rapid.checks", "1000", "-rapid.shrinktime", "2s", "-rapid.nofailfile")
+				"-rapid.checks", "2000", "-rapid.shrinktime", "2s", "-rapid.nofailfile")
 			cmd.Env = append(os.Environ(), "SIM_MUTANT="+name)
 			out, err := cmd.CombinedOutput()
 			if err == nil {
-				t.Fatalf("fault %q (%s) went unnoticed by 1000 schedules", name, what)
+				t.Fatalf("fault %q (%s) went unnoticed by 2000 schedules", name, what)
 			}
 			if !strings.Contains(string(out), "guarantee violated") && !strings.Contains(string(out), "not a function of its inputs") {
 				t.Fatalf("fault %q: the simulation failed, but not on a guarantee:\n%s", name, lastLines(string(out), 20))

@@ -118,7 +118,7 @@ func steered(w *World) map[string]func(*rapid.T) {
 					w.Deliver(u, 1<<30, ctrlFirst)
 				}
 				w.Read(c.ID)
-				if len(c.progress) == 0 {
+				if len(c.progress) == 0 || c.progressMayStay() || c.Closed {
 					return
 				}
 				w.Tick(w.Cfg.Port.RetryInterval)

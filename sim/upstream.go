@@ -25,6 +25,9 @@ import (
 // compaction responses for watches that need a compacted revision, after
 // which etcd keeps the watch on the stream until the proxy cancels it.
 type Upstream struct {
+	// Permit, on a lane's stream, is etcd's check of the stream's token
+	// for a watch's range at its creation: "" or the cancel reason.
+	Permit  func(key, end []byte) string
 	store   *Store
 	watches map[int64]*upWatch
 	ctrl    []*pb.WatchResponse // etcd's control queue
@@ -100,6 +103,13 @@ func (u *Upstream) Request(r *pb.WatchRequest) {
 	case *pb.WatchRequest_CreateRequest:
 		c := v.CreateRequest
 		u.Creates++
+		if u.Permit != nil {
+			if reason := u.Permit(c.Key, c.RangeEnd); reason != "" {
+				// etcd refuses the stream's token: an answer without the ID.
+				u.ctrl = append(u.ctrl, &pb.WatchResponse{Header: u.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: reason})
+				return
+			}
+		}
 		if _, dup := u.watches[c.WatchId]; dup {
 			u.ctrl = append(u.ctrl, &pb.WatchResponse{Header: u.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: "mvcc: duplicate watch ID provided on the WatchStream"})
 			return

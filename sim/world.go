@@ -63,6 +63,8 @@ type World struct {
 
 	leaseWorld
 	cacheWorld
+	authWorld
+	laneOfToken map[string]int // the lane each token's streams are in
 }
 
 // Recording is what a world fed its node and what the node handed out.
@@ -191,7 +193,9 @@ type Coverage struct {
 	// group was rewound behind it.
 	CacheReadRewinding int
 	// Lanes: lanes of upstream streams started for streams with a token.
-	Lanes int
+	// AuthRefused: creates refused for their token. AuthEnded: streams
+	// ended because etcd refused their token.
+	Lanes, AuthRefused, AuthEnded int
 }
 
 // Add adds o's counts to c.
@@ -220,6 +224,8 @@ func (c *Coverage) Add(o Coverage) {
 	c.CacheInvalidations += o.CacheInvalidations
 	c.CacheReadRewinding += o.CacheReadRewinding
 	c.Lanes += o.Lanes
+	c.AuthRefused += o.AuthRefused
+	c.AuthEnded += o.AuthEnded
 }
 
 // Missing names the counts that are still zero.
@@ -250,6 +256,8 @@ func (c Coverage) Missing() []string {
 		"cache entries invalidated":                   c.CacheInvalidations,
 		"reads while the cache's group was rewound":   c.CacheReadRewinding,
 		"lanes started for streams with a token":      c.Lanes,
+		"creates refused for their token":             c.AuthRefused,
+		"streams ended for their token":               c.AuthEnded,
 	} {
 		if n == 0 {
 			out = append(out, name)
@@ -257,6 +265,29 @@ func (c Coverage) Missing() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// progressMayStay reports whether the progress requests left on the
+// stream may stay unanswered: a request on a stream with a token that had
+// no watch then, or has none now, goes unanswered if etcd refused the
+// token the read of the revision (revoked, expired), as etcd says nothing
+// to a stream without watchers, and the proxy cannot read the revision
+// otherwise (it asks etcd for progress on the upstream streams of the
+// stream's watches; there are none). Answers are matched in order, so as
+// many requests as those may be left at the end.
+func (c *Client) progressMayStay() bool {
+	return c.Token != "" && (!c.hasLiveWatch() || len(c.progress) <= c.progressMaybe)
+}
+
+// hasLiveWatch reports whether the stream has a watch created and not
+// ended.
+func (c *Client) hasLiveWatch() bool {
+	for _, cw := range c.watches {
+		if cw.Created && !cw.Ended && !cw.CancelSent {
+			return true
+		}
+	}
+	return false
 }
 
 // Client is a client watch stream and what it expects.
@@ -275,15 +306,24 @@ type Client struct {
 	// answered; lastProgress is the revision of the last answer.
 	progress     []int64
 	lastProgress int64
+	// progressMaybe counts the requests made on the stream with a token
+	// while it had no watch (see progressMayStay).
+	progressMaybe int
 	// chosen maps a client-chosen watch ID to the create that holds it.
 	chosen map[int64]*ClientWatch
+	// Token is the auth token the stream carries ("" for none).
+	Token string
 }
 
 // ClientWatch is one create request and what came back for it.
 type ClientWatch struct {
-	Req        *pb.WatchCreateRequest
-	RevAtReq   int64 // store revision when the create was sent
-	Refused    bool  // etcd would refuse it at once
+	Req      *pb.WatchCreateRequest
+	RevAtReq int64 // store revision when the create was sent
+	Refused  bool  // etcd would refuse it at once
+	// AuthAtReq is etcd's auth verdict on the create's token and range
+	// when it was made (nil: allowed), for check (l).
+	AuthAtReq  error
+	authEpoch  int // the token's grant changes when it was made
 	ID         int64
 	Created    bool
 	CreatedRev int64
@@ -299,7 +339,7 @@ type ClientWatch struct {
 
 // NewWorld returns a world with cfg's bounds, at time zero.
 func NewWorld(cfg node.Config) *World {
-	w := &World{Store: NewStore(), Clock: &Clock{}, Cfg: cfg, Clients: map[port.StreamID]*Client{}, leaseWorld: newLeaseWorld(), cacheWorld: newCacheWorld()}
+	w := &World{Store: NewStore(), Clock: &Clock{}, Cfg: cfg, Clients: map[port.StreamID]*Client{}, leaseWorld: newLeaseWorld(), cacheWorld: newCacheWorld(), authWorld: newAuthWorld(), laneOfToken: map[string]int{}}
 	w.Clock.Set(time.Unix(0, 0))
 	w.Up = map[port.UpstreamID]*Upstream{}
 	for _, u := range []port.UpstreamID{port.WatchShared, port.WatchCatchUp} {
@@ -338,14 +378,24 @@ func (w *World) route() {
 		writeReady(&w.Recording.Outputs, r)
 	}
 	for _, l := range r.Lanes {
+		token := l.Token
 		for _, u := range []port.UpstreamID{l.Lane.Shared, l.Lane.CatchUp} {
 			if w.Up[u] != nil {
 				w.violate("lane %v started twice", u)
 			}
 			up := NewUpstream(w.Store)
 			up.View = w.Up[port.WatchShared].View
+			up.Permit = func(key, end []byte) string {
+				reason := w.authReason(token, key, end)
+				if reason == rpctypes.ErrGRPCInvalidAuthToken.Error() {
+					w.refusals[token]++
+				}
+				return reason
+			}
 			w.Up[u] = up
 		}
+		lane, _ := w.laneKind(l.Lane.Shared)
+		w.laneOfToken[token] = lane
 		w.Coverage.Lanes++
 	}
 	// Refreshes first: check (c) judges them by the requests outstanding
@@ -390,6 +440,12 @@ func (w *World) route() {
 	for _, e := range r.LaneEnds {
 		for _, u := range []port.UpstreamID{e.Lane.Shared, e.Lane.CatchUp} {
 			delete(w.Up, u) // etcd closes the streams, and their watches
+		}
+		lane, _ := w.laneKind(e.Lane.Shared)
+		for t, l := range w.laneOfToken {
+			if l == lane {
+				delete(w.laneOfToken, t)
+			}
 		}
 	}
 	w.fetches = append(w.fetches, r.Fetches...)
@@ -457,7 +513,7 @@ func (w *World) OpenWithToken(token string) port.StreamID { return w.openWith(fa
 func (w *World) openWith(requireLeader bool, token string) port.StreamID {
 	w.nextID++
 	id := w.nextID
-	w.Clients[id] = &Client{ID: id, Reading: true, RequireLeader: requireLeader, watches: map[int64]*ClientWatch{}, chosen: map[int64]*ClientWatch{}}
+	w.Clients[id] = &Client{ID: id, Reading: true, RequireLeader: requireLeader, Token: token, watches: map[int64]*ClientWatch{}, chosen: map[int64]*ClientWatch{}}
 	open := node.OpenStream{Stream: id, RequireLeader: requireLeader, Token: token}
 	if token != "" {
 		open.Identity = "token:" + token
@@ -474,6 +530,10 @@ func (w *World) Create(id port.StreamID, req *pb.WatchCreateRequest) *ClientWatc
 		return &ClientWatch{Req: req, Refused: true}
 	}
 	cw := &ClientWatch{Req: req, RevAtReq: w.Store.Rev}
+	if c.Token != "" {
+		cw.AuthAtReq = w.authError(c.Token, req.Key, req.RangeEnd)
+		cw.authEpoch = w.changes[c.Token]
+	}
 	key, end := req.Key, req.RangeEnd
 	if len(key) == 0 {
 		key = []byte{0}
@@ -527,7 +587,10 @@ func (w *World) RequestProgress(id port.StreamID) {
 		return
 	}
 	// The proxy answers every progress request (etcd drops some), in
-	// order.
+	// order; but see progressMayStay.
+	if c.Token != "" && !c.hasLiveWatch() {
+		c.progressMaybe++
+	}
 	c.progress = append(c.progress, w.Store.Rev)
 	w.step(node.WatchProgress{Stream: id})
 }
@@ -628,6 +691,10 @@ func (w *World) serve(f port.Fetch) port.FetchResult {
 		return port.FetchResult{Err: rpctypes.ErrGRPCCompacted}
 	case f.Revision > w.Store.Rev:
 		return port.FetchResult{Err: rpctypes.ErrGRPCFutureRev}
+	case f.Token != "":
+		if err := w.authError(f.Token, f.Key, f.End); err != nil {
+			return port.FetchResult{Err: err}
+		}
 	}
 	return port.FetchResult{Header: &pb.ResponseHeader{Revision: w.Store.Rev}}
 }
@@ -683,8 +750,10 @@ func (w *World) Lose(u port.UpstreamID) {
 	if u == port.WatchShared && w.N.Gauges().Watch.Rewinding > 0 {
 		w.Coverage.LostDuringRewind++
 	}
+	lane, _ := w.laneKind(u)
+	w.noteLaneLoss(lane)
 	w.Up[u].Reset()
-	if lane, _ := w.laneKind(u); lane == 0 {
+	if lane == 0 {
 		w.brokeAt = w.Store.Rev // the cache's subscription is in the default lane
 	}
 	w.step(node.UpstreamLost{Upstream: u})
@@ -782,6 +851,31 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 		cw := c.pending[0]
 		c.pending = c.pending[1:]
 		refused := r.WatchId == -1 && r.Canceled
+		if c.Token != "" && !cw.Refused {
+			// Check (l): etcd's verdict on the token, when the create was
+			// made and now; it may have changed in between.
+			now := w.authError(c.Token, cw.Req.Key, cw.Req.RangeEnd)
+			authRefused := refused && (r.CancelReason == rpctypes.ErrGRPCPermissionDenied.Error() || r.CancelReason == rpctypes.ErrGRPCInvalidAuthToken.Error())
+			steady := cw.authEpoch == w.changes[c.Token]
+			switch {
+			case !steady:
+				if authRefused {
+					w.Coverage.AuthRefused++
+					cw.Ended, cw.Refused = true, true // a refused create frees its ID
+					return
+				}
+			case cw.AuthAtReq != nil && !authRefused:
+				w.violate("stream %d (token %s): create %v answered %v; etcd refuses it (%v)", c.ID, c.Token, cw.Req, r, now)
+				return
+			case cw.AuthAtReq == nil && refused:
+				w.violate("stream %d (token %s): create %v refused (%q), though the token may watch the range", c.ID, c.Token, cw.Req, r.CancelReason)
+				return
+			case authRefused:
+				w.Coverage.AuthRefused++
+				cw.Ended, cw.Refused = true, true // a refused create frees its ID
+				return
+			}
+		}
 		if cw.Refused != refused {
 			w.violate("stream %d: create %v answered %v (refusal expected: %v)", c.ID, cw.Req, r, cw.Refused)
 			return
@@ -929,6 +1023,7 @@ func (w *World) checkEvents(c *Client, cw *ClientWatch, r *pb.WatchResponse) {
 		}
 		cw.Got++
 		cw.LastRev = ev.Kv.ModRevision
+		w.checkAuthEvent(c, cw, ev.Kv.ModRevision)
 	}
 	last := r.Events[len(r.Events)-1].Kv.ModRevision
 	if !r.Fragment && cw.Got < len(exp) && exp[cw.Got].Kv.ModRevision == last {
@@ -1052,7 +1147,7 @@ func (w *World) CheckComplete() {
 				w.violate("stream %d watch %d (%v): got %d of %d events", id, cw.ID, cw.Req, cw.Got, len(exp))
 			}
 		}
-		if len(c.progress) > 0 {
+		if len(c.progress) > 0 && !c.progressMayStay() {
 			w.violate("stream %d: %d progress requests never answered", id, len(c.progress))
 		}
 	}

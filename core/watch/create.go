@@ -75,6 +75,9 @@ func (m *Machine) fetchFor(w *watcher, rev int64) {
 	if w.s.token != "" {
 		f.Key, f.End = w.key, w.end
 	}
+	if fault("auth-skip-create-check") {
+		f = port.Fetch{Key: []byte{0}, Revision: rev} // the proxy's own read, not the client's
+	}
 	w.fetch = m.out.Fetch(port.Watch, f)
 	ws := m.waitersOf(w.fetch)
 	ws.watchers = append(ws.watchers, w)
@@ -112,6 +115,14 @@ func (m *Machine) Fetched(id port.FetchID, r port.FetchResult) {
 		m.flushQueue(w.s)
 	}
 	for _, s := range f.streams {
+		if !s.closed && r.Err != nil && s.token != "" {
+			// etcd refused the client's token the read (it expired, or
+			// lost the range's permission), but answers a progress
+			// request whatever the token: ask etcd for progress upstream
+			// and answer at the revision it gives.
+			m.progressFromUpstream(s)
+			continue
+		}
 		if s.closed || r.Err != nil {
 			// Unanswerable: like etcd when it cannot tell, say nothing.
 			continue

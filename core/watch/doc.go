@@ -25,7 +25,16 @@
 // node ends the lane's client streams with Unavailable: clientv3 then
 // opens its stream again with a fresh token and resumes its watches from
 // their next revision, as after a member failure, and nothing is lost or
-// repeated. A group never depends on one client's token among several. It never blocks, starts no goroutine, does
+// repeated. A group never depends on one client's token among several.
+// etcd refuses a re-created watch (the token may no longer watch its
+// range) with an answer that carries no watch ID; creates are answered in
+// order on a stream, so the refusal ends the oldest create not answered
+// there, and its watchers get etcd's reason. A progress request is
+// answered whatever the token, as etcd answers it: when the client's token
+// may no longer read the revision, the machine asks etcd for progress on
+// the upstream streams of the stream's watches and answers at the
+// revision etcd gives (a stream with no watch is then told nothing, as
+// etcd tells it nothing). It never blocks, starts no goroutine, does
 // no I/O and reads no clock: time arrives with Tick. The same inputs in the
 // same order give the same outputs.
 //

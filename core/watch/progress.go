@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"math"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -53,7 +54,7 @@ func (m *Machine) wantProgress(s *stream) {
 // s wait for. It is worked out afresh each time: watchers move between
 // their group and a catch-up watch.
 func (m *Machine) progressNeeds(s *stream, need *[port.NumWatchUpstreams]bool) {
-	if len(s.progress) == 0 {
+	if len(s.progress) == 0 && len(s.upWaits) == 0 {
 		return
 	}
 	for _, w := range s.order {
@@ -87,12 +88,66 @@ func (m *Machine) retryProgress() {
 	m.requestProgressOn(need)
 }
 
+// progressFromUpstream takes a client's progress request whose revision
+// could not be read with the client's token: a progress request goes out
+// now on each upstream stream the stream's watchers are on, and the first
+// answer to one of them gives the revision (etcd answers it at its
+// current revision, which is at least the store's when the client asked).
+// A stream without watchers is told nothing, as etcd tells it nothing.
+func (m *Machine) progressFromUpstream(s *stream) {
+	var need [port.NumWatchUpstreams]bool
+	for _, w := range s.order {
+		switch {
+		case w.state == ended:
+		case w.catchUp != nil:
+			need[port.WatchCatchUp] = true
+		case w.group != nil:
+			need[port.WatchShared] = true
+		}
+	}
+	var wait [port.NumWatchUpstreams]int64
+	any := false
+	for u := range port.NumWatchUpstreams {
+		wait[u] = math.MaxInt64
+		if !need[u] {
+			continue
+		}
+		p := &m.progress[u]
+		p.sentAt = m.now
+		p.sent++
+		m.upstream(u, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+		wait[u], any = p.sent, true
+	}
+	if any {
+		s.upWaits = append(s.upWaits, wait)
+	}
+}
+
+// upstreamProgressFor gives the progress requests waiting for an answer on
+// upstream stream u (progressFromUpstream) the revision rev of its answer.
+func (m *Machine) upstreamProgressFor(u port.UpstreamID, rev int64) {
+	k := m.progress[u].answer
+	for _, s := range m.sortedStreams() {
+		kept := s.upWaits[:0]
+		for _, wait := range s.upWaits {
+			if k < wait[u] {
+				kept = append(kept, wait)
+				continue
+			}
+			s.progressRev = max(s.progressRev, rev)
+			s.progress = append(s.progress, s.progressRev)
+		}
+		s.upWaits = kept
+	}
+}
+
 // progressAnswered handles etcd's answer to a progress request on stream u:
 // etcd sends it only when every watch on the stream has been sent every
 // event up to rev.
 func (m *Machine) progressAnswered(u port.UpstreamID, rev int64) {
 	m.progress[u].answer++
 	k := m.progress[u].answer
+	m.upstreamProgressFor(u, rev)
 	// The answer speaks for a watch only if its request went out after
 	// etcd confirmed the watch's creation: an earlier request may have
 	// been answered before the watch existed. (etcd's created responses

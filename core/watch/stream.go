@@ -28,6 +28,10 @@ type stream struct {
 	// every watcher has caught up with them.
 	progress    []int64
 	progressRev int64 // the revision of the latest of them
+	// upWaits are progress requests whose revision comes from an upstream
+	// progress answer (see progressFromUpstream): per upstream stream, the
+	// number of answers there that makes one sent after the request.
+	upWaits [][port.NumWatchUpstreams]int64
 }
 
 // request is a client request waiting its turn.

@@ -148,7 +148,7 @@ func (m *Machine) UpstreamResponse(id port.UpstreamID, r *pb.WatchResponse) {
 		// range, say) and answers without the watch's ID: creates are
 		// answered in the order they were sent, so it is the oldest one
 		// not answered yet. It ends its watch as a cancel with the reason.
-		if len(m.unconfirmed[u]) == 0 {
+		if len(m.unconfirmed[u]) == 0 || fault("auth-refusal-ignored") {
 			return
 		}
 		wid := m.unconfirmed[u][0]
@@ -186,6 +186,12 @@ func (m *Machine) UpstreamLost(id port.UpstreamID) {
 		return
 	}
 	m.unconfirmed[u] = nil
+	for _, s := range m.streams {
+		for i := range s.upWaits {
+			// The new stream's answers are all to requests sent after.
+			s.upWaits[i][u] = min(s.upWaits[i][u], 1)
+		}
+	}
 	m.progress[u] = upstreamProgress{}
 	switch u {
 	case port.WatchShared:

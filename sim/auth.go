@@ -1,0 +1,156 @@
+package sim
+
+import (
+	"bytes"
+	"errors"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/etcdproxy/etcdproxy/core/node"
+)
+
+// The model etcd's auth, for client streams that carry a token. Each token
+// may read one key range (a grant), which can be revoked and given back,
+// and can expire (and be renewed: the model's stand-in for the client's
+// fresh token). etcd checks a token where it does for a direct client: on
+// the revision fetch of a create (a Range with the client's token on the
+// watch's range) and when a watch is created on an upstream stream opened
+// with the token (a lane's); never again for a watch it has created.
+//
+// Checked: (l) a create whose token may not watch its range, from when it
+// was made until it is answered, is refused with etcd's reason, and one
+// that may, all along, is not refused for auth; (m) a watch whose token
+// could not watch its range when its lane's upstream stream broke gets no
+// event written after that (etcd refuses the watch's re-creation), unless
+// the stream broke again while the token could; (n) a
+// client stream is ended for its token (node.ErrLaneTokenRefused) only
+// when etcd refused that token.
+
+// grant is what a token may read.
+type grant struct {
+	key, end []byte // etcd's range; end "\x00" is every key from key on
+	revoked  bool
+	expired  bool
+}
+
+type authWorld struct {
+	grants map[string]*grant
+	// refusals counts, per token, the creates etcd refused on a lane's
+	// stream because the token was no good (check n).
+	refusals map[string]int
+	// changes counts every change of a token's grant or expiry (check l:
+	// a verdict holds only while it does not change).
+	changes map[string]int
+	// deniedSince: per stream, the store's revision when one of its
+	// lane's upstream streams broke while its token could not watch a
+	// watch's range, per watch (check m).
+	deniedAt map[*ClientWatch]int64
+}
+
+func newAuthWorld() authWorld {
+	return authWorld{
+		grants: map[string]*grant{
+			"t1": {key: []byte("a"), end: []byte("c")}, // a and b
+			"t2": {key: []byte{0}, end: []byte{0}},     // everything
+		},
+		deniedAt: map[*ClientWatch]int64{},
+		changes:  map[string]int{},
+		refusals: map[string]int{},
+	}
+}
+
+// authError is etcd's answer to token reading [key, end): nil, or why not.
+func (w *World) authError(token string, key, end []byte) error {
+	g := w.grants[token]
+	switch {
+	case g == nil || g.expired:
+		return rpctypes.ErrGRPCInvalidAuthToken
+	case g.revoked || !covers(g.key, g.end, key, end):
+		return rpctypes.ErrGRPCPermissionDenied
+	}
+	return nil
+}
+
+// covers reports whether the grant [gk, ge) holds the whole watch range
+// [key, end) (an empty end: the single key; "\x00": every key from key on).
+func covers(gk, ge, key, end []byte) bool {
+	if len(key) == 0 {
+		key = []byte{0}
+	}
+	inf := func(b []byte) bool { return len(b) == 1 && b[0] == 0 }
+	if bytes.Compare(key, gk) < 0 {
+		return false
+	}
+	if inf(ge) {
+		return true
+	}
+	if len(end) == 0 {
+		return bytes.Compare(key, ge) < 0
+	}
+	return !inf(end) && bytes.Compare(end, ge) <= 0
+}
+
+// authReason is authError as a watch's cancel reason ("" for none).
+func (w *World) authReason(token string, key, end []byte) string {
+	if err := w.authError(token, key, end); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// Revoke takes token's grant away (or gives it back), directly on etcd.
+func (w *World) SetRevoked(token string, revoked bool) {
+	w.grants[token].revoked = revoked
+	w.changes[token]++
+}
+
+// SetExpired expires token (or renews it).
+func (w *World) SetExpired(token string, expired bool) {
+	w.grants[token].expired = expired
+	w.changes[token]++
+}
+
+// noteLaneLoss records, for check (m), the watches of the lane of
+// upstream stream u whose token cannot watch their range now.
+func (w *World) noteLaneLoss(lane int) {
+	if lane == 0 {
+		return
+	}
+	for _, id := range w.clientIDs() {
+		c := w.Clients[id]
+		if c.Closed || c.Token == "" || w.laneOfToken[c.Token] != lane {
+			continue
+		}
+		for _, cw := range c.watches {
+			switch {
+			case cw.Ended:
+			case w.authError(c.Token, cw.Req.Key, cw.Req.RangeEnd) == nil:
+				// Created again now, etcd takes it (an earlier refusal
+				// lost with the stream it was on never reached the proxy).
+				delete(w.deniedAt, cw)
+			default:
+				if _, ok := w.deniedAt[cw]; !ok {
+					w.deniedAt[cw] = w.Store.Rev
+				}
+			}
+		}
+	}
+}
+
+// checkAuthEvent: check (m) for an event delivered to cw.
+func (w *World) checkAuthEvent(c *Client, cw *ClientWatch, rev int64) {
+	if at, ok := w.deniedAt[cw]; ok && rev > at {
+		w.violate("stream %d watch %d (token %s): an event at %d, written after its lane broke at %d while the token could not watch %q", c.ID, cw.ID, c.Token, rev, at, cw.Req.Key)
+	}
+}
+
+// laneEnded: check (n) for a stream ended for its token.
+func (w *World) tokenEnded(c *Client, err error) bool {
+	if !errors.Is(err, node.ErrLaneTokenRefused) {
+		return false
+	}
+	if w.refusals[c.Token] == 0 {
+		w.violate("stream %d ended for its token %q, which etcd never refused", c.ID, c.Token)
+	}
+	return true
+}
