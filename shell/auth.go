@@ -15,6 +15,7 @@ type authServer struct {
 	pb.UnimplementedAuthServer
 	up       pb.AuthClient
 	nsActive bool
+	ids      *identities // learns which user each token it passes on is
 }
 
 // change forwards a call that alters cluster-wide auth state.
@@ -39,7 +40,11 @@ func (s *authServer) AuthStatus(ctx context.Context, r *pb.AuthStatusRequest) (*
 }
 
 func (s *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
-	return forward(ctx, s.up.Authenticate, r)
+	resp, err := forward(ctx, s.up.Authenticate, r)
+	if err == nil && s.ids != nil {
+		s.ids.learn(resp.Token, r.Name)
+	}
+	return resp, err
 }
 
 func (s *authServer) UserAdd(ctx context.Context, r *pb.AuthUserAddRequest) (*pb.AuthUserAddResponse, error) {

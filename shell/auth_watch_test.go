@@ -433,3 +433,50 @@ func TestAuthProgressAfterRevoke(t *testing.T) {
 		}
 	}
 }
+
+// Tokens etcd issued through the proxy are known by their user: streams of
+// one user share one upstream watcher per range whatever token each
+// carries; a token the proxy did not see issued shares only with itself.
+func TestAuthWatchesCoalescedPerUser(t *testing.T) {
+	m := testutil.StartMember(t)
+	ctx := testutil.Context(t, 60*time.Second)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	root := authSetup(t, ctx, m.ClientURL)
+	proxy, direct := testutil.Dial(t, p.Addr()), testutil.Dial(t, m.ClientURL)
+
+	before := testutil.EtcdWatchers(t)
+	var streams []pb.Watch_WatchClient
+	tokens := map[string]bool{}
+	for range 20 {
+		tok := tokenFor(t, ctx, proxy, "alice") // a token of her own for each stream
+		tokens[tok] = true
+		st := watchAs(t, ctx, proxy, tok, "app/x")
+		if r := recvCreated(t, st); r.Canceled {
+			t.Fatalf("alice's watch: %v", r)
+		}
+		streams = append(streams, st)
+	}
+	if len(tokens) != 20 {
+		t.Fatalf("etcd issued %d distinct tokens for 20 logins; the test needs 20", len(tokens))
+	}
+	testutil.WaitUntil(t, 10*time.Second, "one etcd watcher for 20 tokens of one user", func() bool {
+		return testutil.EtcdWatchers(t)-before == 1
+	})
+	// A token issued directly by etcd: the proxy cannot tell whose it is.
+	other := watchAs(t, ctx, proxy, tokenFor(t, ctx, direct, "alice"), "app/x")
+	if r := recvCreated(t, other); r.Canceled {
+		t.Fatalf("alice's watch with a token issued directly: %v", r)
+	}
+	testutil.WaitUntil(t, 10*time.Second, "one more etcd watcher for a token of unknown user", func() bool {
+		return testutil.EtcdWatchers(t)-before == 2
+	})
+	put, err := root.Put(ctx, "app/x", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range append(streams, other) {
+		if r, err := st.Recv(); err != nil || len(r.Events) != 1 || r.Events[0].Kv.ModRevision != put.Header.Revision {
+			t.Fatalf("stream %d: %v %v, want the put", i, r, err)
+		}
+	}
+}

@@ -71,6 +71,8 @@ type loop struct {
 
 	// cache takes the read cache's answers (nil: no cache).
 	cache *readCache
+	// ids names the auth identity of a watch stream's token (its lane).
+	ids *identities
 
 	// batches gathers, by stream, the sends of one Ready (loop goroutine
 	// only): each stream's queue takes its slice whole.
@@ -89,7 +91,7 @@ func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, w
 		inputs: make(chan node.Input, 1024), queries: make(chan chan snapshot), calls: make(chan func(*node.Node)),
 		leaseChecks: make(chan struct{}, maxLeaseChecks),
 		clients:     map[port.StreamID]*clientQueue{}, batches: map[port.StreamID][]outMsg{},
-		wc: wc, ups: map[port.UpstreamID]*upstreamStream{},
+		wc: wc, ups: map[port.UpstreamID]*upstreamStream{}, ids: newIdentities(),
 	}
 	bound := cfg.Port.StreamBufferBytes
 	if bound <= 0 {

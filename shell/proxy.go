@@ -215,7 +215,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	}
 	pb.RegisterClusterServer(s, cluster)
 	pb.RegisterMaintenanceServer(s, &maintenanceServer{up: clientv3.RetryMaintenanceClient(c, p.up.conn), nsActive: nsActive})
-	pb.RegisterAuthServer(s, &authServer{up: clientv3.RetryAuthClient(c), nsActive: nsActive})
+	pb.RegisterAuthServer(s, &authServer{up: clientv3.RetryAuthClient(c), nsActive: nsActive, ids: p.loop.ids})
 	v3electionpb.RegisterElectionServer(s, &electionServer{up: v3electionpb.NewElectionClient(p.up.conn), ns: ns})
 	v3lockpb.RegisterLockServer(s, &lockServer{up: v3lockpb.NewLockClient(p.up.conn), ns: ns})
 	metrics.InitializeMetrics(s)

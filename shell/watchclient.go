@@ -2,8 +2,6 @@ package shell
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"sync"
@@ -68,13 +66,13 @@ func (q *clientQueue) take() ([][]outMsg, error) {
 }
 
 // serveWatch serves one client watch stream through the node. A stream
-// with an auth token is served in the lane of that token (see
-// tokenIdentity): its watchers share groups, and upstream streams opened
-// with the token, only with streams carrying the same token.
+// with an auth token is served in the lane of the token's user (see
+// identities): its watchers share groups, and upstream streams opened
+// with a token of that user, only with streams of the same user.
 func (l *loop) serveWatch(stream grpc.BidiStreamingServer[pb.WatchRequest, pb.WatchResponse], translate func(*pb.WatchCreateRequest)) error {
 	id := l.newStreamID()
 	token := tokenOf(stream.Context())
-	open := node.OpenStream{Stream: id, Token: token, Identity: tokenIdentity(token), RequireLeader: requiresLeader(stream.Context())}
+	open := node.OpenStream{Stream: id, Token: token, Identity: l.ids.of(token), RequireLeader: requiresLeader(stream.Context())}
 	return l.serveStream(stream, open, 0,
 		func(m *outMsg) error { return stream.SendMsg(m) },
 		func() (node.Input, error) {
@@ -221,18 +219,6 @@ func tokenOf(ctx context.Context) string {
 		return t[0]
 	}
 	return ""
-}
-
-// tokenIdentity names the auth identity of a token for the node's lanes:
-// the token itself, as a digest (the node's inputs are printed; a token
-// must not be). Streams share a lane only with streams carrying the same
-// token, so etcd's checks of that token stand for every watcher in it.
-func tokenIdentity(token string) string {
-	if token == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(token))
-	return "token:" + hex.EncodeToString(sum[:8])
 }
 
 // requiresLeader reports whether a client stream asked for a leader

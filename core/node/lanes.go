@@ -14,10 +14,11 @@ import (
 )
 
 // Client watch streams are served by one watch machine per auth identity
-// (a lane): watchers share a group only with watchers of the same
-// identity, and each lane's upstream watches go on a pair of upstream
-// streams of its own (port.Lane), which the shell opens with a token of
-// that identity, so that etcd applies one identity's permissions to what
+// (a lane; the shell names identities: an etcd user, or a token of unknown
+// user): watchers share a group only with watchers of the same identity,
+// and each lane's upstream watches go on a pair of upstream streams of its
+// own (port.Lane), which the shell opens with the token of the lane's
+// first stream, so that etcd applies one identity's permissions to what
 // the lane watches. Streams without a token (identity "") are the default
 // lane, n.watch, which also serves the read cache's subscription. A lane
 // other than the default is made for its first stream and dropped once its

@@ -11,16 +11,18 @@
 // groups, the catch-up one for catch-up watches), and revision fetches (a
 // linearizable Range with the client's token).
 //
-// Credentials. The node runs one machine per auth token (a lane; streams
-// without a token share the default lane): watchers are merged only with
-// watchers whose stream carries the same token, and the lane's upstream
-// streams are opened with that token. So every upstream watch is created
-// by etcd under the very token of every watcher it serves, and etcd's
-// permission checks (made when a watch is created, and again when it is
-// created anew after a broken upstream stream or a failover) are the ones
-// a direct client with that token gets: a create the token may not make
-// gets etcd's refusal, and a group re-created after a revoke ends with
-// etcd's error. When etcd refuses the token itself on such a re-create
+// Credentials. The node runs one machine per auth identity (a lane;
+// streams without a token share the default lane): the etcd user of the
+// stream's token when the shell knows it (etcd issued the token through
+// the proxy), the token itself otherwise. Watchers are merged only with
+// watchers of the same identity, and the lane's upstream streams are
+// opened with a token of it (the first stream's). Every create is first
+// read with the watcher's own token on the watch's range, which is etcd's
+// own check of that token for that watch; and every upstream watch is
+// created by etcd under a token of the same user, so etcd's checks when a
+// watch is created anew after a broken upstream stream or a failover are
+// the ones a direct client of that user gets: a group re-created after a
+// revoke ends with etcd's error. When etcd refuses the token itself on such a re-create
 // (expired, lost in a member restart, or older than an auth change), the
 // node ends the lane's client streams with Unavailable: clientv3 then
 // opens its stream again with a fresh token and resumes its watches from
