@@ -33,7 +33,9 @@ type upstream struct {
 
 	mu     sync.Mutex
 	member string // host:port of the member in use
-	onDrop func() // called when the connection leaves Ready
+	// endpoint is the endpoint the client is set to (its first, at dial).
+	endpoint string
+	onDrop   func() // called when the connection leaves Ready
 
 	calls inflight // calls in flight, by member
 }
@@ -89,6 +91,7 @@ func dialUpstream(cfg *Config) (*upstream, error) {
 	u.client = c
 	u.conn = c.ActiveConnection()
 	u.member = hostOf(cfg.Endpoints[0])
+	u.endpoint = cfg.Endpoints[0]
 	go u.monitor(c.Ctx())
 	return u, nil
 }
@@ -115,10 +118,14 @@ func (u *upstream) probeConfig(endpoint string) clientv3.Config {
 // member left (gRPC would let them run there).
 func (u *upstream) use(endpoint string) {
 	u.mu.Lock()
-	left := u.member
-	u.member = hostOf(endpoint)
+	left, same := u.member, u.endpoint == endpoint
+	u.member, u.endpoint = hostOf(endpoint), endpoint
 	u.mu.Unlock()
-	u.client.SetEndpoints(endpoint)
+	if !same {
+		// (Not when it is already set: at start, clientv3's resolver may
+		// still be being built, and SetEndpoints races with that.)
+		u.client.SetEndpoints(endpoint)
+	}
 	if left != u.member {
 		u.calls.leave(left)
 	}
