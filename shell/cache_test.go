@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -326,7 +325,7 @@ func TestCacheNeverAcrossUsers(t *testing.T) {
 	ctx := testutil.Context(t, 60*time.Second)
 	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
 	admin := testutil.Client(t, m.ClientURL) // directly on etcd
-	for k, v := range map[string]string{"app/x": "1", "pub": "p"} {
+	for k, v := range map[string]string{"app/y": "1", "pub": "p"} {
 		if _, err := admin.Put(ctx, k, v); err != nil {
 			t.Fatal(err)
 		}
@@ -353,23 +352,8 @@ func TestCacheNeverAcrossUsers(t *testing.T) {
 		t.Fatalf("a call with a token: %d cache hits, %v calls to etcd; want 0 and 1", st.Cache.Hits-st0.Cache.Hits, testutil.EtcdCalls(t, "Range")-calls)
 	}
 
-	for _, step := range []func() error{
-		func() error { _, err := admin.UserAdd(ctx, "root", "rootpw"); return err },
-		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
-		func() error { _, err := admin.RoleAdd(ctx, "app"); return err },
-		func() error {
-			_, err := admin.RoleGrantPermission(ctx, "app", "app/", clientv3.GetPrefixRangeEnd("app/"), clientv3.PermissionType(authpb.READ))
-			return err
-		},
-		func() error { _, err := admin.UserAdd(ctx, "alice", "alicepw"); return err },
-		func() error { _, err := admin.UserGrantRole(ctx, "alice", "app"); return err },
-		func() error { _, err := admin.UserAdd(ctx, "bob", "bobpw"); return err },
-		func() error { _, err := admin.AuthEnable(ctx); return err },
-	} {
-		if err := step(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// alice may read app/, bob may not read app/y (see authSetup).
+	root := authSetup(t, ctx, m.ClientURL)
 	if _, err := anon.Get(ctx, "pub"); !errors.Is(err, rpctypes.ErrUserEmpty) {
 		t.Fatalf("anonymous linearizable read after auth was enabled: %v, want %v", err, rpctypes.ErrUserEmpty)
 	}
@@ -395,33 +379,25 @@ func TestCacheNeverAcrossUsers(t *testing.T) {
 	st0, _ = p.CoreState()
 	for range 5 {
 		for _, opts := range [][]clientv3.OpOption{nil, {clientv3.WithSerializable()}} {
-			r, err := alice.Get(ctx, "app/x", opts...)
+			r, err := alice.Get(ctx, "app/y", opts...)
 			if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "1" {
-				t.Fatalf("alice reading app/x: %v %v", r, err)
+				t.Fatalf("alice reading app/y: %v %v", r, err)
 			}
-			if _, err := bob.Get(ctx, "app/x", opts...); !errors.Is(err, rpctypes.ErrPermissionDenied) {
-				t.Fatalf("bob reading app/x after alice: %v, want %v", err, rpctypes.ErrPermissionDenied)
+			if _, err := bob.Get(ctx, "app/y", opts...); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+				t.Fatalf("bob reading app/y after alice: %v, want %v", err, rpctypes.ErrPermissionDenied)
 			}
 		}
 	}
-	root, err := clientv3.New(clientv3.Config{Endpoints: []string{m.ClientURL}, Username: "root", Password: "rootpw", DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
 	if _, err := root.RoleRevokePermission(ctx, "app", "app/", clientv3.GetPrefixRangeEnd("app/")); err != nil {
 		t.Fatal(err)
 	}
 	for _, opts := range [][]clientv3.OpOption{nil, {clientv3.WithSerializable()}} {
-		if _, err := alice.Get(ctx, "app/x", opts...); !errors.Is(err, rpctypes.ErrPermissionDenied) {
-			t.Fatalf("alice reading app/x after her permission was revoked on etcd: %v, want %v", err, rpctypes.ErrPermissionDenied)
+		if _, err := alice.Get(ctx, "app/y", opts...); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+			t.Fatalf("alice reading app/y after her permission was revoked on etcd: %v, want %v", err, rpctypes.ErrPermissionDenied)
 		}
 	}
 	if st, _ := p.CoreState(); st.Cache.Hits != st0.Cache.Hits {
 		t.Fatalf("calls with a token were answered from the cache: %d hits", st.Cache.Hits-st0.Cache.Hits)
-	}
-	if _, err := root.AuthDisable(ctx); err != nil {
-		t.Fatal(err)
 	}
 }
 

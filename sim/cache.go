@@ -76,6 +76,7 @@ type cacheWorld struct {
 	// subDelivered: per key, the last revision of an event delivered on
 	// the subscription's group (check g).
 	subDelivered map[string]int64
+	subFragments []*mvccpb.Event // of a response still in fragments
 	// brokeAt: the store's revision when an upstream watch stream last
 	// broke (check j).
 	brokeAt int64
@@ -184,13 +185,22 @@ func (w *World) DeliverRead(i int) {
 // cache's subscription takes (its group's), before the node steps it.
 func (w *World) noteSubscription(r *pb.WatchResponse) {
 	info, ok := w.N.InspectCacheSubscription()
-	if !ok || !info.InGroup || info.GroupUpstream != r.WatchId {
+	if !ok || !info.InGroup || info.GroupUpstream != r.WatchId || info.GroupRewound {
+		// (A rewound group holds what it receives until its upstream
+		// watch has caught up: the subscription gets it later.)
 		return
 	}
-	for _, ev := range r.Events {
+	if r.Fragment {
+		// The events of a revision reach the subscription with the last
+		// fragment.
+		w.subFragments = append(w.subFragments, r.Events...)
+		return
+	}
+	for _, ev := range append(w.subFragments, r.Events...) {
 		k := string(ev.Kv.Key)
 		w.subDelivered[k] = max(w.subDelivered[k], ev.Kv.ModRevision)
 	}
+	w.subFragments = nil
 }
 
 // rangeAt is etcd's answer to req by identity at revision rev: the keys of

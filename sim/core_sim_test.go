@@ -189,8 +189,11 @@ func runSchedule(t *rapid.T) {
 				}
 			}
 			for _, cw := range c.pending {
-				// A create not answered yet, whose ID the client chose.
-				if cw.Req.WatchId != 0 && !cw.Refused && !cw.CancelSent {
+				// A create not answered yet, whose ID the client chose
+				// (unless another create not answered yet chose it too:
+				// which one a cancel by that ID meets depends on etcd's
+				// answers to both).
+				if cw.Req.WatchId != 0 && !cw.Refused && !cw.CancelSent && !c.idShared(cw) {
 					live = append(live, cw)
 				}
 			}

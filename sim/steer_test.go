@@ -118,7 +118,7 @@ func steered(w *World) map[string]func(*rapid.T) {
 					w.Deliver(u, 1<<30, ctrlFirst)
 				}
 				w.Read(c.ID)
-				if len(c.progress) == 0 || c.progressMayStay() || c.Closed {
+				if len(c.progress) == 0 || w.progressMayStay(c) || c.Closed {
 					return
 				}
 				w.Tick(w.Cfg.Port.RetryInterval)

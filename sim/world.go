@@ -268,22 +268,22 @@ func (c Coverage) Missing() []string {
 }
 
 // progressMayStay reports whether the progress requests left on the
-// stream may stay unanswered: a request on a stream with a token that had
-// no watch then, or has none now, goes unanswered if etcd refused the
-// token the read of the revision (revoked, expired), as etcd says nothing
-// to a stream without watchers, and the proxy cannot read the revision
-// otherwise (it asks etcd for progress on the upstream streams of the
-// stream's watches; there are none). Answers are matched in order, so as
-// many requests as those may be left at the end.
-func (c *Client) progressMayStay() bool {
-	return c.Token != "" && (!c.hasLiveWatch() || len(c.progress) <= c.progressMaybe)
+// stream may stay unanswered: on a stream with a token that etcd has
+// refused a read (revoked, expired, or never granted every key), a
+// request finds no way to
+// its revision when the stream has no watch by then (the proxy asks etcd
+// for progress on the upstream streams of the stream's watches; etcd says
+// nothing to a stream without watchers either). Answers are matched in
+// order, so the requests left are the last ones, whichever went unanswered.
+func (w *World) progressMayStay(c *Client) bool {
+	return c.Token != "" && (w.changes[c.Token] > 0 || w.authError(c.Token, []byte{0}, nil) != nil)
 }
 
-// hasLiveWatch reports whether the stream has a watch created and not
-// ended.
-func (c *Client) hasLiveWatch() bool {
-	for _, cw := range c.watches {
-		if cw.Created && !cw.Ended && !cw.CancelSent {
+// idShared reports whether another create not answered yet chose cw's
+// watch ID.
+func (c *Client) idShared(cw *ClientWatch) bool {
+	for _, o := range c.pending {
+		if o != cw && o.Req.WatchId == cw.Req.WatchId && (o.dupOf == cw || cw.dupOf == o) {
 			return true
 		}
 	}
@@ -306,9 +306,6 @@ type Client struct {
 	// answered; lastProgress is the revision of the last answer.
 	progress     []int64
 	lastProgress int64
-	// progressMaybe counts the requests made on the stream with a token
-	// while it had no watch (see progressMayStay).
-	progressMaybe int
 	// chosen maps a client-chosen watch ID to the create that holds it.
 	chosen map[int64]*ClientWatch
 	// Token is the auth token the stream carries ("" for none).
@@ -323,7 +320,8 @@ type ClientWatch struct {
 	// AuthAtReq is etcd's auth verdict on the create's token and range
 	// when it was made (nil: allowed), for check (l).
 	AuthAtReq  error
-	authEpoch  int // the token's grant changes when it was made
+	authEpoch  int          // the token's grant changes when it was made
+	dupOf      *ClientWatch // the pending create holding its chosen ID, if any
 	ID         int64
 	Created    bool
 	CreatedRev int64
@@ -547,10 +545,16 @@ func (w *World) Create(id port.StreamID, req *pb.WatchCreateRequest) *ClientWatc
 		// The ID is taken from its holder's create until the client
 		// cancels it, even after etcd ended the watch (as etcd keeps it).
 		if h := c.chosen[req.WatchId]; h != nil && !h.CancelSent && !h.Refused {
-			cw.Refused = true
+			if c.Token != "" && !h.Created {
+				// The holder is not answered yet and etcd may refuse it for
+				// its token, freeing the ID: decided when this is answered.
+				cw.dupOf = h
+			} else {
+				cw.Refused = true
+			}
 		}
 	}
-	if !cw.Refused && req.WatchId != 0 {
+	if !cw.Refused && cw.dupOf == nil && req.WatchId != 0 {
 		c.chosen[req.WatchId] = cw
 	}
 	c.pending = append(c.pending, cw)
@@ -588,9 +592,6 @@ func (w *World) RequestProgress(id port.StreamID) {
 	}
 	// The proxy answers every progress request (etcd drops some), in
 	// order; but see progressMayStay.
-	if c.Token != "" && !c.hasLiveWatch() {
-		c.progressMaybe++
-	}
 	c.progress = append(c.progress, w.Store.Rev)
 	w.step(node.WatchProgress{Stream: id})
 }
@@ -851,6 +852,13 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 		cw := c.pending[0]
 		c.pending = c.pending[1:]
 		refused := r.WatchId == -1 && r.Canceled
+		if h := cw.dupOf; h != nil {
+			// Its ID's holder was answered first: a duplicate unless etcd
+			// refused the holder.
+			if cw.Refused = !h.Refused && !h.CancelSent; !cw.Refused {
+				c.chosen[cw.Req.WatchId] = cw
+			}
+		}
 		if c.Token != "" && !cw.Refused {
 			// Check (l): etcd's verdict on the token, when the create was
 			// made and now; it may have changed in between.
@@ -1147,7 +1155,7 @@ func (w *World) CheckComplete() {
 				w.violate("stream %d watch %d (%v): got %d of %d events", id, cw.ID, cw.Req, cw.Got, len(exp))
 			}
 		}
-		if len(c.progress) > 0 && !c.progressMayStay() {
+		if len(c.progress) > 0 && !w.progressMayStay(c) {
 			w.violate("stream %d: %d progress requests never answered", id, len(c.progress))
 		}
 	}

@@ -54,6 +54,11 @@ func (n *Node) subscribe() {
 	req := &pb.WatchCreateRequest{Key: []byte{0}, RangeEnd: []byte{0}}
 	n.cfg.Watch.Prefix.WatchCreateRequest(req)
 	n.watch.Create(cacheStream, req)
+	awaiting := n.cacheAnswered < n.cacheWanted
+	n.cacheAsked, n.cacheAnswered, n.cacheWanted = 0, 0, 0 // a new stream
+	if awaiting {
+		n.askProgress() // the one asked after the break went with the old stream
+	}
 }
 
 // cacheSend takes what the watch machine sends the subscription.
@@ -77,9 +82,20 @@ func (n *Node) cacheSend(s port.Send) {
 			}
 		}
 		n.cache.Progress(last)
-	default: // created, or a progress answer or notification
-		n.cache.SetLive(true)
+	case r.WatchId == -1 && !r.Created:
+		// A progress answer; they come in the order asked. The one asked
+		// after the last break says the subscription missed nothing up to
+		// a revision etcd had after it.
+		n.cacheAnswered++
 		n.cache.Progress(r.GetHeader().GetRevision())
+		if n.cacheAnswered >= n.cacheWanted {
+			n.cache.SetLive(true)
+		}
+	default: // created, or a progress notification
+		n.cache.Progress(r.GetHeader().GetRevision())
+		if n.cacheAnswered >= n.cacheWanted {
+			n.cache.SetLive(true)
+		}
 	}
 }
 
@@ -90,8 +106,21 @@ func (n *Node) cacheStreamLost() {
 		return
 	}
 	n.cache.SetLive(false)
+	n.askProgress()
+}
+
+// askProgress asks for progress on the subscription and waits for that
+// answer (not an earlier one) before serving again.
+func (n *Node) askProgress() {
+	n.cacheAsked++
+	n.cacheWanted = n.cacheAsked
+	n.cacheAskedAt = n.now
 	n.watch.RequestProgress(cacheStream)
 }
+
+// reaskAfter: a progress request on the subscription not answered this
+// long (its revision read failed, say) is asked again.
+const reaskAfter = 2 * time.Second
 
 // resubscribeAfter is how long a cancelled subscription waits before a
 // read opens it again.
@@ -104,6 +133,9 @@ func (n *Node) cacheTick() {
 		return
 	}
 	n.cache.Tick(n.now)
+	if n.cacheSubscribed && n.cacheAnswered < n.cacheWanted && n.now.Sub(n.cacheAskedAt) >= reaskAfter {
+		n.askProgress()
+	}
 	if n.cacheSubscribed && n.cache.Idle() {
 		n.cache.Reset()
 		n.closeSubscription()
@@ -148,7 +180,8 @@ func (n *Node) cacheRead(r cache.Read) {
 
 // cacheFetched hands the cache its revision fetch's answer.
 func (n *Node) cacheFetched(id port.FetchID, r port.FetchResult) {
-	if n.cache != nil && n.cache.Fetched(id, r) {
+	if n.cache != nil && n.cache.Fetched(id, r) && n.cacheSubscribed {
+		n.cacheAsked++ // (answered in order with the others)
 		n.watch.RequestProgress(cacheStream)
 	}
 }

@@ -62,6 +62,11 @@ type Node struct {
 	cacheSubscribed  bool
 	cacheResubscribe bool
 	cacheRetryAt     time.Time // a cancelled subscription waits until then
+	// progress requests on the subscription, asked and answered (they are
+	// answered in order); after a break the cache serves again only once
+	// the answer to the request asked then (cacheWanted) has come.
+	cacheAsked, cacheAnswered, cacheWanted int
+	cacheAskedAt                           time.Time
 }
 
 // New returns a node with cfg's bounds; now is the clock's reading.
