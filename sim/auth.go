@@ -110,9 +110,10 @@ func (w *World) SetExpired(token string, expired bool) {
 	w.changes[token]++
 }
 
-// noteLaneLoss records, for check (m), the watches of the lane of
-// upstream stream u whose token cannot watch their range now.
-func (w *World) noteLaneLoss(lane int) {
+// noteLaneLoss records, for check (m), the watches on the broken stream
+// (the lane's shared one, or its catch-up one) whose token cannot watch
+// their range now.
+func (w *World) noteLaneLoss(lane int, shared bool) {
 	if lane == 0 {
 		return
 	}
@@ -122,6 +123,9 @@ func (w *World) noteLaneLoss(lane int) {
 			continue
 		}
 		for _, cw := range c.watches {
+			if info, ok := w.N.InspectWatcher(c.ID, cw.ID); ok && (shared && !info.InGroup || !shared && !info.CatchUp) {
+				continue // on the lane's other stream, which goes on
+			}
 			switch {
 			case cw.Ended:
 			case w.authError(c.Token, cw.Req.Key, cw.Req.RangeEnd) == nil:

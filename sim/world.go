@@ -751,8 +751,8 @@ func (w *World) Lose(u port.UpstreamID) {
 	if u == port.WatchShared && w.N.Gauges().Watch.Rewinding > 0 {
 		w.Coverage.LostDuringRewind++
 	}
-	lane, _ := w.laneKind(u)
-	w.noteLaneLoss(lane)
+	lane, shared := w.laneKind(u)
+	w.noteLaneLoss(lane, shared)
 	w.Up[u].Reset()
 	if lane == 0 {
 		w.brokeAt = w.Store.Rev // the cache's subscription is in the default lane
