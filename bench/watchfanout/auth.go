@@ -2,7 +2,10 @@ package main
 
 // Turning etcd auth on and off for the authenticated phases, and the tokens
 // they use. Everything goes straight to the etcd member (--put-endpoint)
-// through etcd's Auth gRPC API; nothing goes through the target.
+// through etcd's Auth gRPC API, except the reader's tokens: those are
+// obtained with Authenticate through the target (--endpoints), as a client
+// of the target would get them, so that a proxy sees the token issued and
+// knows its user.
 //
 // Setting up is idempotent, because bench/watchfanout/run.sh runs the
 // generator once per target against the same member: users are created if
@@ -156,8 +159,13 @@ func enableAuth(conn *grpc.ClientConn, key string) (*etcdAuth, error) {
 
 // authenticate returns a new token for user.
 func (a *etcdAuth) authenticate(user, password string) (string, error) {
+	return authenticate(a.auth, user, password)
+}
+
+// authenticate returns a new token for user, from Authenticate on ac.
+func authenticate(ac pb.AuthClient, user, password string) (string, error) {
 	r, err := call("", func(ctx context.Context) (*pb.AuthenticateResponse, error) {
-		return a.auth.Authenticate(ctx, &pb.AuthenticateRequest{Name: user, Password: password})
+		return ac.Authenticate(ctx, &pb.AuthenticateRequest{Name: user, Password: password})
 	})
 	if err != nil {
 		return "", err
@@ -166,11 +174,12 @@ func (a *etcdAuth) authenticate(user, password string) (string, error) {
 }
 
 // readerTokens returns n distinct tokens of the reader, one Authenticate
-// each.
-func (a *etcdAuth) readerTokens(n int) ([]string, error) {
+// each, token i from Authenticate on acs[i mod len(acs)] (the target's
+// endpoints, in the order openStreams spreads the connections over them).
+func readerTokens(acs []pb.AuthClient, n int) ([]string, error) {
 	toks := make([]string, n)
 	for i := range toks {
-		t, err := a.authenticate(readUser, readPassword)
+		t, err := authenticate(acs[i%len(acs)], readUser, readPassword)
 		if err != nil {
 			return nil, fmt.Errorf("authenticate %s (%d of %d): %w", readUser, i+1, n, err)
 		}

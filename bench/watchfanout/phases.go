@@ -9,7 +9,10 @@ package main
 // phase measures exactly what the unauthenticated fan-out measures, and
 // also samples etcd's watcher gauge (etcdstats.go). In the authenticated
 // phases every stream carries a token of the reader, a user who may only
-// read --key; the revision read and the puts go to etcd directly as root.
+// read --key, obtained with Authenticate through the target (one token:
+// from the first of --endpoints; per connection: from the endpoint the
+// connection goes to); the revision read and the puts go to etcd directly
+// as root.
 //
 // Auth is enabled on the etcd member behind --put-endpoint before the first
 // authenticated phase and disabled again after the last one (also when a
@@ -24,10 +27,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
 type authPhase struct {
@@ -93,6 +99,16 @@ func runAuth(o options, phases []authPhase) error {
 	if err := ensureAuthOff(putConn); err != nil {
 		return err
 	}
+	// The reader's tokens come from the target, one connection per endpoint.
+	var tokAuth []pb.AuthClient
+	for _, ep := range strings.Split(o.endpoints, ",") {
+		conn, err := dial(ep)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		tokAuth = append(tokAuth, pb.NewAuthClient(conn))
+	}
 	st := &authState{}
 	defer st.disable()
 	sigc := make(chan os.Signal, 1)
@@ -133,11 +149,11 @@ func runAuth(o options, phases []authPhase) error {
 				n = o.conns
 			}
 			t0 := time.Now()
-			toks, err := ea.readerTokens(n)
+			toks, err := readerTokens(tokAuth, n)
 			if err != nil {
 				return fmt.Errorf("phase %s: %w", p.name, err)
 			}
-			fmt.Fprintf(os.Stderr, "watchfanout: phase %s: %d reader token(s) in %.1fs\n", p.name, n, time.Since(t0).Seconds())
+			fmt.Fprintf(os.Stderr, "watchfanout: phase %s: %d reader token(s) from %s in %.1fs\n", p.name, n, o.endpoints, time.Since(t0).Seconds())
 			ph.watchToken = func(c int) string { return toks[c%len(toks)] }
 			ph.tokens = n
 		}
