@@ -392,7 +392,7 @@ func (w *World) route() {
 			}
 			w.Up[u] = up
 		}
-		lane, _ := w.laneKind(l.Lane.Shared)
+		lane, _, _ := l.Lane.Shared.Lane()
 		w.laneOfToken[token] = lane
 		w.Coverage.Lanes++
 	}
@@ -439,7 +439,7 @@ func (w *World) route() {
 		for _, u := range []port.UpstreamID{e.Lane.Shared, e.Lane.CatchUp} {
 			delete(w.Up, u) // etcd closes the streams, and their watches
 		}
-		lane, _ := w.laneKind(e.Lane.Shared)
+		lane, _, _ := e.Lane.Shared.Lane()
 		for t, l := range w.laneOfToken {
 			if l == lane {
 				delete(w.laneOfToken, t)
@@ -467,7 +467,7 @@ func (w *World) route() {
 func (w *World) checkBounds() {
 	catchUps := 0
 	for _, u := range w.UpIDs() {
-		if _, shared := w.laneKind(u); shared {
+		if _, kind, _ := u.Lane(); kind == port.WatchShared {
 			if _, per := w.Up[u].Open(); per > 1 {
 				w.violate("%d shared upstream watches on one key range on %v", per, u)
 			}
@@ -751,8 +751,8 @@ func (w *World) Lose(u port.UpstreamID) {
 	if u == port.WatchShared && w.N.Gauges().Watch.Rewinding > 0 {
 		w.Coverage.LostDuringRewind++
 	}
-	lane, shared := w.laneKind(u)
-	w.noteLaneLoss(lane, shared)
+	lane, kind, _ := u.Lane()
+	w.noteLaneLoss(lane, kind == port.WatchShared)
 	w.Up[u].Reset()
 	if lane == 0 {
 		w.brokeAt = w.Store.Rev // the cache's subscription is in the default lane
@@ -769,15 +769,6 @@ func (w *World) ProgressTick() {
 
 // UpIDs returns the upstream Watch streams open, in order.
 func (w *World) UpIDs() []port.UpstreamID { return slices.Sorted(maps.Keys(w.Up)) }
-
-// laneKind reports whether upstream u is a lane's shared stream (or its
-// catch-up stream).
-func (w *World) laneKind(u port.UpstreamID) (lane int, shared bool) {
-	if u < port.NumUpstreams {
-		return 0, u == port.WatchShared
-	}
-	return int(u-port.NumUpstreams)/2 + 1, (u-port.NumUpstreams)%2 == 0
-}
 
 // Tick advances the clock: etcd expires the leases whose time has come,
 // the members answer the probes asked for, and the keep-alive streams send

@@ -44,6 +44,7 @@ func (n *Node) laneFor(identity, token string) *lane {
 	cfg.Lane = port.LaneOf(n.nextLane)
 	l := &lane{idx: n.nextLane, identity: identity, m: watch.New(cfg, n.out, n.now)}
 	n.lanes[identity] = l
+	n.laneAt[l.idx] = l
 	n.out.StartLane(port.LaneStart{Lane: cfg.Lane, Token: token})
 	return l
 }
@@ -57,17 +58,17 @@ func (n *Node) watchOf(id port.StreamID) *watch.Machine {
 	return n.watch
 }
 
-// laneOfUpstream returns the lane whose upstream stream u is.
+// laneOfUpstream returns the lane whose upstream stream u is (nil: none,
+// or one that has ended).
 func (n *Node) laneOfUpstream(u port.UpstreamID) *lane {
-	if _, ok := port.DefaultLane.Kind(u); ok {
+	idx, _, ok := u.Lane()
+	switch {
+	case !ok:
+		return nil
+	case idx == 0:
 		return n.defaultLane
 	}
-	for _, l := range n.lanes {
-		if _, ok := l.m.Lane().Kind(u); ok {
-			return l
-		}
-	}
-	return nil
+	return n.laneAt[idx]
 }
 
 // sortedLanes returns every lane, the default first, then by index (a
@@ -89,6 +90,7 @@ func (n *Node) dropIdleLane(l *lane) {
 	}
 	n.retired.Add(l.m.Stats())
 	delete(n.lanes, l.identity)
+	delete(n.laneAt, l.idx)
 	n.out.EndLane(port.LaneEnd{Lane: l.m.Lane()})
 }
 

@@ -53,7 +53,8 @@ type Node struct {
 	// lanes: one watch machine per auth identity (see lanes.go); the
 	// default lane's machine is watch.
 	defaultLane *lane
-	lanes       map[string]*lane
+	lanes       map[string]*lane // by identity
+	laneAt      map[int]*lane    // by index
 	streamLane  map[port.StreamID]*lane
 	nextLane    int
 	retired     watch.Stats // counters of lanes dropped
@@ -82,7 +83,7 @@ func New(cfg Config, now time.Time) *Node {
 		failover: failover.New(cfg.Failover, out, cfg.Members, now),
 	}
 	n.defaultLane = &lane{m: n.watch}
-	n.lanes, n.streamLane = map[string]*lane{}, map[port.StreamID]*lane{}
+	n.lanes, n.laneAt, n.streamLane = map[string]*lane{}, map[int]*lane{}, map[port.StreamID]*lane{}
 	n.startCache()
 	return n
 }

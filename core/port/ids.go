@@ -46,6 +46,19 @@ func LaneOf(i int) Lane {
 	return Lane{base, base + 1}
 }
 
+// Lane is LaneOf's inverse: the index of the lane whose Watch stream u is
+// (0 for the default lane), and which of its streams (WatchShared or
+// WatchCatchUp); false for the keep-alive stream.
+func (u UpstreamID) Lane() (idx int, kind UpstreamID, ok bool) {
+	switch {
+	case u == WatchShared || u == WatchCatchUp:
+		return 0, u, true
+	case u < NumUpstreams:
+		return 0, 0, false
+	}
+	return int(u-NumUpstreams)/2 + 1, UpstreamID(int(u-NumUpstreams) % 2), true
+}
+
 // Kind returns which of the lane's streams u is (WatchShared or
 // WatchCatchUp), or false when u is not the lane's.
 func (l Lane) Kind(u UpstreamID) (UpstreamID, bool) {
@@ -75,12 +88,8 @@ func (u UpstreamID) String() string {
 	case LeaseKeepAlive:
 		return "lease-keep-alive"
 	}
-	if u > LeaseKeepAlive {
-		i := int(u-NumUpstreams)/2 + 1
-		if (u-NumUpstreams)%2 == 0 {
-			return fmt.Sprintf("lane-%d-watch-shared", i)
-		}
-		return fmt.Sprintf("lane-%d-watch-catch-up", i)
+	if i, kind, ok := u.Lane(); ok {
+		return fmt.Sprintf("lane-%d-%v", i, kind)
 	}
 	return fmt.Sprintf("upstream-%d", int(u))
 }
