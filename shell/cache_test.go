@@ -31,29 +31,9 @@ func sameAsEtcdAt(t *testing.T, ctx context.Context, direct pb.KVClient, req *pb
 	if err != nil {
 		t.Fatalf("etcd at revision %d: %v", at.Revision, err)
 	}
-	if !sameResult(resp, want) {
-		t.Fatalf("%v answered %v at revision %d; etcd had %v", req, resultOf(resp), at.Revision, resultOf(want))
+	if !testutil.SameRange(resp, want) {
+		t.Fatalf("%v answered %v at revision %d; etcd had %v", req, testutil.RangeString(resp), at.Revision, testutil.RangeString(want))
 	}
-}
-
-func sameResult(a, b *pb.RangeResponse) bool {
-	if a.Count != b.Count || a.More != b.More || len(a.Kvs) != len(b.Kvs) {
-		return false
-	}
-	for i := range a.Kvs {
-		if !proto.Equal(a.Kvs[i], b.Kvs[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func resultOf(r *pb.RangeResponse) string {
-	s := fmt.Sprintf("count=%d more=%v", r.Count, r.More)
-	for _, kv := range r.Kvs {
-		s += fmt.Sprintf(" %s=%s@%d", kv.Key, kv.Value, kv.ModRevision)
-	}
-	return s
 }
 
 // The cache serves repeated serializable reads without asking etcd, and a
@@ -174,8 +154,8 @@ func TestCacheExactForEveryRequestShape(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !sameResult(got, want) || got.Header.Revision != want.Header.Revision {
-					t.Fatalf("%v, read %d: %v at %d, etcd answered %v at %d", req, i, resultOf(got), got.Header.Revision, resultOf(want), want.Header.Revision)
+				if !testutil.SameRange(got, want) || got.Header.Revision != want.Header.Revision {
+					t.Fatalf("%v, read %d: %v at %d, etcd answered %v at %d", req, i, testutil.RangeString(got), got.Header.Revision, testutil.RangeString(want), want.Header.Revision)
 				}
 			}
 		}
@@ -220,7 +200,7 @@ func TestCacheConsistentReads(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(got.Kvs) != 1 || !bytes.Equal(got.Kvs[0].Value, v) {
-				t.Fatalf("linearizable read after a direct write of %s: %v", v, resultOf(got))
+				t.Fatalf("linearizable read after a direct write of %s: %v", v, testutil.RangeString(got))
 			}
 		}
 	}
@@ -239,7 +219,7 @@ func TestCacheConsistentReads(t *testing.T) {
 			for range 20 {
 				got, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("k")})
 				if err == nil && (len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "v49") {
-					err = fmt.Errorf("read %v", resultOf(got))
+					err = fmt.Errorf("read %v", testutil.RangeString(got))
 				}
 				if err != nil {
 					errs <- err

@@ -1,8 +1,6 @@
 package sim
 
 import (
-	"bytes"
-	"fmt"
 	"slices"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/etcdproxy/etcdproxy/core/cache"
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
 // The read cache's part of the world. Readers are client connections, each
@@ -137,8 +136,8 @@ func (w *World) checkCached(c *readCall, resp *pb.RangeResponse) {
 		w.violate("cached answer to %v at revision %d, past the store's %d", c.req, rev, w.Store.Rev)
 		return
 	}
-	if want := w.rangeAt(c.reader.Identity, c.req, rev); !sameRange(resp, want) {
-		w.violate("cached answer to %v for %q at revision %d: %s; etcd's at that revision: %s", c.req, c.reader.Identity, rev, rangeString(resp), rangeString(want))
+	if want := w.rangeAt(c.reader.Identity, c.req, rev); !testutil.SameRange(resp, want) {
+		w.violate("cached answer to %v for %q at revision %d: %s; etcd's at that revision: %s", c.req, c.reader.Identity, rev, testutil.RangeString(resp), testutil.RangeString(want))
 	}
 	for k, at := range w.subDelivered {
 		if at > rev && InRange([]byte(k), c.req.Key, c.req.RangeEnd) {
@@ -236,28 +235,6 @@ func (w *World) rangeAt(identity string, req *pb.RangeRequest, rev int64) *pb.Ra
 		resp.Kvs = append(resp.Kvs, kv)
 	}
 	return resp
-}
-
-func sameRange(a, b *pb.RangeResponse) bool {
-	if a.Count != b.Count || a.More != b.More || len(a.Kvs) != len(b.Kvs) {
-		return false
-	}
-	for i := range a.Kvs {
-		x, y := a.Kvs[i], b.Kvs[i]
-		if !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) || x.ModRevision != y.ModRevision ||
-			x.CreateRevision != y.CreateRevision || x.Version != y.Version {
-			return false
-		}
-	}
-	return true
-}
-
-func rangeString(r *pb.RangeResponse) string {
-	s := fmt.Sprintf("count=%d more=%v", r.Count, r.More)
-	for _, kv := range r.Kvs {
-		s += fmt.Sprintf(" %s=%q@%d", kv.Key, kv.Value, kv.ModRevision)
-	}
-	return s
 }
 
 // settleReads serves and delivers every forwarded read.

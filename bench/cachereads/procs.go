@@ -11,6 +11,7 @@ import (
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
 	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 // target is where the clients send their reads: etcd itself (p nil) or a
@@ -23,11 +24,11 @@ type target struct {
 // startEtcd starts the etcd member on free 127.0.0.1 ports and waits until
 // it is healthy.
 func startEtcd(o options) (*child.Proc, string, error) {
-	clientAddr, err := child.FreeAddr()
+	clientAddr, err := embedetcd.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	peerAddr, err := child.FreeAddr()
+	peerAddr, err := embedetcd.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
@@ -60,7 +61,7 @@ func startProxy(o options, name, etcdURL string) (*child.Proc, string, error) {
 	default:
 		return nil, "", fmt.Errorf("no proxy for target %q", name)
 	}
-	addr, err := child.FreeAddr()
+	addr, err := embedetcd.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}

@@ -73,6 +73,7 @@ import (
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
 	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
+	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 type options struct {
@@ -214,11 +215,11 @@ func run(o options) error {
 	began := time.Now()
 
 	// etcd, then the proxies in front of it.
-	clientAddr, err := child.FreeAddr()
+	clientAddr, err := embedetcd.FreeAddr()
 	if err != nil {
 		return err
 	}
-	peerAddr, err := child.FreeAddr()
+	peerAddr, err := embedetcd.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -252,7 +253,7 @@ func run(o options) error {
 		case "etcdproxy":
 			bin, args = o.etcdproxyBin, append([]string{"start"}, strings.Fields(o.etcdproxyFlags)...)
 		}
-		addr, err := child.FreeAddr()
+		addr, err := embedetcd.FreeAddr()
 		if err != nil {
 			return err
 		}

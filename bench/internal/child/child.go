@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -172,16 +171,6 @@ func (p *Proc) logged(msg string) bool {
 		}
 	}
 	return false
-}
-
-// FreeAddr is a free 127.0.0.1 TCP address, for a child to listen on.
-func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // CPUSeconds is process pid's utime+stime, from /proc/<pid>/stat.
