@@ -94,7 +94,7 @@ func takeSnapshot(tgt target, etcd *child.Proc, etcdURL string) (snapshot, error
 		}
 		s.proxy = map[string]float64{}
 		for _, n := range proxyCounters {
-			if v, ok := pm.sum(n); ok {
+			if v, ok := pm.Sum(n); ok {
 				s.proxy[n] = v
 			}
 		}

@@ -1,11 +1,10 @@
 package main
 
 import (
-	"bufio"
+	"context"
 	"fmt"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -78,81 +77,16 @@ func startProxy(o options, name, etcdURL string) (*child.Proc, string, error) {
 	return p, addr, nil
 }
 
-// sample is one line of a Prometheus text exposition.
-type sample struct {
-	name, labels string
-	value        float64
-}
-
-// metrics is a scraped Prometheus text exposition.
-type metrics []sample
+// metrics is a scraped Prometheus exposition.
+type metrics = probe.Metrics
 
 // scrape reads url (a /metrics or /proxy/metrics page).
 func scrape(url string) (metrics, error) {
-	hc := &http.Client{Timeout: 10 * time.Second}
-	resp, err := hc.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	var m metrics
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		var s sample
-		rest := line
-		if i := strings.IndexByte(line, '{'); i >= 0 {
-			j := strings.LastIndexByte(line, '}')
-			if j < i {
-				return nil, fmt.Errorf("%s: bad line %q", url, line)
-			}
-			s.name, s.labels, rest = line[:i], line[i+1:j], line[j+1:]
-		} else if i := strings.IndexByte(line, ' '); i >= 0 {
-			s.name, rest = line[:i], line[i:]
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			return nil, fmt.Errorf("%s: bad line %q", url, line)
-		}
-		if s.value, err = strconv.ParseFloat(f[0], 64); err != nil {
-			return nil, fmt.Errorf("%s: line %q: %w", url, line, err)
-		}
-		m = append(m, s)
-	}
-	return m, sc.Err()
-}
-
-// sum adds up the samples of name whose labels contain every one of
-// labels (each written as in the exposition, e.g. `grpc_method="Range"`),
-// and reports whether there was any.
-func (m metrics) sum(name string, labels ...string) (float64, bool) {
-	var v float64
-	found := false
-next:
-	for _, s := range m {
-		if s.name != name {
-			continue
-		}
-		for _, l := range labels {
-			if !strings.Contains(s.labels, l) {
-				continue next
-			}
-		}
-		v += s.value
-		found = true
-	}
-	return v, found
+	return probe.Scrape(context.Background(), &http.Client{Timeout: 10 * time.Second}, url)
 }
 
 // etcdRanges is etcd's count of Range calls handled.
 func etcdRanges(m metrics) float64 {
-	v, _ := m.sum("grpc_server_handled_total", `grpc_method="Range"`)
+	v, _ := m.Sum("grpc_server_handled_total", "grpc_method", "Range")
 	return v
 }

@@ -1,13 +1,15 @@
 package main
 
 import (
-	"bufio"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 )
 
 // memKB is the process's VmRSS and VmHWM from /proc/<pid>/status.
@@ -48,55 +50,15 @@ func (m etcdMetrics) kaOpen() float64 { return m.kaStarted - m.kaHandled }
 
 func scrape(clientURL string) (etcdMetrics, error) {
 	var m etcdMetrics
-	hc := &http.Client{Timeout: 10 * time.Second}
-	resp, err := hc.Get(clientURL + "/metrics")
+	mfs, err := probe.Scrape(context.Background(), &http.Client{Timeout: 10 * time.Second}, clientURL+"/metrics")
 	if err != nil {
 		return m, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return m, fmt.Errorf("GET %s/metrics: %s", clientURL, resp.Status)
-	}
-	seen := false
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name := line
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			name = line[:i]
-		}
-		var dst *float64
-		switch name {
-		case "etcd_debugging_lease_renewed_total":
-			dst, seen = &m.renewed, true
-		case "grpc_server_started_total":
-			if strings.Contains(line, `grpc_method="LeaseKeepAlive"`) {
-				dst = &m.kaStarted
-			}
-		case "grpc_server_handled_total":
-			if strings.Contains(line, `grpc_method="LeaseKeepAlive"`) {
-				dst = &m.kaHandled
-			}
-		}
-		if dst == nil {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			return m, fmt.Errorf("metrics line %q: %w", line, err)
-		}
-		*dst += v
-	}
-	if err := sc.Err(); err != nil {
-		return m, err
-	}
-	if !seen {
+	var seen bool
+	if m.renewed, seen = mfs.Sum("etcd_debugging_lease_renewed_total"); !seen {
 		return m, fmt.Errorf("no etcd_debugging_lease_renewed_total in %s/metrics", clientURL)
 	}
+	m.kaStarted, _ = mfs.Sum("grpc_server_started_total", "grpc_method", "LeaseKeepAlive")
+	m.kaHandled, _ = mfs.Sum("grpc_server_handled_total", "grpc_method", "LeaseKeepAlive")
 	return m, nil
 }

@@ -6,7 +6,6 @@ package main
 // and the target's and etcd's CPU time and peak RSS.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
+	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 )
 
 const watcherMetric = "etcd_debugging_mvcc_watcher_total"
@@ -77,35 +77,15 @@ func newMonitor(o options) *monitor {
 
 // watchers reads etcd's watcher gauge.
 func (m *monitor) watchers(ctx context.Context) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.url, nil)
+	mfs, err := probe.Scrape(ctx, m.hc, m.url)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := m.hc.Do(req)
-	if err != nil {
-		return 0, err
+	v, ok := mfs.Sum(watcherMetric)
+	if !ok {
+		return 0, fmt.Errorf("%s: no %s", m.url, watcherMetric)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s: %s", m.url, resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), watcherMetric+" ")
-		if !ok {
-			continue
-		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %q: %w", m.url, sc.Text(), err)
-		}
-		return int64(f), nil
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("%s: no %s", m.url, watcherMetric)
+	return int64(v), nil
 }
 
 // sample reads the gauge; a failed read counts in Errors and returns -1.

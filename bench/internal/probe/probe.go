@@ -1,5 +1,6 @@
 // Package probe is how the benchmarks reach their targets: a gRPC
-// connection to an etcd member or a proxy, and the waits until one serves.
+// connection to an etcd member or a proxy, the waits until one serves, and
+// the reading of their Prometheus metrics.
 package probe
 
 import (
@@ -7,9 +8,13 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -64,4 +69,53 @@ func AwaitProxy(p *child.Proc, endpoint string, d time.Duration) error {
 		_, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("ready-probe"), Serializable: true})
 		return err
 	})
+}
+
+// Metrics is a Prometheus exposition, by metric name.
+type Metrics map[string]*dto.MetricFamily
+
+// Scrape reads a Prometheus text exposition (etcd's /metrics, a proxy's
+// /proxy/metrics) with Prometheus's own parser.
+func Scrape(ctx context.Context, hc *http.Client, url string) (Metrics, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	return mfs, nil
+}
+
+// Sum adds up the counters, gauges and untyped samples of metric name that
+// carry every label of labels (name, value pairs), and reports whether
+// the metric is there at all.
+func (mfs Metrics) Sum(name string, labels ...string) (float64, bool) {
+	mf := mfs[name]
+	if mf == nil {
+		return 0, false
+	}
+	var v float64
+next:
+	for _, m := range mf.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+				return l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+			}) {
+				continue next
+			}
+		}
+		v += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+	}
+	return v, true
 }
