@@ -120,12 +120,25 @@ func (m *Member) wait() error {
 	case <-m.Etcd.Server.ReadyNotify():
 		return nil
 	case err := <-m.Etcd.Err():
-		m.Etcd.Close()
+		closeEtcd(m.Etcd)
 		return fmt.Errorf("etcd member %s failed: %w", m.Name, err)
 	case <-time.After(60 * time.Second):
-		m.Etcd.Close()
+		closeEtcd(m.Etcd)
 		return fmt.Errorf("etcd member %s not ready after 60s", m.Name)
 	}
+}
+
+// closeEtcd closes e, ready or not. etcd's Close waits for its client
+// listeners to start serving, which they do only once the server is ready
+// (or stopping): a member of a cluster that never reached quorum is
+// stopped first, or Close would wait forever.
+func closeEtcd(e *embed.Etcd) {
+	select {
+	case <-e.Server.ReadyNotify():
+	default:
+		e.Server.HardStop()
+	}
+	e.Close()
 }
 
 // Stop stops the member; its data stays for Restart.
@@ -133,7 +146,7 @@ func (m *Member) Stop() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.Etcd != nil {
-		m.Etcd.Close()
+		closeEtcd(m.Etcd)
 		<-m.Etcd.Server.StopNotify()
 		m.Etcd = nil
 	}
@@ -159,8 +172,18 @@ type Cluster struct {
 }
 
 // StartCluster starts n members on free loopback ports with data under dir
-// and waits until every one serves.
+// and waits until every one serves. A port taken by another process
+// between its choice and its use is chosen again (three tries).
 func StartCluster(dir string, n int, opts Options) (*Cluster, error) {
+	for try := 1; ; try++ {
+		c, err := startCluster(fmt.Sprintf("%s/%d", dir, try), n, opts)
+		if err == nil || try == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return c, err
+		}
+	}
+}
+
+func startCluster(dir string, n int, opts Options) (*Cluster, error) {
 	c := &Cluster{}
 	var initial []string
 	for i := 0; i < n; i++ {
