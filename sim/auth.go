@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/etcdproxy/etcdproxy/core/node"
@@ -20,11 +21,14 @@ import (
 // Checked: (l) a create whose token may not watch its range, from when it
 // was made until it is answered, is refused with etcd's reason, and one
 // that may, all along, is not refused for auth; (m) a watch whose token
-// could not watch its range when its lane's upstream stream broke gets no
-// event written after that (etcd refuses the watch's re-creation), unless
-// the stream broke again while the token could; (n) a
+// could not watch its range when etcd took up its re-creation, after its
+// lane's upstream stream broke, gets no event written after that, unless
+// the stream broke again and etcd then took the re-creation; (n) a
 // client stream is ended for its token (node.ErrLaneTokenRefused) only
-// when etcd refused that token.
+// when etcd refused that token; (o) a watch the client was told created is
+// ended for auth only by etcd refusing an upstream create of its lane sent
+// after that (a re-creation), never by the check of the upstream watch that
+// was to serve it from the start: that refusal is the create's.
 
 // grant is what a token may read.
 type grant struct {
@@ -41,10 +45,19 @@ type authWorld struct {
 	// changes counts every change of a token's grant or expiry (check l:
 	// a verdict holds only while it does not change).
 	changes map[string]int
-	// deniedSince: per stream, the store's revision when one of its
-	// lane's upstream streams broke while its token could not watch a
-	// watch's range, per watch (check m).
+	// deniedAt: per watch, the store's revision when etcd refused to
+	// re-create its upstream watch (check m).
 	deniedAt map[*ClientWatch]int64
+	// recreating: the watches whose upstream watch broke with a stream of
+	// their lane, until etcd checks their re-creation (check m).
+	recreating map[*ClientWatch]bool
+	// readies counts the node's Readies; createdAt holds, for created
+	// answers to streams with a token, the Ready that carried them; and
+	// refusedSent, per lane, the latest Ready that sent an upstream create
+	// etcd refused for auth (check o).
+	readies     int
+	createdAt   map[*pb.WatchResponse]int
+	refusedSent map[int]int
 }
 
 func newAuthWorld() authWorld {
@@ -53,7 +66,8 @@ func newAuthWorld() authWorld {
 			"t1": {key: []byte("a"), end: []byte("c")}, // a and b
 			"t2": {key: []byte{0}, end: []byte{0}},     // everything
 		},
-		deniedAt: map[*ClientWatch]int64{},
+		deniedAt: map[*ClientWatch]int64{}, recreating: map[*ClientWatch]bool{},
+		createdAt: map[*pb.WatchResponse]int{}, refusedSent: map[int]int{},
 		changes:  map[string]int{},
 		refusals: map[string]int{},
 	}
@@ -111,8 +125,8 @@ func (w *World) SetExpired(token string, expired bool) {
 }
 
 // noteLaneLoss records, for check (m), the watches on the broken stream
-// (the lane's shared one, or its catch-up one) whose token cannot watch
-// their range now.
+// (the lane's shared one, or its catch-up one): etcd's verdict on their
+// re-creation is to come (authChecked).
 func (w *World) noteLaneLoss(lane int, shared bool) {
 	if lane == 0 {
 		return
@@ -126,16 +140,38 @@ func (w *World) noteLaneLoss(lane int, shared bool) {
 			if info, ok := w.N.InspectWatcher(c.ID, cw.ID); ok && (shared && !info.InGroup || !shared && !info.CatchUp) {
 				continue // on the lane's other stream, which goes on
 			}
-			switch {
-			case cw.Ended:
-			case w.authError(c.Token, cw.Req.Key, cw.Req.RangeEnd) == nil:
-				// Created again now, etcd takes it (an earlier refusal
-				// lost with the stream it was on never reached the proxy).
+			if !cw.Ended {
+				w.recreating[cw] = true
+			}
+		}
+	}
+}
+
+// authChecked records, for check (m), etcd's verdict on an upstream create
+// of lane for [key, end), made when etcd took it up: it is the verdict on
+// re-creating every watch of that lane and range that lost its upstream
+// watch. A refused watch may get no event written after now.
+func (w *World) authChecked(lane int, key, end []byte, refused bool) {
+	norm := func(k []byte) string {
+		if len(k) == 0 {
+			return "\x00"
+		}
+		return string(k)
+	}
+	for _, id := range w.clientIDs() {
+		c := w.Clients[id]
+		if c.Closed || c.Token == "" || w.laneOfToken[c.Token] != lane {
+			continue
+		}
+		for _, cw := range c.watches {
+			if !w.recreating[cw] || norm(cw.Req.Key) != norm(key) || string(cw.Req.RangeEnd) != string(end) {
+				continue
+			}
+			delete(w.recreating, cw)
+			if !refused {
 				delete(w.deniedAt, cw)
-			default:
-				if _, ok := w.deniedAt[cw]; !ok {
-					w.deniedAt[cw] = w.Store.Rev
-				}
+			} else if _, ok := w.deniedAt[cw]; !ok {
+				w.deniedAt[cw] = w.Store.Rev
 			}
 		}
 	}
@@ -144,11 +180,22 @@ func (w *World) noteLaneLoss(lane int, shared bool) {
 // checkAuthEvent: check (m) for an event delivered to cw.
 func (w *World) checkAuthEvent(c *Client, cw *ClientWatch, rev int64) {
 	if at, ok := w.deniedAt[cw]; ok && rev > at {
-		w.violate("stream %d watch %d (token %s): an event at %d, written after its lane broke at %d while the token could not watch %q", c.ID, cw.ID, c.Token, rev, at, cw.Req.Key)
+		w.violate("stream %d watch %d (token %s): an event at %d, written after etcd refused to re-create its watch at %d (the token could not watch %q)", c.ID, cw.ID, c.Token, rev, at, cw.Req.Key)
 	}
 }
 
-// laneEnded: check (n) for a stream ended for its token.
+// checkAuthCancel: check (o) for a cancel of a created watch.
+func (w *World) checkAuthCancel(c *Client, cw *ClientWatch, r *pb.WatchResponse) {
+	if c.Token == "" || (r.CancelReason != rpctypes.ErrGRPCPermissionDenied.Error() && r.CancelReason != rpctypes.ErrGRPCInvalidAuthToken.Error()) {
+		return
+	}
+	w.Coverage.AuthCancelled++
+	if lane := w.laneOfToken[c.Token]; w.refusedSent[lane] <= cw.createdAt {
+		w.violate("stream %d watch %d (token %s): created, then ended for auth (%q) though etcd refused no upstream create of its lane sent since", c.ID, cw.ID, c.Token, r.CancelReason)
+	}
+}
+
+// tokenEnded: check (n) for a stream ended for its token.
 func (w *World) tokenEnded(c *Client, err error) bool {
 	if !errors.Is(err, node.ErrLaneTokenRefused) {
 		return false

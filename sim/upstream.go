@@ -26,12 +26,22 @@ import (
 // which etcd keeps the watch on the stream until the proxy cancels it.
 type Upstream struct {
 	// Permit, on a lane's stream, is etcd's check of the stream's token
-	// for a watch's range at its creation: "" or the cancel reason.
-	Permit  func(key, end []byte) string
-	store   *Store
-	watches map[int64]*upWatch
-	ctrl    []*pb.WatchResponse // etcd's control queue
-	ch      []*pb.WatchResponse // etcd's watch channel
+	// for a watch's range at its creation: "" or the cancel reason. etcd
+	// makes it when it takes the create up, which is some time after the
+	// proxy sent it: here, when its answer is taken. sent is Clock's
+	// reading when the proxy sent the create.
+	Permit func(key, end []byte, sent int) string
+	// Clock, when set, stamps the creates the proxy sends (see Permit).
+	Clock *int
+	// unchecked: the created answers whose token check is still to come,
+	// with the create's range and stamp; refused: the watches etcd
+	// refused, whose events never go out.
+	unchecked map[*pb.WatchResponse]uncheckedCreate
+	refused   map[int64]bool
+	store     *Store
+	watches   map[int64]*upWatch
+	ctrl      []*pb.WatchResponse // etcd's control queue
+	ch        []*pb.WatchResponse // etcd's watch channel
 	// announced holds the watch IDs whose created has gone out; pending,
 	// what the channel had for the others (etcd buffers it until then).
 	announced map[int64]bool
@@ -103,13 +113,6 @@ func (u *Upstream) Request(r *pb.WatchRequest) {
 	case *pb.WatchRequest_CreateRequest:
 		c := v.CreateRequest
 		u.Creates++
-		if u.Permit != nil {
-			if reason := u.Permit(c.Key, c.RangeEnd); reason != "" {
-				// etcd refuses the stream's token: an answer without the ID.
-				u.ctrl = append(u.ctrl, &pb.WatchResponse{Header: u.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: reason})
-				return
-			}
-		}
 		if _, dup := u.watches[c.WatchId]; dup {
 			u.ctrl = append(u.ctrl, &pb.WatchResponse{Header: u.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: "mvcc: duplicate watch ID provided on the WatchStream"})
 			return
@@ -122,6 +125,13 @@ func (u *Upstream) Request(r *pb.WatchRequest) {
 		r := &pb.WatchResponse{Header: u.header(), WatchId: w.id, Created: true}
 		u.asked[r] = u.Creates - 1
 		u.ctrl = append(u.ctrl, r)
+		if u.Permit != nil {
+			sent := 0
+			if u.Clock != nil {
+				sent = *u.Clock
+			}
+			u.unchecked[r] = uncheckedCreate{key: c.Key, end: c.RangeEnd, sent: sent}
+		}
 	case *pb.WatchRequest_CancelRequest:
 		id := v.CancelRequest.WatchId
 		if _, ok := u.watches[id]; ok {
@@ -253,6 +263,18 @@ func (u *Upstream) Take(n int, fromCtrl func() bool) []*pb.WatchResponse {
 		if len(u.ctrl) > 0 && (len(u.ch) == 0 || fromCtrl()) {
 			r := u.ctrl[0]
 			u.ctrl = u.ctrl[1:]
+			if chk, ok := u.unchecked[r]; ok {
+				delete(u.unchecked, r)
+				if reason := u.Permit(chk.key, chk.end, chk.sent); reason != "" {
+					// etcd refuses the stream's token: an answer without
+					// the ID, and the watch never was.
+					delete(u.watches, r.WatchId)
+					delete(u.pending, r.WatchId)
+					u.refused[r.WatchId] = true
+					out = append(out, &pb.WatchResponse{Header: u.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: reason})
+					continue
+				}
+			}
 			out = append(out, r)
 			switch {
 			case r.Created && r.WatchId != -1:
@@ -270,6 +292,9 @@ func (u *Upstream) Take(n int, fromCtrl func() bool) []*pb.WatchResponse {
 		}
 		r := u.ch[0]
 		u.ch = u.ch[1:]
+		if u.refused[r.WatchId] {
+			continue
+		}
 		if r.WatchId != -1 && !u.announced[r.WatchId] {
 			// etcd holds it until the created goes out; after a cancel,
 			// for good.
@@ -303,6 +328,14 @@ func (u *Upstream) Reset() {
 	u.announced = map[int64]bool{}
 	u.pending = map[int64][]*pb.WatchResponse{}
 	u.asked = map[*pb.WatchResponse]int{}
+	u.unchecked = map[*pb.WatchResponse]uncheckedCreate{}
+	u.refused = map[int64]bool{}
+}
+
+// uncheckedCreate is a create whose token etcd has still to check.
+type uncheckedCreate struct {
+	key, end []byte
+	sent     int
 }
 
 // Kill ends a watch from etcd's side with a reason, as etcd does when it

@@ -194,8 +194,9 @@ type Coverage struct {
 	CacheReadRewinding int
 	// Lanes: lanes of upstream streams started for streams with a token.
 	// AuthRefused: creates refused for their token. AuthEnded: streams
-	// ended because etcd refused their token.
-	Lanes, AuthRefused, AuthEnded int
+	// ended because etcd refused their token. AuthCancelled: created
+	// watches ended for auth (their re-creation refused).
+	Lanes, AuthRefused, AuthEnded, AuthCancelled int
 }
 
 // Add adds o's counts to c.
@@ -225,6 +226,7 @@ func (c *Coverage) Add(o Coverage) {
 	c.CacheReadRewinding += o.CacheReadRewinding
 	c.Lanes += o.Lanes
 	c.AuthRefused += o.AuthRefused
+	c.AuthCancelled += o.AuthCancelled
 	c.AuthEnded += o.AuthEnded
 }
 
@@ -258,6 +260,7 @@ func (c Coverage) Missing() []string {
 		"lanes started for streams with a token":      c.Lanes,
 		"creates refused for their token":             c.AuthRefused,
 		"streams ended for their token":               c.AuthEnded,
+		"created watches ended for auth":              c.AuthCancelled,
 	} {
 		if n == 0 {
 			out = append(out, name)
@@ -321,6 +324,7 @@ type ClientWatch struct {
 	// when it was made (nil: allowed), for check (l).
 	AuthAtReq  error
 	authEpoch  int          // the token's grant changes when it was made
+	createdAt  int          // the node's Ready that answered it, for check (o)
 	dupOf      *ClientWatch // the pending create holding its chosen ID, if any
 	ID         int64
 	Created    bool
@@ -372,6 +376,7 @@ func (w *World) route() {
 		return
 	}
 	r := w.N.Ready()
+	w.readies++
 	if w.Recording != nil {
 		writeReady(&w.Recording.Outputs, r)
 	}
@@ -383,11 +388,17 @@ func (w *World) route() {
 			}
 			up := NewUpstream(w.Store)
 			up.View = w.Up[port.WatchShared].View
-			up.Permit = func(key, end []byte) string {
+			up.Clock = &w.readies
+			up.Permit = func(key, end []byte, sent int) string {
 				reason := w.authReason(token, key, end)
 				if reason == rpctypes.ErrGRPCInvalidAuthToken.Error() {
 					w.refusals[token]++
 				}
+				lane, _, _ := u.Lane()
+				if reason != "" {
+					w.refusedSent[lane] = max(w.refusedSent[lane], sent)
+				}
+				w.authChecked(lane, key, end, reason != "")
 				return reason
 			}
 			w.Up[u] = up
@@ -410,6 +421,9 @@ func (w *World) route() {
 		}
 		if c := w.Clients[s.Stream]; c != nil && !c.Closed {
 			c.inbox = append(c.inbox, s)
+			if c.Token != "" && s.Watch != nil && s.Watch.Created && !s.Watch.Canceled {
+				w.createdAt[s.Watch] = w.readies
+			}
 		}
 	}
 	for _, u := range r.Upstream {
@@ -900,6 +914,8 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 			w.violate("stream %d watch %d: created at revision %d, before the request (at %d)", c.ID, r.WatchId, rev, cw.RevAtReq)
 		}
 		cw.ID, cw.Created, cw.CreatedRev, cw.Told = r.WatchId, true, rev, rev
+		cw.createdAt = w.createdAt[r]
+		delete(w.createdAt, r)
 		cw.Start = cw.Req.StartRevision
 		if cw.Start == 0 {
 			cw.Start = rev + 1
@@ -988,6 +1004,7 @@ func (w *World) check(c *Client, r *pb.WatchResponse) {
 			if !cw.CancelSent && r.CancelReason == "" {
 				w.violate("stream %d watch %d: cancelled without a request or a reason: %v", c.ID, cw.ID, r)
 			}
+			w.checkAuthCancel(c, cw, r)
 			if rev < cw.LastRev {
 				w.violate("stream %d watch %d: cancel at revision %d after an event at %d", c.ID, cw.ID, rev, cw.LastRev)
 			}

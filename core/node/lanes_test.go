@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"slices"
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -130,6 +131,20 @@ func TestRefusedRecreateEndsItsWatchers(t *testing.T) {
 	for _, f := range rd.Fetches {
 		n.Step(node.Fetched{ID: f.ID, Result: port.FetchResult{Header: hdr(5)}})
 	}
+	// Both groups are opened at once; the creates are answered once etcd
+	// has accepted them.
+	rd = n.Ready()
+	if len(rd.Sends) != 0 || len(rd.Upstream) != 2 {
+		t.Fatalf("before etcd accepted the groups: sends %v, upstream %v; want two creates upstream and nothing to the client", rd.Sends, rd.Upstream)
+	}
+	ups := slices.Clone(rd.Upstream)
+	n.Advance()
+	for _, u := range ups {
+		n.Step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(5), WatchId: u.Watch.GetCreateRequest().WatchId, Created: true}})
+	}
+	if rd = n.Ready(); len(rd.Sends) != 2 || !rd.Sends[0].Watch.Created || !rd.Sends[1].Watch.Created {
+		t.Fatalf("after etcd accepted the groups: %v, want both creates answered", rd.Sends)
+	}
 	n.Advance()
 	n.Step(node.UpstreamLost{Upstream: lane.Shared})
 	rd = n.Ready()
@@ -155,5 +170,99 @@ func TestRefusedRecreateEndsItsWatchers(t *testing.T) {
 	}
 	if len(cancels) != 1 || cancels[0].CancelReason != denied || len(rd.Ends) != 0 {
 		t.Fatalf("after etcd refused the first re-create: cancels %v, ends %v; want one watcher cancelled with etcd's reason", cancels, rd.Ends)
+	}
+}
+
+// On a lane with a token, a create that needs a new upstream watch is
+// answered only once etcd has accepted that watch: etcd checks the lane's
+// token again there, and a permission revoked after the revision fetch is
+// the create's refusal, not the end of a watch the client was told etcd
+// had created. A create behind the group's window gets a catch-up watch of
+// its own (no rewind: that would have etcd check the group's watchers
+// again), and is answered once etcd accepts it.
+func TestLaneCreateAnsweredOnceEtcdAcceptsItsWatch(t *testing.T) {
+	n := node.New(node.Config{}, t0)
+	lane := port.LaneOf(1)
+	n.Step(node.OpenStream{Stream: 1, Token: "t", Identity: "alice"})
+	n.Advance()
+	step := func(in ...node.Input) port.Ready {
+		t.Helper()
+		for _, i := range in {
+			n.Step(i)
+		}
+		rd := n.Ready()
+		// Advance lets the node reuse what Ready handed out: keep copies.
+		rd.Sends, rd.Upstream, rd.Fetches = slices.Clone(rd.Sends), slices.Clone(rd.Upstream), slices.Clone(rd.Fetches)
+		n.Advance()
+		return rd
+	}
+	fetched := func(rd port.Ready, rev int64) port.Ready {
+		t.Helper()
+		if len(rd.Fetches) != 1 {
+			t.Fatalf("fetches %v, want one", rd.Fetches)
+		}
+		return step(node.Fetched{ID: rd.Fetches[0].ID, Result: port.FetchResult{Header: hdr(rev)}})
+	}
+	upCreate := func(rd port.Ready, u port.UpstreamID) int64 {
+		t.Helper()
+		if len(rd.Sends) != 0 || len(rd.Upstream) != 1 || rd.Upstream[0].Upstream != u || rd.Upstream[0].Watch.GetCreateRequest() == nil {
+			t.Fatalf("sends %v, upstream %v; want only a create on %v", rd.Sends, rd.Upstream, u)
+		}
+		return rd.Upstream[0].Watch.GetCreateRequest().WatchId
+	}
+
+	// The permission is revoked between the fetch and etcd's check of the
+	// group's watch: the create is refused, with etcd's reason.
+	rd := fetched(step(create(1, "a")), 5)
+	upCreate(rd, lane.Shared)
+	denied := rpctypes.ErrGRPCPermissionDenied.Error()
+	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(5), WatchId: -1, Created: true, Canceled: true, CancelReason: denied}})
+	if len(rd.Sends) != 1 || rd.Sends[0].Watch == nil {
+		t.Fatalf("after etcd refused the group: %+v, ends %v, want one refusal", rd.Sends, rd.Ends)
+	}
+	if w := rd.Sends[0].Watch; !w.Created || !w.Canceled || w.WatchId != -1 || w.CancelReason != denied || len(rd.Upstream) != 0 {
+		t.Fatalf("after etcd refused the group: %v, upstream %v; want the create refused with %q", rd.Sends, rd.Upstream, denied)
+	}
+	if g := n.Gauges().Watch; g.Groups != 0 || n.Stats().Watch.Watchers != 0 {
+		t.Fatalf("after the refusal: gauges %+v, stats %+v", g, n.Stats().Watch)
+	}
+
+	// Given back: created once etcd accepts the group, and served.
+	rd = fetched(step(create(1, "a")), 6)
+	id := upCreate(rd, lane.Shared)
+	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(6), WatchId: id, Created: true}})
+	if len(rd.Sends) != 1 || !rd.Sends[0].Watch.Created || rd.Sends[0].Watch.Canceled || rd.Sends[0].Watch.Header.Revision != 6 {
+		t.Fatalf("after etcd accepted the group: %v, want created at 6", rd.Sends)
+	}
+	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(7), WatchId: id,
+		Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("a"), ModRevision: 7}}}}})
+	if len(rd.Sends) != 1 || len(rd.Sends[0].Watch.Events) != 1 {
+		t.Fatalf("the event at 7: %v", rd.Sends)
+	}
+
+	// From revision 3, behind the group's window: a catch-up watch, and
+	// created once etcd accepts it; the group is not rewound.
+	rd = fetched(step(node.WatchCreate{Stream: 1, Req: &pb.WatchCreateRequest{Key: []byte("a"), StartRevision: 3}}), 7)
+	cid := upCreate(rd, lane.CatchUp)
+	rd = step(node.UpstreamResponse{Upstream: lane.CatchUp, Watch: &pb.WatchResponse{Header: hdr(7), WatchId: cid, Created: true}})
+	if len(rd.Sends) != 1 || !rd.Sends[0].Watch.Created || rd.Sends[0].Watch.WatchId != 1 || len(rd.Upstream) != 0 {
+		t.Fatalf("after etcd accepted the catch-up watch: sends %v, upstream %v", rd.Sends, rd.Upstream)
+	}
+	rd = step(node.UpstreamResponse{Upstream: lane.CatchUp, Watch: &pb.WatchResponse{Header: hdr(7), WatchId: cid,
+		Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("a"), ModRevision: 4}}}}})
+	if len(rd.Sends) != 1 || rd.Sends[0].Watch.WatchId != 1 || len(rd.Sends[0].Watch.Events) != 1 {
+		t.Fatalf("the catch-up's event at 4: %v", rd.Sends)
+	}
+
+	// A stream that closes while its create waits leaves nothing upstream.
+	n.Step(node.OpenStream{Stream: 2, Token: "t2", Identity: "alice"})
+	rd = fetched(step(create(2, "z")), 7)
+	zid := upCreate(rd, lane.Shared)
+	rd = step(node.CloseStream{Stream: 2})
+	if len(rd.Upstream) != 1 || rd.Upstream[0].Watch.GetCancelRequest().GetWatchId() != zid {
+		t.Fatalf("after the waiting stream closed: %v, want its group's watch cancelled", rd.Upstream)
+	}
+	if g := n.Gauges().Watch; g.Groups != 1 {
+		t.Fatalf("groups after the close: %d, want a's only", g.Groups)
 	}
 }

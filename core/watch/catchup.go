@@ -40,6 +40,10 @@ func (m *Machine) closeCatchUp(w *watcher) {
 // catchUpResponse handles a response for a catch-up watch.
 func (m *Machine) catchUpResponse(c *catchUp, r *pb.WatchResponse) {
 	w := c.w
+	if w.state == fetching {
+		m.awaitedCatchUp(c, r)
+		return
+	}
 	switch kind, b := m.decode(port.WatchCatchUp, &c.up, r); kind {
 	case upEnded:
 		delete(m.catchUps, c.up.id)

@@ -112,6 +112,11 @@ func (m *Machine) Fetched(id port.FetchID, r port.FetchResult) {
 		}
 		res := r
 		w.result = &res
+		if m.checked() && w.s.queue[0].create != w {
+			// Not its turn yet: open the group it will need now, so that
+			// etcd checks the stream's creates in one round trip.
+			m.awaitUpstream(w, false)
+		}
 		m.flushQueue(w.s)
 	}
 	for _, s := range f.streams {
@@ -145,7 +150,7 @@ func (m *Machine) flushQueue(s *stream) {
 		case r.refusal != "":
 			m.sendRefusal(s, r.refusal)
 		case r.create != nil:
-			if r.create.result == nil {
+			if r.create.result == nil || m.awaitUpstream(r.create, true) {
 				return
 			}
 			m.complete(r.create)
@@ -172,6 +177,7 @@ func (m *Machine) complete(w *watcher) {
 	r := *w.result
 	w.result = nil
 	if r.Err != nil {
+		m.unawait(w)
 		m.stats.Watchers--
 		m.sendRefusal(s, r.Err.Error())
 		return
@@ -189,15 +195,22 @@ func (m *Machine) complete(w *watcher) {
 		rev--
 		r.Header = m.headerAt(rev)
 	}
+	w.stopWaiting() // what it waited for has come
 	w.state = live
 	s.add(w)
 	m.reply(w, &pb.WatchResponse{Header: r.Header, WatchId: w.id, Created: true})
 	if len(s.queue) > 1 && s.queue[1].cancel && s.queue[1].watchID == w.id {
-		return // cancelled right away: no need to serve it
+		// Cancelled right away: no need to serve it, nor to keep a group
+		// opened for it (awaitUpstream).
+		m.unawait(w)
+		return
 	}
 	w.next = w.start
 	if w.start == 0 {
 		w.next = rev + 1
+	}
+	if w.catchUp != nil {
+		return // opened before the create was answered (awaitUpstream)
 	}
 	if w.compacted {
 		// etcd tells the watcher itself, with the compaction revision.
@@ -211,10 +224,11 @@ func (m *Machine) complete(w *watcher) {
 	switch {
 	case g.covers(w.next):
 		m.join(w, g)
-	case w.start != 0:
+	case w.start != 0 && !m.checked():
 		// The fetch at w.start found it not compacted: read the group's
 		// range again from there, for this watcher and any that follow,
-		// rather than open a watch per watcher.
+		// rather than open a watch per watcher. (Not on a lane with a
+		// token: etcd would check the group's other watchers again.)
 		m.rewind(g, w.next)
 		m.join(w, g)
 	default:

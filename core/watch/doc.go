@@ -18,30 +18,40 @@
 // watchers of the same identity, and the lane's upstream streams are
 // opened with a token of it (the first stream's). Every create is first
 // read with the watcher's own token on the watch's range, which is etcd's
-// own check of that token for that watch; and every upstream watch is
-// created by etcd under a token of the same user, so etcd's checks when a
-// watch is created anew after a broken upstream stream or a failover are
-// the ones a direct client of that user gets: a group re-created after a
-// revoke ends with etcd's error. When etcd refuses the token itself on such a re-create
-// (expired, lost in a member restart, or older than an auth change), the
-// node ends the lane's client streams with Unavailable: clientv3 then
-// opens its stream again with a fresh token and resumes its watches from
-// their next revision, as after a member failure, and nothing is lost or
-// repeated. A group never depends on one client's token among several.
-// etcd refuses a re-created watch (the token may no longer watch its
-// range) with an answer that carries no watch ID; creates are answered in
-// order on a stream, so the refusal ends the oldest create not answered
-// there, and its watchers get etcd's reason. A progress request is
-// answered whatever the token, as etcd answers it: when the client's token
-// may no longer read the revision, the machine asks etcd for progress on
-// the upstream streams of the stream's watches and answers at the
-// revision etcd gives (a stream with no watch is then told nothing, as
-// etcd tells it nothing). It never blocks, starts no goroutine, does
-// no I/O and reads no clock: time arrives with Tick. The same inputs in the
-// same order give the same outputs.
+// own check of that token for that watch. On a lane with a token etcd
+// checks again whenever the proxy creates an upstream watch, so a create
+// that needs one not open yet (a new group, or a catch-up watch of its
+// own) is answered only once etcd has accepted it, and etcd's refusal is
+// the create's refusal (await.go): a client is never told created for a
+// watch that a revoke a moment later then ends. Such a lane never rewinds
+// a group (a watcher from an older revision gets a catch-up watch), since
+// re-creating the group would have etcd check all its watchers again.
+// etcd checks a created watcher again only when its upstream watch must be
+// created anew: after a broken upstream stream or a failover (what a
+// direct client re-creating its watches gets), after etcd ended the
+// group's watch by compaction, or when its stream was held for being slow
+// and must catch up past its group's window. A refusal then ends the
+// watchers of that upstream watch with etcd's reason; etcd answers it
+// without a watch ID, and creates are answered in order on a stream, so it
+// belongs to the oldest create not answered there. When etcd refuses the
+// token itself on such a re-create (expired, lost in a member restart, or
+// older than an auth change), the node ends the lane's client streams with
+// Unavailable: clientv3 then opens its stream again with a fresh token and
+// resumes its watches from their next revision, as after a member failure,
+// and nothing is lost or repeated. A group never depends on one client's
+// token among several. A progress request is answered whatever the token,
+// as etcd answers it: when the client's token may no longer read the
+// revision, the machine asks etcd for progress on the upstream streams of
+// the stream's watches and answers at the revision etcd gives (a stream
+// with no watch is then told nothing, as etcd tells it nothing).
+//
+// The machine never blocks, starts no goroutine, does no I/O and reads no
+// clock: time arrives with Tick. The same inputs in the same order give the
+// same outputs.
 //
 // The machine is laid out by idea: creation and the stream's request order
-// (create.go), groups and their history window (group.go), catch-up watches
+// (create.go), creates that wait for etcd to accept their upstream watch
+// (await.go), groups and their history window (group.go), catch-up watches
 // (catchup.go), what groups and catch-up watches share about an upstream
 // watch (upwatch.go), joining, leaving, ending and resuming (membership.go),
 // delivery (deliver.go) and progress (progress.go).

@@ -32,6 +32,9 @@ type group struct {
 	// events until the upstream watch has passed rewindBase.
 	rewindBase int64
 	prefix     []*batch
+	// waiting holds creates with a token, fetched but not answered yet,
+	// that wait for etcd to accept the group's upstream watch.
+	waiting []*watcher
 }
 
 // newGroup opens a group for a range, its upstream watch bringing every
@@ -82,6 +85,10 @@ func (m *Machine) rewind(g *group, from int64) {
 // groupResponse handles a response for a group's upstream watch.
 func (m *Machine) groupResponse(g *group, r *pb.WatchResponse) {
 	switch kind, b := m.decode(port.WatchShared, &g.up, r); kind {
+	case upNothing:
+		if g.up.confirmed && len(g.waiting) > 0 {
+			m.groupAccepted(g)
+		}
 	case upEnded:
 		m.groupEnded(g, r)
 	case upProgress:
@@ -122,8 +129,8 @@ func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 	delete(m.shared, g.up.id)
 	delete(m.groups, g.rk)
 	m.releaseCompacted(port.WatchShared, g.up.id, r)
-	watchers := g.watchers
-	g.watchers = nil
+	watchers, waiting := g.watchers, g.waiting
+	g.watchers, g.waiting = nil, nil
 	var survivors []*watcher
 	for _, w := range watchers {
 		w.group = nil
@@ -148,6 +155,7 @@ func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 			m.join(w, ng)
 		}
 	}
+	m.awaitEnded(waiting, r)
 }
 
 // survives reports whether a watcher outlives the compaction of its

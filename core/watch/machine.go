@@ -123,6 +123,7 @@ func (m *Machine) CloseStream(id port.StreamID) {
 	for _, r := range s.queue {
 		if r.create != nil {
 			m.stats.Watchers--
+			m.forgetCreate(r.create)
 		}
 	}
 	s.queue = nil

@@ -41,7 +41,7 @@ func (m *Machine) leave(w *watcher) {
 	}
 	w.group = nil
 	g.remove(w)
-	if len(g.watchers) == 0 {
+	if len(g.watchers) == 0 && len(g.waiting) == 0 {
 		m.closeGroup(g)
 	}
 }

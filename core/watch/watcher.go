@@ -36,6 +36,9 @@ type watcher struct {
 	result    *port.FetchResult // its answer, until the create's turn
 	reread    bool              // the fetch at the start revision failed; this one reads the latest
 	compacted bool              // etcd has compacted the start revision
+	// awaits is the group whose upstream watch a create with a token
+	// waits for etcd to accept before it is answered (see awaitUpstream).
+	awaits *group
 
 	// told is the highest revision the client has been given for this
 	// watch (created, events, progress): nothing it is sent later may
