@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,9 +20,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
+	"github.com/etcdproxy/etcdproxy/internal/netfault"
 	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
@@ -478,5 +482,52 @@ func TestAuthWatchesCoalescedPerUser(t *testing.T) {
 		if r, err := st.Recv(); err != nil || len(r.Events) != 1 || r.Events[0].Kv.ModRevision != put.Header.Revision {
 			t.Fatalf("stream %d: %v %v, want the put", i, r, err)
 		}
+	}
+}
+
+// Two streams of one user through one proxy share the user's upstream
+// watch, opened with the first stream's token. That token expires, and
+// the upstream connection breaks: etcd refuses the expired token on the
+// re-create. The stream carrying it ends with Unavailable (its client
+// comes back with a fresh token), and the group goes on under the other
+// stream's token: that stream misses nothing.
+func TestAuthLaneGoesOnUnderAnotherToken(t *testing.T) {
+	priv, pub := jwtKeys(t)
+	m := testutil.StartMemberWith(t, embedetcd.Options{Configure: func(c *embed.Config) {
+		c.AuthToken = fmt.Sprintf("jwt,pub-key=%s,priv-key=%s,sign-method=RS256,ttl=4s", pub, priv)
+	}})
+	fw, err := netfault.Start(strings.TrimPrefix(m.ClientURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fw.Close() })
+	ctx := testutil.Context(t, 60*time.Second)
+	p := testutil.StartProxy(t, []string{"http://" + fw.Addr()}, nil)
+	root := authSetup(t, ctx, m.ClientURL)
+	proxy := testutil.Dial(t, p.Addr())
+
+	first := watchAs(t, ctx, proxy, tokenFor(t, ctx, proxy, "alice"), "app/x")
+	if r := recvCreated(t, first); r.Canceled {
+		t.Fatalf("first stream: %v", r)
+	}
+	time.Sleep(4500 * time.Millisecond) // the first token expires (JWT, 4 s)
+	second := watchAs(t, ctx, proxy, tokenFor(t, ctx, proxy, "alice"), "app/x")
+	if r := recvCreated(t, second); r.Canceled {
+		t.Fatalf("second stream: %v", r)
+	}
+	fw.Cut()
+
+	if _, err := first.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("the stream with the expired token: %v, want Unavailable", err)
+	}
+	// Written after the break, maybe before the group's watch is created
+	// again: it starts where the group stood.
+	put, err := root.Put(ctx, "app/x", "after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := second.Recv()
+	if err != nil || len(r.Events) != 1 || r.Events[0].Kv.ModRevision != put.Header.Revision {
+		t.Fatalf("the stream with the valid token after the break: %v %v, want the put at %d", r, err, put.Header.Revision)
 	}
 }

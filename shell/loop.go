@@ -119,10 +119,17 @@ func (l *loop) startUpstream(u *upstreamStream) {
 	go u.run()
 }
 
-// startLane opens a lane's two upstream Watch streams, with its token.
+// startLane opens a lane's two upstream Watch streams, with its token, or
+// opens them again with another (s.Restart).
 func (l *loop) startLane(s port.LaneStart) {
 	for _, id := range []port.UpstreamID{s.Lane.Shared, s.Lane.CatchUp} {
-		l.startUpstream(newUpstreamStream(l, id, watchOpener(l.wc, id, s.Token)))
+		if u := l.upstream(id); u != nil && s.Restart {
+			u.retoken(watchOpener(l.wc, id, s.Token), s.Token)
+			continue
+		}
+		u := newUpstreamStream(l, id, watchOpener(l.wc, id, s.Token))
+		u.token = s.Token
+		l.startUpstream(u)
 	}
 }
 

@@ -86,9 +86,10 @@ const (
 // upstreamStream keeps one upstream stream open, reopening it when it
 // breaks, and sends it the node's requests in order.
 type upstreamStream struct {
-	loop *loop
-	id   port.UpstreamID
-	open opener
+	loop  *loop
+	id    port.UpstreamID
+	open  opener
+	token string // the auth token open's streams carry
 	// ctx ends with the loop, or earlier with end (a lane that ended).
 	ctx context.Context
 	end context.CancelFunc
@@ -99,6 +100,22 @@ type upstreamStream struct {
 	epoch uint64 // how many of them the loop has taken (voiding the queue)
 	wake  chan struct{}
 	stop  context.CancelFunc // ends the stream open now
+	// reopened: the next stream opened is reported lost even if it is the
+	// first (see retoken).
+	reopened bool
+}
+
+// retoken ends the stream open now and has run open the next ones with
+// open (a new token); the next one opened is reported to the node as lost,
+// so that it creates its watches again there.
+func (u *upstreamStream) retoken(open opener, token string) {
+	u.mu.Lock()
+	u.open, u.token, u.reopened = open, token, true
+	stop := u.stop
+	u.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 // restart ends the stream open now; run reopens it (on the member in use).
@@ -163,8 +180,9 @@ func (u *upstreamStream) run() {
 		sctx, cancel := context.WithCancel(u.ctx)
 		u.mu.Lock()
 		u.stop = cancel
+		open, token := u.open, u.token
 		u.mu.Unlock()
-		conn, err := u.open(sctx)
+		conn, err := open(sctx)
 		if err != nil {
 			cancel()
 			select {
@@ -175,7 +193,11 @@ func (u *upstreamStream) run() {
 			continue
 		}
 		backoff = backoffMin
-		if !first {
+		u.mu.Lock()
+		reopened := u.reopened
+		u.reopened = false
+		u.mu.Unlock()
+		if !first || reopened {
 			// Everything the node asked of the broken stream is void. The
 			// loop drops it when it takes this input, in order with every
 			// other input, and the node then asks for every watch again;
@@ -185,7 +207,7 @@ func (u *upstreamStream) run() {
 			u.lost++
 			want = u.lost
 			u.mu.Unlock()
-			l.input(node.UpstreamLost{Upstream: u.id})
+			l.input(node.UpstreamLost{Upstream: u.id, Token: token})
 		}
 		first = false
 		recvDone := make(chan struct{})

@@ -8,6 +8,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/etcdproxy/etcdproxy/core/node"
+	"github.com/etcdproxy/etcdproxy/core/port"
 )
 
 // The model etcd's auth, for client streams that carry a token. Each token
@@ -30,15 +31,18 @@ import (
 // after that (a re-creation), never by the check of the upstream watch that
 // was to serve it from the start: that refusal is the create's.
 
-// grant is what a token may read.
+// grant is what a user may read.
 type grant struct {
 	key, end []byte // etcd's range; end "\x00" is every key from key on
 	revoked  bool
-	expired  bool
 }
 
 type authWorld struct {
-	grants map[string]*grant
+	// grants, per user; users, each token's user (t1 and t3 are two
+	// tokens of one user, which share a lane); expired, per token.
+	grants  map[string]*grant
+	users   map[string]string
+	expired map[string]bool
 	// refusals counts, per token, the creates etcd refused on a lane's
 	// stream because the token was no good (check n).
 	refusals map[string]int
@@ -58,26 +62,43 @@ type authWorld struct {
 	readies     int
 	createdAt   map[*pb.WatchResponse]int
 	refusedSent map[int]int
+	// laneOfUser: the lane each user's streams are in; reopening: lanes
+	// the node asked to open again with another token, which etcd's side
+	// has not yet seen break.
+	laneOfUser map[string]int
+	reopening  []port.LaneStart
 }
+
+// tokens are the sim's auth tokens.
+var tokens = []string{"t1", "t2", "t3"}
 
 func newAuthWorld() authWorld {
 	return authWorld{
 		grants: map[string]*grant{
-			"t1": {key: []byte("a"), end: []byte("c")}, // a and b
-			"t2": {key: []byte{0}, end: []byte{0}},     // everything
+			"u1": {key: []byte("a"), end: []byte("c")}, // a and b
+			"u2": {key: []byte{0}, end: []byte{0}},     // everything
 		},
+		users:    map[string]string{"t1": "u1", "t2": "u2", "t3": "u1"},
+		expired:  map[string]bool{},
 		deniedAt: map[*ClientWatch]int64{}, recreating: map[*ClientWatch]bool{},
 		createdAt: map[*pb.WatchResponse]int{}, refusedSent: map[int]int{},
-		changes:  map[string]int{},
-		refusals: map[string]int{},
+		changes:    map[string]int{},
+		refusals:   map[string]int{},
+		laneOfUser: map[string]int{},
 	}
 }
 
+// grantOf returns the grant of token's user.
+func (w *World) grantOf(token string) *grant { return w.grants[w.users[token]] }
+
+// laneOf returns the lane of token's streams (0: none yet).
+func (w *World) laneOf(token string) int { return w.laneOfUser[w.users[token]] }
+
 // authError is etcd's answer to token reading [key, end): nil, or why not.
 func (w *World) authError(token string, key, end []byte) error {
-	g := w.grants[token]
+	g := w.grantOf(token)
 	switch {
-	case g == nil || g.expired:
+	case g == nil || w.expired[token]:
 		return rpctypes.ErrGRPCInvalidAuthToken
 	case g.revoked || !covers(g.key, g.end, key, end):
 		return rpctypes.ErrGRPCPermissionDenied
@@ -112,16 +133,62 @@ func (w *World) authReason(token string, key, end []byte) string {
 	return ""
 }
 
-// Revoke takes token's grant away (or gives it back), directly on etcd.
+// SetRevoked takes the grant of token's user away (or gives it back),
+// directly on etcd: every token of the user changes.
 func (w *World) SetRevoked(token string, revoked bool) {
-	w.grants[token].revoked = revoked
-	w.changes[token]++
+	w.grantOf(token).revoked = revoked
+	for _, t := range tokens {
+		if w.users[t] == w.users[token] {
+			w.changes[t]++
+		}
+	}
 }
 
 // SetExpired expires token (or renews it).
 func (w *World) SetExpired(token string, expired bool) {
-	w.grants[token].expired = expired
+	w.expired[token] = expired
 	w.changes[token]++
+}
+
+// laneUpstream is etcd's end of one of lane's upstream streams, opened
+// with token: etcd checks that token on every create it takes up.
+func (w *World) laneUpstream(lane int, token string) *Upstream {
+	up := NewUpstream(w.Store)
+	up.View = w.Up[port.WatchShared].View
+	up.Clock = &w.readies
+	up.Token = token
+	up.Permit = func(key, end []byte, sent int) string {
+		reason := w.authReason(token, key, end)
+		if reason == rpctypes.ErrGRPCInvalidAuthToken.Error() {
+			w.refusals[token]++
+		}
+		if reason != "" {
+			w.refusedSent[lane] = max(w.refusedSent[lane], sent)
+		}
+		w.authChecked(lane, key, end, reason != "")
+		return reason
+	}
+	return up
+}
+
+// ReopenLanes carries out the node's requests to open lanes again with
+// another token: etcd's side sees the old streams break (with what they
+// held) and new ones opened with the new token, and the node hears that
+// they were lost.
+func (w *World) ReopenLanes() {
+	rs := w.reopening
+	w.reopening = nil
+	for _, r := range rs {
+		lane, _, _ := r.Lane.Shared.Lane()
+		for _, u := range []port.UpstreamID{r.Lane.Shared, r.Lane.CatchUp} {
+			if w.Up[u] == nil {
+				continue // the lane ended meanwhile
+			}
+			w.noteLaneLoss(lane, u == r.Lane.Shared)
+			w.Up[u] = w.laneUpstream(lane, r.Token)
+			w.step(node.UpstreamLost{Upstream: u, Token: r.Token})
+		}
+	}
 }
 
 // noteLaneLoss records, for check (m), the watches on the broken stream
@@ -133,7 +200,7 @@ func (w *World) noteLaneLoss(lane int, shared bool) {
 	}
 	for _, id := range w.clientIDs() {
 		c := w.Clients[id]
-		if c.Closed || c.Token == "" || w.laneOfToken[c.Token] != lane {
+		if c.Closed || c.Token == "" || w.laneOf(c.Token) != lane {
 			continue
 		}
 		for _, cw := range c.watches {
@@ -160,7 +227,7 @@ func (w *World) authChecked(lane int, key, end []byte, refused bool) {
 	}
 	for _, id := range w.clientIDs() {
 		c := w.Clients[id]
-		if c.Closed || c.Token == "" || w.laneOfToken[c.Token] != lane {
+		if c.Closed || c.Token == "" || w.laneOf(c.Token) != lane {
 			continue
 		}
 		for _, cw := range c.watches {
@@ -190,7 +257,7 @@ func (w *World) checkAuthCancel(c *Client, cw *ClientWatch, r *pb.WatchResponse)
 		return
 	}
 	w.Coverage.AuthCancelled++
-	if lane := w.laneOfToken[c.Token]; w.refusedSent[lane] <= cw.createdAt {
+	if lane := w.laneOf(c.Token); w.refusedSent[lane] <= cw.createdAt {
 		w.violate("stream %d watch %d (token %s): created, then ended for auth (%q) though etcd refused no upstream create of its lane sent since", c.ID, cw.ID, c.Token, r.CancelReason)
 	}
 }

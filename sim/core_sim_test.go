@@ -149,7 +149,7 @@ func runSchedule(t *rapid.T) {
 				id = w.OpenRequiringLeader()
 			case 1, 2:
 				// With an auth token: served in that token's lane.
-				id = w.OpenWithToken(rapid.SampledFrom([]string{"t1", "t2"}).Draw(t, "token"))
+				id = w.OpenWithToken(rapid.SampledFrom(tokens).Draw(t, "token"))
 			default:
 				id = w.Open()
 			}
@@ -496,51 +496,59 @@ func cacheActions(w *World) map[string]func(*rapid.T) {
 	}
 }
 
-// authActions change, directly on etcd, what a token may do: its grant
-// revoked or given back, the token expired or renewed.
+// authActions change, directly on etcd, what a token may do: its user's
+// grant revoked or given back, the token expired or renewed.
 func authActions(w *World) map[string]func(*rapid.T) {
+	// withLane draws a token whose user's streams have a lane.
+	withLane := func(t *rapid.T, ok func(tok string) bool) (string, bool) {
+		var toks []string
+		for _, tok := range tokens {
+			if w.laneOf(tok) != 0 && ok(tok) {
+				toks = append(toks, tok)
+			}
+		}
+		if len(toks) == 0 {
+			return "", false
+		}
+		return rapid.SampledFrom(toks).Draw(t, "token"), true
+	}
 	return map[string]func(*rapid.T){
 		"revoke or restore a grant": func(t *rapid.T) {
-			tok := rapid.SampledFrom([]string{"t1", "t2"}).Draw(t, "token")
-			w.SetRevoked(tok, !w.grants[tok].revoked)
+			tok := rapid.SampledFrom(tokens).Draw(t, "token")
+			w.SetRevoked(tok, !w.grantOf(tok).revoked)
 		},
 		// A token expires and its lane's shared stream breaks: etcd
-		// refuses the token on the re-creates, and the lane's client
-		// streams must end, for their clients to come back with a fresh
-		// token (renewed here at once).
+		// refuses the token on the re-creates if the lane's streams carry
+		// it. The client streams with that token must end, for their
+		// clients to come back with a fresh one (renewed here at once);
+		// the lane goes on under another token of the user if a stream
+		// carries one.
 		"expire a token and break its lane": func(t *rapid.T) {
-			var toks []string
-			for _, tok := range []string{"t1", "t2"} {
-				if w.laneOfToken[tok] != 0 {
-					toks = append(toks, tok)
-				}
+			tok, ok := withLane(t, func(string) bool { return true })
+			if !ok {
+				return // nothing to steer (not a skip: see groupMember)
 			}
-			if len(toks) == 0 {
-				t.Skip("no lane")
-			}
-			tok := rapid.SampledFrom(toks).Draw(t, "token")
+			lane := port.LaneOf(w.laneOf(tok))
 			w.SetExpired(tok, true)
-			w.Lose(port.LaneOf(w.laneOfToken[tok]).Shared)
+			w.Lose(lane.Shared)
+			w.Deliver(lane.Shared, 1<<30, ctrlFirst)
 			w.SetExpired(tok, false)
 		},
+		// The lanes the node opens again under another token see their
+		// old streams break.
+		"reopen lanes for their new token": func(t *rapid.T) { w.ReopenLanes() },
 		// A grant revoked and the token's lane broken: etcd refuses the
 		// re-creates, and the lane's watchers must be told (cancelled with
 		// etcd's reason); the grant comes back and writes go on.
 		"revoke a grant and break its lane": func(t *rapid.T) {
-			var toks []string
-			for _, tok := range []string{"t1", "t2"} {
-				if w.laneOfToken[tok] != 0 && !w.grants[tok].revoked {
-					toks = append(toks, tok)
-				}
+			tok, ok := withLane(t, func(tok string) bool { return !w.grantOf(tok).revoked })
+			if !ok {
+				return
 			}
-			if len(toks) == 0 {
-				t.Skip("no lane")
-			}
-			tok := rapid.SampledFrom(toks).Draw(t, "token")
-			lane := port.LaneOf(w.laneOfToken[tok])
+			lane := port.LaneOf(w.laneOf(tok))
 			w.SetRevoked(tok, true)
 			w.Lose(lane.Shared)
-			w.Deliver(lane.Shared, 1<<30, func() bool { return true })
+			w.Deliver(lane.Shared, 1<<30, ctrlFirst)
 			w.SetRevoked(tok, false)
 			w.Write(writeAll(1)...)
 		},
@@ -549,10 +557,10 @@ func authActions(w *World) map[string]func(*rapid.T) {
 		// revoke, so only the create's own check (the revision read with
 		// the client's token) can refuse it, as etcd would.
 		"revoke a grant, then watch a range its lane serves": func(t *rapid.T) {
-			tok := rapid.SampledFrom([]string{"t1", "t2"}).Draw(t, "token")
-			g := w.grants[tok]
-			if g.revoked || g.expired {
-				return // nothing to steer (not a skip: see groupMember)
+			tok := rapid.SampledFrom(tokens).Draw(t, "token")
+			g := w.grantOf(tok)
+			if g.revoked || w.expired[tok] {
+				return
 			}
 			var c *Client
 			for _, id := range w.clientIDs() {
@@ -570,7 +578,7 @@ func authActions(w *World) map[string]func(*rapid.T) {
 			if len(g.key) == 1 && g.key[0] == 0 {
 				req.Key = []byte("a")
 			}
-			lane := func() port.UpstreamID { return port.LaneOf(w.laneOfToken[tok]).Shared }
+			lane := func() port.UpstreamID { return port.LaneOf(w.laneOf(tok)).Shared }
 			w.Create(c.ID, req)
 			w.answerFetches()
 			w.Deliver(lane(), 1<<30, ctrlFirst)
@@ -582,12 +590,38 @@ func authActions(w *World) map[string]func(*rapid.T) {
 			w.Read(c.ID)
 			w.SetRevoked(tok, false)
 		},
+		// Two tokens of one user watch through one lane; the lane's token
+		// expires and its streams break: the lane must go on under the
+		// other token, and only the streams with the expired one end.
+		"steer: the lane's token expires, another of its user remains": func(t *rapid.T) {
+			first := rapid.SampledFrom([]string{"t1", "t3"}).Draw(t, "first token")
+			other := map[string]string{"t1": "t3", "t3": "t1"}[first]
+			if w.laneOf(first) != 0 || w.grantOf(first).revoked || w.expired[first] || w.expired[other] {
+				return // the lane exists already, its token unknown here
+			}
+			a, b := w.Clients[w.OpenWithToken(first)], w.Clients[w.OpenWithToken(other)]
+			for _, c := range []*Client{a, b} {
+				w.Create(c.ID, &pb.WatchCreateRequest{Key: []byte("a")})
+			}
+			lane := port.LaneOf(w.laneOf(first))
+			w.answerFetches()
+			w.Deliver(lane.Shared, 1<<30, ctrlFirst)
+			w.SetExpired(first, true)
+			w.Lose(lane.Shared)
+			w.Deliver(lane.Shared, 1<<30, ctrlFirst)
+			w.SetExpired(first, false)
+			w.ReopenLanes()
+			w.Write(writeAll(1)...)
+			w.Deliver(lane.Shared, 1<<30, ctrlFirst)
+			w.Read(a.ID)
+			w.Read(b.ID)
+		},
 		"expire or renew a token": func(t *rapid.T) {
 			if rapid.IntRange(0, 2).Draw(t, "really") != 0 {
 				t.Skip("rare")
 			}
-			tok := rapid.SampledFrom([]string{"t1", "t2"}).Draw(t, "token")
-			w.SetExpired(tok, !w.grants[tok].expired)
+			tok := rapid.SampledFrom(tokens).Draw(t, "token")
+			w.SetExpired(tok, !w.expired[tok])
 		},
 	}
 }

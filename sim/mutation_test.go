@@ -46,6 +46,8 @@ var mutants = map[string]string{
 	"lane-never-ends":           "a token's lane is kept after its last stream closed, its upstream streams left open",
 	"auth-skip-create-check":    "a watch with a token is created on the proxy's own read of the revision, not one made with the client's token on the watch's range: etcd's permission check is skipped",
 	"auth-refusal-ignored":      "etcd's refusal of a watch's re-creation (the token may no longer watch the range) is ignored, so its watchers wait forever",
+	"lane-ends-whole":           "etcd refusing a lane's token ends every stream of the lane, not only those carrying that token, though others of the user could go on",
+	"lane-old-token-blamed":     "a refusal of the token a lane's streams carried before they were opened again with another is taken for a refusal of the new one",
 	"auth-created-early":        "a create with a token is answered before etcd has accepted the upstream watch that is to serve it: a permission revoked in between ends a watch the client was told etcd created",
 }
 

@@ -33,6 +33,8 @@ type Upstream struct {
 	Permit func(key, end []byte, sent int) string
 	// Clock, when set, stamps the creates the proxy sends (see Permit).
 	Clock *int
+	// Token is the auth token the stream carries (a lane's).
+	Token string
 	// unchecked: the created answers whose token check is still to come,
 	// with the create's range and stamp; refused: the watches etcd
 	// refused, whose events never go out.

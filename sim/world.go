@@ -64,7 +64,7 @@ type World struct {
 	leaseWorld
 	cacheWorld
 	authWorld
-	laneOfToken map[string]int // the lane each token's streams are in
+	laneToken map[int]string // the token each lane's upstream streams carry
 }
 
 // Recording is what a world fed its node and what the node handed out.
@@ -195,8 +195,9 @@ type Coverage struct {
 	// Lanes: lanes of upstream streams started for streams with a token.
 	// AuthRefused: creates refused for their token. AuthEnded: streams
 	// ended because etcd refused their token. AuthCancelled: created
-	// watches ended for auth (their re-creation refused).
-	Lanes, AuthRefused, AuthEnded, AuthCancelled int
+	// watches ended for auth (their re-creation refused). LaneReopened:
+	// lanes that went on under another token of their user.
+	Lanes, AuthRefused, AuthEnded, AuthCancelled, LaneReopened int
 }
 
 // Add adds o's counts to c.
@@ -227,6 +228,7 @@ func (c *Coverage) Add(o Coverage) {
 	c.Lanes += o.Lanes
 	c.AuthRefused += o.AuthRefused
 	c.AuthCancelled += o.AuthCancelled
+	c.LaneReopened += o.LaneReopened
 	c.AuthEnded += o.AuthEnded
 }
 
@@ -261,6 +263,7 @@ func (c Coverage) Missing() []string {
 		"creates refused for their token":             c.AuthRefused,
 		"streams ended for their token":               c.AuthEnded,
 		"created watches ended for auth":              c.AuthCancelled,
+		"lanes gone on under another token":           c.LaneReopened,
 	} {
 		if n == 0 {
 			out = append(out, name)
@@ -341,7 +344,7 @@ type ClientWatch struct {
 
 // NewWorld returns a world with cfg's bounds, at time zero.
 func NewWorld(cfg node.Config) *World {
-	w := &World{Store: NewStore(), Clock: &Clock{}, Cfg: cfg, Clients: map[port.StreamID]*Client{}, leaseWorld: newLeaseWorld(), cacheWorld: newCacheWorld(), authWorld: newAuthWorld(), laneOfToken: map[string]int{}}
+	w := &World{Store: NewStore(), Clock: &Clock{}, Cfg: cfg, Clients: map[port.StreamID]*Client{}, leaseWorld: newLeaseWorld(), cacheWorld: newCacheWorld(), authWorld: newAuthWorld(), laneToken: map[int]string{}}
 	w.Clock.Set(time.Unix(0, 0))
 	w.Up = map[port.UpstreamID]*Upstream{}
 	for _, u := range []port.UpstreamID{port.WatchShared, port.WatchCatchUp} {
@@ -381,30 +384,27 @@ func (w *World) route() {
 		writeReady(&w.Recording.Outputs, r)
 	}
 	for _, l := range r.Lanes {
-		token := l.Token
+		lane, _, _ := l.Lane.Shared.Lane()
+		if l.Restart {
+			if w.Up[l.Lane.Shared] == nil {
+				w.violate("lane %v opened again, but it is not open", l.Lane.Shared)
+			}
+			if w.users[l.Token] != w.users[w.laneToken[lane]] {
+				w.violate("lane %v opened again with a token of another user: %s, was %s", l.Lane.Shared, l.Token, w.laneToken[lane])
+			}
+			w.laneToken[lane] = l.Token
+			w.reopening = append(w.reopening, l)
+			w.Coverage.LaneReopened++
+			continue
+		}
 		for _, u := range []port.UpstreamID{l.Lane.Shared, l.Lane.CatchUp} {
 			if w.Up[u] != nil {
 				w.violate("lane %v started twice", u)
 			}
-			up := NewUpstream(w.Store)
-			up.View = w.Up[port.WatchShared].View
-			up.Clock = &w.readies
-			up.Permit = func(key, end []byte, sent int) string {
-				reason := w.authReason(token, key, end)
-				if reason == rpctypes.ErrGRPCInvalidAuthToken.Error() {
-					w.refusals[token]++
-				}
-				lane, _, _ := u.Lane()
-				if reason != "" {
-					w.refusedSent[lane] = max(w.refusedSent[lane], sent)
-				}
-				w.authChecked(lane, key, end, reason != "")
-				return reason
-			}
-			w.Up[u] = up
+			w.Up[u] = w.laneUpstream(lane, l.Token)
 		}
-		lane, _, _ := l.Lane.Shared.Lane()
-		w.laneOfToken[token] = lane
+		w.laneToken[lane] = l.Token
+		w.laneOfUser[w.users[l.Token]] = lane
 		w.Coverage.Lanes++
 	}
 	// Refreshes first: check (c) judges them by the requests outstanding
@@ -454,11 +454,12 @@ func (w *World) route() {
 			delete(w.Up, u) // etcd closes the streams, and their watches
 		}
 		lane, _, _ := e.Lane.Shared.Lane()
-		for t, l := range w.laneOfToken {
+		for u, l := range w.laneOfUser {
 			if l == lane {
-				delete(w.laneOfToken, t)
+				delete(w.laneOfUser, u)
 			}
 		}
+		delete(w.laneToken, lane)
 	}
 	w.fetches = append(w.fetches, r.Fetches...)
 	w.probes = append(w.probes, r.Probes...)
@@ -528,7 +529,7 @@ func (w *World) openWith(requireLeader bool, token string) port.StreamID {
 	w.Clients[id] = &Client{ID: id, Reading: true, RequireLeader: requireLeader, Token: token, watches: map[int64]*ClientWatch{}, chosen: map[int64]*ClientWatch{}}
 	open := node.OpenStream{Stream: id, RequireLeader: requireLeader, Token: token}
 	if token != "" {
-		open.Identity = "token:" + token
+		open.Identity = "user:" + w.users[token]
 	}
 	w.step(open)
 	return id
@@ -771,7 +772,7 @@ func (w *World) Lose(u port.UpstreamID) {
 	if lane == 0 {
 		w.brokeAt = w.Store.Rev // the cache's subscription is in the default lane
 	}
-	w.step(node.UpstreamLost{Upstream: u})
+	w.step(node.UpstreamLost{Upstream: u, Token: w.Up[u].Token})
 }
 
 // ProgressTick is etcd's progress ticker firing on every upstream stream.
@@ -1072,6 +1073,7 @@ func (w *World) Settle() {
 	w.StopKeepAlives()
 	for i := 0; i < 1000; i++ {
 		before := w.activity()
+		w.ReopenLanes()
 		for len(w.served) > 0 {
 			w.DeliverFetch(0)
 		}
@@ -1088,7 +1090,7 @@ func (w *World) Settle() {
 		}
 		w.settleKeepAlives()
 		w.Tick(w.Cfg.Port.RetryInterval)
-		if w.activity() == before && w.Pending() == 0 && w.inboxesEmpty() && (w.inUseServes() || !w.canMove()) && w.upstreamsSettled() && w.keepAlivesSettled() {
+		if w.activity() == before && len(w.reopening) == 0 && w.Pending() == 0 && w.inboxesEmpty() && (w.inUseServes() || !w.canMove()) && w.upstreamsSettled() && w.keepAlivesSettled() {
 			return
 		}
 	}

@@ -94,8 +94,12 @@ type UpstreamResponse struct {
 }
 
 // UpstreamLost reports that an upstream stream broke; whatever was sent on
-// it is void, and a new stream is open for what follows.
-type UpstreamLost struct{ Upstream port.UpstreamID }
+// it is void, and a new stream is open for what follows. Token is the auth
+// token the new stream carries (a lane's; "" for none).
+type UpstreamLost struct {
+	Upstream port.UpstreamID
+	Token    string
+}
 
 // Fetched is the answer to a revision fetch.
 type Fetched struct {

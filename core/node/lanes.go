@@ -1,6 +1,7 @@
 package node
 
 import (
+	"maps"
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -18,8 +19,9 @@ import (
 // user): watchers share a group only with watchers of the same identity,
 // and each lane's upstream watches go on a pair of upstream streams of its
 // own (port.Lane), which the shell opens with the token of the lane's
-// first stream, so that etcd applies one identity's permissions to what
-// the lane watches. Streams without a token (identity "") are the default
+// first stream (and again with another stream's, when etcd refuses that
+// one: laneTokenRefused), so that etcd applies one identity's permissions
+// to what the lane watches. Streams without a token (identity "") are the default
 // lane, n.watch, which also serves the read cache's subscription. A lane
 // other than the default is made for its first stream and dropped once its
 // last stream has closed and its machine holds nothing.
@@ -27,6 +29,14 @@ type lane struct {
 	idx      int
 	identity string
 	m        *watch.Machine
+	// token is the one the lane's upstream streams carry; tokens, the one
+	// each of its client streams carries. retiring holds the lane's
+	// upstream streams being replaced for a new token, until the shell
+	// reports one open again with it: etcd's refusals of an old token are
+	// not the new token's.
+	token    string
+	tokens   map[port.StreamID]string
+	retiring map[port.UpstreamID]bool
 }
 
 // laneFor returns the lane of identity, making it if needed (its
@@ -42,7 +52,8 @@ func (n *Node) laneFor(identity, token string) *lane {
 	n.nextLane++
 	cfg := n.cfg.Watch
 	cfg.Lane = port.LaneOf(n.nextLane)
-	l := &lane{idx: n.nextLane, identity: identity, m: watch.New(cfg, n.out, n.now)}
+	l := &lane{idx: n.nextLane, identity: identity, m: watch.New(cfg, n.out, n.now), token: token,
+		tokens: map[port.StreamID]string{}, retiring: map[port.UpstreamID]bool{}}
 	n.lanes[identity] = l
 	n.laneAt[l.idx] = l
 	n.out.StartLane(port.LaneStart{Lane: cfg.Lane, Token: token})
@@ -101,9 +112,9 @@ func (n *Node) dropIdleLanes() {
 	}
 }
 
-// ErrLaneTokenRefused ends the client streams of a lane whose token etcd
-// refused when the lane's watches were created again (after a broken
-// upstream stream or a failover: the token expired, the member lost it in a
+// ErrLaneTokenRefused ends the client streams whose token etcd refused
+// when their lane's watches were created again (after a broken upstream
+// stream or a failover: the token expired, the member lost it in a
 // restart, or auth changed since it was issued). Unavailable makes clientv3
 // open its stream again, with a fresh token, and resume its watches from
 // where they stood, as it does when a member it watches on goes away.
@@ -123,21 +134,39 @@ func tokenRefused(r *pb.WatchResponse) bool {
 	return false
 }
 
-// endLane ends every client stream of lane l with ErrLaneTokenRefused and
-// drops the lane.
-func (n *Node) endLane(l *lane) {
-	var ids []port.StreamID
-	for id, sl := range n.streamLane {
-		if sl == l {
-			ids = append(ids, id)
+// laneTokenRefused handles etcd refusing the token of lane l's upstream
+// stream u. The client streams carrying that token end with
+// ErrLaneTokenRefused (their clients come back with a fresh one); if other
+// streams of the identity remain, the lane goes on under one of their
+// tokens: the shell opens its upstream streams again with it, and the
+// watches are created again there from where they stood, so that no group
+// stops for one client's token while others of the identity remain.
+func (n *Node) laneTokenRefused(l *lane, u port.UpstreamID) {
+	if l.retiring[u] && !simfault.On("lane-old-token-blamed") {
+		return // about the token the stream is being replaced for
+	}
+	bad := l.token
+	var ended []port.StreamID
+	for id, tok := range l.tokens {
+		if tok == bad || simfault.On("lane-ends-whole") {
+			ended = append(ended, id)
 		}
 	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	slices.Sort(ended)
+	for _, id := range ended {
 		delete(n.streamLane, id)
 		delete(n.leader, id)
+		delete(l.tokens, id)
 		l.m.CloseStream(id)
 		n.out.End(port.End{Stream: id, Err: ErrLaneTokenRefused})
 	}
-	n.dropIdleLane(l)
+	if len(l.tokens) == 0 {
+		n.dropIdleLane(l)
+		return
+	}
+	ids := slices.Sorted(maps.Keys(l.tokens))
+	l.token = l.tokens[ids[0]]
+	lane := l.m.Lane()
+	l.retiring[lane.Shared], l.retiring[lane.CatchUp] = true, true
+	n.out.StartLane(port.LaneStart{Lane: lane, Token: l.token, Restart: true})
 }

@@ -266,3 +266,61 @@ func TestLaneCreateAnsweredOnceEtcdAcceptsItsWatch(t *testing.T) {
 		t.Fatalf("groups after the close: %d, want a's only", g.Groups)
 	}
 }
+
+// etcd refuses the token a lane's upstream streams carry, and another
+// stream of the identity carries another token: only the streams with the
+// refused token end, and the lane goes on under the other token. Refusals
+// still coming from the old streams are ignored until the shell reports a
+// stream open again with the new token; there the watches are created
+// again from where they stood.
+func TestLaneGoesOnUnderAnotherToken(t *testing.T) {
+	n := node.New(node.Config{}, t0)
+	lane := port.LaneOf(1)
+	step := func(in ...node.Input) port.Ready {
+		t.Helper()
+		for _, i := range in {
+			n.Step(i)
+		}
+		rd := n.Ready()
+		rd.Sends, rd.Upstream, rd.Fetches, rd.Ends, rd.Lanes = slices.Clone(rd.Sends), slices.Clone(rd.Upstream), slices.Clone(rd.Fetches), slices.Clone(rd.Ends), slices.Clone(rd.Lanes)
+		n.Advance()
+		return rd
+	}
+	step(node.OpenStream{Stream: 1, Token: "ta", Identity: "alice"}, node.OpenStream{Stream: 2, Token: "tb", Identity: "alice"})
+	rd := step(create(2, "k"))
+	rd = step(node.Fetched{ID: rd.Fetches[0].ID, Result: port.FetchResult{Header: hdr(5)}})
+	id := rd.Upstream[0].Watch.GetCreateRequest().WatchId
+	step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(5), WatchId: id, Created: true}})
+
+	rd = step(node.UpstreamLost{Upstream: lane.Shared, Token: "ta"})
+	re := rd.Upstream[0].Watch.GetCreateRequest()
+	expired := &pb.WatchResponse{Header: hdr(6), WatchId: -1, Created: true, Canceled: true, CancelReason: rpctypes.ErrGRPCInvalidAuthToken.Error()}
+	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: expired})
+	if len(rd.Ends) != 1 || rd.Ends[0].Stream != 1 || rd.Ends[0].Err != node.ErrLaneTokenRefused {
+		t.Fatalf("after etcd refused ta: ends %v, want stream 1's only", rd.Ends)
+	}
+	if len(rd.Lanes) != 1 || rd.Lanes[0] != (port.LaneStart{Lane: lane, Token: "tb", Restart: true}) {
+		t.Fatalf("after etcd refused ta: lanes %v, want alice's opened again with tb", rd.Lanes)
+	}
+	// Another refusal of ta from the old stream: not tb's.
+	if rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: expired}); len(rd.Ends) != 0 || len(rd.Lanes) != 0 {
+		t.Fatalf("a refusal from the old stream: ends %v, lanes %v", rd.Ends, rd.Lanes)
+	}
+	rd = step(node.UpstreamLost{Upstream: lane.Shared, Token: "tb"})
+	if len(rd.Upstream) != 1 || rd.Upstream[0].Watch.GetCreateRequest().GetStartRevision() != re.StartRevision {
+		t.Fatalf("open again with tb: %v, want the group's watch created again from %d", rd.Upstream, re.StartRevision)
+	}
+	nid := rd.Upstream[0].Watch.GetCreateRequest().WatchId
+	step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(6), WatchId: nid, Created: true}})
+	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(6), WatchId: nid,
+		Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("k"), ModRevision: 6}}}}})
+	if len(rd.Sends) != 1 || rd.Sends[0].Stream != 2 || len(rd.Sends[0].Watch.Events) != 1 {
+		t.Fatalf("the event at 6: %v, want it on stream 2", rd.Sends)
+	}
+	// Now a refusal is about tb: stream 2 ends, and the lane with it.
+	rd = step(node.UpstreamLost{Upstream: lane.Shared, Token: "tb"})
+	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: expired})
+	if len(rd.Ends) != 1 || rd.Ends[0].Stream != 2 {
+		t.Fatalf("after etcd refused tb: ends %v", rd.Ends)
+	}
+}

@@ -116,6 +116,9 @@ func (n *Node) Step(in Input) {
 		}
 		l := n.laneFor(in.Identity, in.Token)
 		n.streamLane[in.Stream] = l
+		if l != n.defaultLane {
+			l.tokens[in.Stream] = in.Token
+		}
 		l.m.OpenStream(in.Stream, in.Token, n.out.OpenStream(in.Stream))
 	case CloseStream:
 		delete(n.leader, in.Stream)
@@ -123,6 +126,7 @@ func (n *Node) Step(in Input) {
 		l := n.streamLane[in.Stream]
 		delete(n.streamLane, in.Stream)
 		if l != nil {
+			delete(l.tokens, in.Stream)
 			l.m.CloseStream(in.Stream)
 		}
 		n.out.CloseStream(in.Stream)
@@ -156,7 +160,7 @@ func (n *Node) Step(in Input) {
 			switch {
 			case l == nil:
 			case l != n.defaultLane && tokenRefused(in.Watch):
-				n.endLane(l)
+				n.laneTokenRefused(l, in.Upstream)
 			default:
 				l.m.UpstreamResponse(in.Upstream, in.Watch)
 			}
@@ -167,6 +171,11 @@ func (n *Node) Step(in Input) {
 		if in.Upstream == port.LeaseKeepAlive {
 			n.lease.UpstreamLost()
 		} else if l := n.laneOfUpstream(in.Upstream); l != nil && !(l != n.defaultLane && simfault.On("lane-loss-ignored")) {
+			if in.Token == l.token {
+				// Open again with the lane's token: what comes now is
+				// about that token.
+				delete(l.retiring, in.Upstream)
+			}
 			l.m.UpstreamLost(in.Upstream)
 			if l == n.defaultLane {
 				n.cacheStreamLost()

@@ -4,13 +4,21 @@ import "fmt"
 
 // LaneStart tells the shell that a lane's upstream streams are wanted: it
 // opens them, when the lane's first request comes, with Token (a token of
-// the lane's identity).
+// the lane's identity). With Restart, the lane's streams are open and etcd
+// refused their token: the shell breaks them and opens them again with
+// Token, reporting each as lost (node.UpstreamLost) once it is open again,
+// even if it never was before; nothing queued for the old streams goes
+// out.
 type LaneStart struct {
-	Lane  Lane
-	Token string
+	Lane    Lane
+	Token   string
+	Restart bool
 }
 
 func (s LaneStart) String() string {
+	if s.Restart {
+		return fmt.Sprintf("lane %v/%v opens again with another token", s.Lane.Shared, s.Lane.CatchUp)
+	}
 	return fmt.Sprintf("lane %v/%v starts", s.Lane.Shared, s.Lane.CatchUp)
 }
 

@@ -35,11 +35,14 @@
 // without a watch ID, and creates are answered in order on a stream, so it
 // belongs to the oldest create not answered there. When etcd refuses the
 // token itself on such a re-create (expired, lost in a member restart, or
-// older than an auth change), the node ends the lane's client streams with
-// Unavailable: clientv3 then opens its stream again with a fresh token and
-// resumes its watches from their next revision, as after a member failure,
-// and nothing is lost or repeated. A group never depends on one client's
-// token among several. A progress request is answered whatever the token,
+// older than an auth change), the node ends the client streams carrying
+// that token with Unavailable (clientv3 then opens its stream again with a
+// fresh token and resumes its watches from their next revision, as after a
+// member failure: nothing is lost or repeated), and the lane goes on under
+// the token of another of its streams, on upstream streams opened again
+// with it, where the watches are created again from where they stood. A
+// group never stops for one client's token while another stream of the
+// identity remains. A progress request is answered whatever the token,
 // as etcd answers it: when the client's token may no longer read the
 // revision, the machine asks etcd for progress on the upstream streams of
 // the stream's watches and answers at the revision etcd gives (a stream

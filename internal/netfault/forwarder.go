@@ -95,6 +95,20 @@ func (f *Forwarder) Silenced() bool {
 	}
 }
 
+// Cut closes every connection open now, as a network fault would, and
+// goes on accepting new ones.
+func (f *Forwarder) Cut() {
+	f.mu.Lock()
+	conns := make([]net.Conn, 0, len(f.conns))
+	for c := range f.conns {
+		conns = append(conns, c)
+	}
+	f.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
 // Close closes the listener and every connection, and waits until every
 // goroutine of the forwarder has ended.
 func (f *Forwarder) Close() error {
