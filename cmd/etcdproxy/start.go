@@ -21,7 +21,6 @@ import (
 // notImplemented lists flags of `etcd grpc-proxy start` that are accepted
 // by name but not built yet; setting one stops the proxy at start.
 var notImplemented = []string{
-	"discovery-srv", "discovery-srv-name", "insecure-discovery",
 	"experimental-leasing-prefix",
 	"experimental-enable-grpc-logging",
 }
@@ -94,9 +93,9 @@ func newStartCommand() *cobra.Command {
 	f.BoolVar(&c.CacheConsistentReads, "cache-consistent-reads", c.CacheConsistentReads, "answer linearizable reads from the read cache once etcd's current revision is confirmed (one fetch for every concurrent read) and delivered to the cache")
 	f.DurationVar(&c.WatchProgressInterval, "watch-progress-notify-interval", c.WatchProgressInterval, "the proxy's own interval of progress notifications to idle watchers that asked for them; 0 passes on etcd's, at the cluster's --watch-progress-notify-interval")
 
-	f.StringVar(&o.discoverySrv, "discovery-srv", "", "domain name to query for SRV records describing cluster endpoints (not implemented yet)")
-	f.StringVar(&o.discoverySrvName, "discovery-srv-name", "", "service name to query when using DNS discovery (not implemented yet)")
-	f.BoolVar(&o.insecureDiscovery, "insecure-discovery", false, "accept insecure SRV records (not implemented yet)")
+	f.StringVar(&o.discoverySrv, "discovery-srv", "", "domain name to query for SRV records describing cluster endpoints")
+	f.StringVar(&o.discoverySrvName, "discovery-srv-name", "", "service name to query when using DNS discovery")
+	f.BoolVar(&o.insecureDiscovery, "insecure-discovery", false, "accept insecure SRV records")
 	f.BoolVar(&c.SerializableOrdering, "experimental-serializable-ordering", false, "Ensure serializable reads have monotonically increasing store revisions across endpoints: one revision floor for every client connection (each connection always has its own).")
 	f.StringVar(&o.leasingPrefix, "experimental-leasing-prefix", "", "leasing metadata prefix for disconnected linearized reads (not implemented yet).")
 	f.BoolVar(&o.grpcLogging, "experimental-enable-grpc-logging", false, "logging all grpc requests and responses (not implemented yet)")
@@ -137,8 +136,19 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		}
 		defer cleanup()
 		o.cfg.Endpoints = []string{m.ClientURL}
-	} else if err := o.cfg.Validate(); err != nil {
-		return err
+	} else {
+		if o.discoverySrv != "" {
+			eps, err := discoverEndpoints(lg, o.discoverySrv, o.cfg.CACert, o.insecureDiscovery, o.discoverySrvName)
+			if err != nil {
+				return err
+			}
+			if len(eps) > 0 {
+				o.cfg.Endpoints = eps
+			}
+		}
+		if err := o.cfg.Validate(); err != nil {
+			return err
+		}
 	}
 
 	p, err := shell.Start(o.cfg)
