@@ -43,6 +43,9 @@ type Config struct {
 	EnablePprof bool
 	// Debug turns on debug-level logging.
 	Debug bool
+	// GRPCLogging logs every client request and response at info
+	// (--experimental-enable-grpc-logging).
+	GRPCLogging bool
 
 	// MaxSendBytes is the largest request the proxy forwards to etcd; the
 	// proxy's own server accepts requests up to MaxSendBytes plus gRPC's

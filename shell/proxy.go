@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+
 	"github.com/benbjohnson/clock"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -156,9 +158,15 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	metrics := grpcprom.NewServerMetrics()
 	p.registry.MustRegister(metrics, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	unary := []grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor(), p.up.unaryServerContext}
+	stream := []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor(), p.up.streamServerContext}
+	if cfg.GRPCLogging {
+		unary = append(unary, interceptors.UnaryServerInterceptor(grpcLogReportable(p.lg)))
+		stream = append(stream, interceptors.StreamServerInterceptor(grpcLogReportable(p.lg)))
+	}
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), p.up.unaryServerContext),
-		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor(), p.up.streamServerContext),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxSendBytes + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(cfg.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),

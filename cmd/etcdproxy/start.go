@@ -22,7 +22,6 @@ import (
 // by name but not built yet; setting one stops the proxy at start.
 var notImplemented = []string{
 	"experimental-leasing-prefix",
-	"experimental-enable-grpc-logging",
 }
 
 type startOptions struct {
@@ -34,7 +33,7 @@ type startOptions struct {
 
 	// accepted for compatibility; see notImplemented
 	discoverySrv, discoverySrvName, leasingPrefix string
-	insecureDiscovery, grpcLogging                bool
+	insecureDiscovery                             bool
 }
 
 func newStartCommand() *cobra.Command {
@@ -98,7 +97,7 @@ func newStartCommand() *cobra.Command {
 	f.BoolVar(&o.insecureDiscovery, "insecure-discovery", false, "accept insecure SRV records")
 	f.BoolVar(&c.SerializableOrdering, "experimental-serializable-ordering", false, "Ensure serializable reads have monotonically increasing store revisions across endpoints: one revision floor for every client connection (each connection always has its own).")
 	f.StringVar(&o.leasingPrefix, "experimental-leasing-prefix", "", "leasing metadata prefix for disconnected linearized reads (not implemented yet).")
-	f.BoolVar(&o.grpcLogging, "experimental-enable-grpc-logging", false, "logging all grpc requests and responses (not implemented yet)")
+	f.BoolVar(&c.GRPCLogging, "experimental-enable-grpc-logging", false, "logging all grpc requests and responses")
 
 	f.BoolVar(&o.embedded, "embedded-etcd", false, "also run a single etcd member in-process and proxy to it (data in a temporary directory unless --data-dir is set)")
 	f.StringVar(&o.embeddedClientURL, "embedded-client-url", "http://127.0.0.1:2379", "client URL of the embedded etcd member (with --embedded-etcd)")

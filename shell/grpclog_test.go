@@ -1,0 +1,60 @@
+package shell_test
+
+import (
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/etcdproxy/etcdproxy/internal/testutil"
+	"github.com/etcdproxy/etcdproxy/shell"
+)
+
+// --experimental-enable-grpc-logging logs each request and response as
+// etcd's grpc-proxy does (same messages and fields, the payload as JSON),
+// unary and streamed; without it, no call is logged.
+func TestGRPCLogging(t *testing.T) {
+	m := testutil.StartMember(t)
+	for _, on := range []bool{true, false} {
+		core, logs := observer.New(zap.InfoLevel)
+		p := testutil.StartProxyLogging(t, []string{m.ClientURL}, func(c *shell.Config) { c.GRPCLogging = on }, zap.New(core))
+		c := testutil.Client(t, p.Addr())
+		ctx := testutil.Context(t, 20*time.Second)
+		wch := c.Watch(ctx, "logged", clientv3.WithCreatedNotify())
+		<-wch
+		if _, err := c.Put(ctx, "logged", "value"); err != nil {
+			t.Fatal(err)
+		}
+		if ev := <-wch; len(ev.Events) != 1 {
+			t.Fatalf("watch: %+v", ev)
+		}
+		key := base64.StdEncoding.EncodeToString([]byte("logged"))
+		find := func(msg, method, field string) bool {
+			for _, e := range logs.FilterMessage(msg).All() {
+				f := e.ContextMap()
+				if f["grpc.method"] == method && strings.Contains(f[field].(string), key) && f["peer.address"] != nil {
+					return true
+				}
+			}
+			return false
+		}
+		const req, resp = "received payload logged as grpc.request.content field", "returned response payload logged as grpc.response.content field"
+		got := map[string]bool{
+			"Put request":    find(req, "Put", "grpc.request.content"),
+			"Watch request":  find(req, "Watch", "grpc.request.content"),
+			"Watch response": find(resp, "Watch", "grpc.response.content"),
+		}
+		for what, ok := range got {
+			if ok != on {
+				t.Errorf("logging %v: %s logged: %v", on, what, ok)
+			}
+		}
+		if on && logs.FilterMessage(resp).FilterField(zap.String("grpc.method", "Put")).Len() != 1 {
+			t.Errorf("Put responses logged: %d, want 1", logs.FilterMessage(resp).FilterField(zap.String("grpc.method", "Put")).Len())
+		}
+	}
+}
