@@ -46,6 +46,9 @@ type Config struct {
 	// GRPCLogging logs every client request and response at info
 	// (--experimental-enable-grpc-logging).
 	GRPCLogging bool
+	// LeasingPrefix, when set, serves KV through clientv3's leasing KV
+	// with its metadata under this prefix (--experimental-leasing-prefix).
+	LeasingPrefix string
 
 	// MaxSendBytes is the largest request the proxy forwards to etcd; the
 	// proxy's own server accepts requests up to MaxSendBytes plus gRPC's

@@ -58,7 +58,9 @@ type Proxy struct {
 	errc     chan error
 
 	closeOnce sync.Once
-	closeErr  error
+	// closeLeasing stops the leasing KV (--experimental-leasing-prefix).
+	closeLeasing func()
+	closeErr     error
 }
 
 // Start validates cfg, listens, connects to etcd and serves. It returns once
@@ -207,7 +209,17 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		},
 		Members: cfg.Endpoints,
 	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn), pb.NewLeaseClient(p.up.conn), p.members)
-	pb.RegisterKVServer(s, &kvServer{up: clientv3.RetryKVClient(c), ns: ns, cache: p.loop.cache})
+	kv, kvns := clientv3.RetryKVClient(c), ns
+	if cfg.LeasingPrefix != "" {
+		lkv, closeFn, err := newLeasingKV(c, cfg.Namespace, cfg.LeasingPrefix)
+		if err != nil {
+			p.lg.Warn("leasing KV not started; KV requests go to etcd", zap.Error(err))
+		} else {
+			// The leasing KV applies the namespace itself.
+			kv, kvns, p.closeLeasing = lkv, keyspace.New(""), closeFn
+		}
+	}
+	pb.RegisterKVServer(s, &kvServer{up: kv, ns: kvns, cache: p.loop.cache})
 	p.up.notifyDrop(func() { p.loop.input(node.Suspect{}) })
 	if cfg.EndpointsAutoSyncInterval > 0 {
 		go p.members.autoSync(c.Ctx(), p.loop, cfg.EndpointsAutoSyncInterval, cfg.Endpoints)
@@ -259,6 +271,9 @@ func (p *Proxy) Close() error {
 	p.closeOnce.Do(func() {
 		if p.reg != nil {
 			p.reg.Close()
+		}
+		if p.closeLeasing != nil {
+			p.closeLeasing()
 		}
 		if p.metrics != nil {
 			p.metrics.Close()

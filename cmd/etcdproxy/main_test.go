@@ -180,7 +180,6 @@ func TestStartErrors(t *testing.T) {
 		{"listen address in use", []string{"start", ep, "--listen-addr=" + busy.Addr().String()}, "address already in use"},
 		{"unreadable serving certificate", []string{"start", ep, "--listen-addr=" + testutil.FreeAddr(t), "--cert-file=" + missing + ".crt", "--key-file=" + missing + ".key"}, missing + ".crt"},
 		{"unreadable etcd CA", []string{"start", ep, "--listen-addr=" + testutil.FreeAddr(t), "--cacert=" + missing + ".ca"}, missing + ".ca"},
-		{"flag not implemented yet", []string{"start", "--experimental-leasing-prefix=/leasing/"}, "flag --experimental-leasing-prefix is not implemented yet"},
 		{"discovery domain without records", []string{"start", "--discovery-srv=no-records.invalid"}, "dns lookup errors"},
 		{"resolver prefix without ttl", []string{"start", "--resolver-prefix=___grpc_proxy_endpoint"}, "invalid --resolver-ttl 0"},
 		{"bad tls version", []string{"start", "--tls-min-version=TLS0.9"}, "invalid --tls-min-version"},

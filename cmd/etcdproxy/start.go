@@ -18,12 +18,6 @@ import (
 	"github.com/etcdproxy/etcdproxy/shell"
 )
 
-// notImplemented lists flags of `etcd grpc-proxy start` that are accepted
-// by name but not built yet; setting one stops the proxy at start.
-var notImplemented = []string{
-	"experimental-leasing-prefix",
-}
-
 type startOptions struct {
 	cfg shell.Config
 
@@ -31,9 +25,9 @@ type startOptions struct {
 	embeddedClientURL string
 	embeddedPeerURL   string
 
-	// accepted for compatibility; see notImplemented
-	discoverySrv, discoverySrvName, leasingPrefix string
-	insecureDiscovery                             bool
+	// DNS discovery of the endpoints
+	discoverySrv, discoverySrvName string
+	insecureDiscovery              bool
 }
 
 func newStartCommand() *cobra.Command {
@@ -96,7 +90,7 @@ func newStartCommand() *cobra.Command {
 	f.StringVar(&o.discoverySrvName, "discovery-srv-name", "", "service name to query when using DNS discovery")
 	f.BoolVar(&o.insecureDiscovery, "insecure-discovery", false, "accept insecure SRV records")
 	f.BoolVar(&c.SerializableOrdering, "experimental-serializable-ordering", false, "Ensure serializable reads have monotonically increasing store revisions across endpoints: one revision floor for every client connection (each connection always has its own).")
-	f.StringVar(&o.leasingPrefix, "experimental-leasing-prefix", "", "leasing metadata prefix for disconnected linearized reads (not implemented yet).")
+	f.StringVar(&c.LeasingPrefix, "experimental-leasing-prefix", "", "leasing metadata prefix for disconnected linearized reads.")
 	f.BoolVar(&c.GRPCLogging, "experimental-enable-grpc-logging", false, "logging all grpc requests and responses")
 
 	f.BoolVar(&o.embedded, "embedded-etcd", false, "also run a single etcd member in-process and proxy to it (data in a temporary directory unless --data-dir is set)")
@@ -106,11 +100,6 @@ func newStartCommand() *cobra.Command {
 }
 
 func (o *startOptions) run(cmd *cobra.Command) error {
-	for _, name := range notImplemented {
-		if cmd.Flags().Changed(name) {
-			return fmt.Errorf("flag --%s is not implemented yet", name)
-		}
-	}
 	lvl := zap.InfoLevel
 	if o.cfg.Debug {
 		lvl = zap.DebugLevel
