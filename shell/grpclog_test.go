@@ -2,6 +2,7 @@ package shell_test
 
 import (
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -56,5 +57,20 @@ func TestGRPCLogging(t *testing.T) {
 		if on && logs.FilterMessage(resp).FilterField(zap.String("grpc.method", "Put")).Len() != 1 {
 			t.Errorf("Put responses logged: %d, want 1", logs.FilterMessage(resp).FilterField(zap.String("grpc.method", "Put")).Len())
 		}
+	}
+}
+
+// The proxy logs its effective configuration once, at start, by flag name.
+func TestStartupLogsConfiguration(t *testing.T) {
+	m := testutil.StartMember(t)
+	core, logs := observer.New(zap.InfoLevel)
+	testutil.StartProxyLogging(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace, c.CacheBytes = "tenant/", 1 << 20 }, zap.New(core))
+	lines := logs.FilterMessage("starting gRPC proxy").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d startup lines, want 1", len(lines))
+	}
+	f := lines[0].ContextMap()
+	if f["namespace"] != "tenant/" || f["cache-bytes"] != int64(1<<20) || fmt.Sprint(f["endpoints"]) != fmt.Sprint([]any{m.ClientURL}) {
+		t.Fatalf("startup line fields: %v", f)
 	}
 }

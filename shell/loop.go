@@ -37,6 +37,10 @@ type loop struct {
 	clock   clock.Clock
 	kv      pb.KVClient
 	members *members // nil: no failover (tests of the loop alone)
+	// holdsLogged and holdsLoggedAt: the node's holds at the last line
+	// about held streams, and when (the loop's goroutine only).
+	holdsLogged   int64
+	holdsLoggedAt time.Time
 
 	inputs  chan node.Input
 	queries chan chan snapshot
@@ -199,6 +203,7 @@ func (l *loop) run(n *node.Node) {
 			}
 		case now := <-t.C:
 			n.Tick(now)
+			l.logHolds(n, now)
 		case q := <-l.queries:
 			q <- snapshot{n.Stats(), n.Gauges()}
 		case f := <-l.calls:
@@ -209,6 +214,22 @@ func (l *loop) run(n *node.Node) {
 			n.Advance()
 		}
 	}
+}
+
+// holdLogEvery spaces the lines about held client streams.
+const holdLogEvery = 30 * time.Second
+
+// logHolds writes a line when client watch streams were held for reading
+// too slowly since the last one, at most one per holdLogEvery: how many
+// holds, and how many streams are held now.
+func (l *loop) logHolds(n *node.Node, now time.Time) {
+	h := n.Holds()
+	if h == l.holdsLogged || (!l.holdsLoggedAt.IsZero() && now.Sub(l.holdsLoggedAt) < holdLogEvery) {
+		return
+	}
+	l.lg.Warn("client watch streams held for reading too slowly; their watchers catch up when they drain",
+		zap.Int64("holds-since-last-line", h-l.holdsLogged), zap.Int("held-now", n.Gauges().Flow.HeldStreams))
+	l.holdsLogged, l.holdsLoggedAt = h, now
 }
 
 // step feeds one input. A lost upstream stream is where the loop keeps an

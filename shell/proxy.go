@@ -71,6 +71,7 @@ func Start(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{cfg: cfg, lg: cfg.logger(), errc: make(chan error, 4), registry: prometheus.NewRegistry()}
+	p.lg.Info("starting gRPC proxy", cfg.configFields()...)
 	ok := false
 	defer func() {
 		if !ok {

@@ -8,6 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -27,10 +32,13 @@ import (
 // or a catch-up watch.
 func TestSlowClientHurtsNobody(t *testing.T) {
 	m := testutil.StartMember(t)
-	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
+	obs, logs := observer.New(zap.InfoLevel)
+	lg := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), obs)).Named("proxy")
+	started := time.Now()
+	p := testutil.StartProxyLogging(t, []string{m.ClientURL}, func(c *shell.Config) {
 		c.WatchStreamBufferBytes = 64 << 10
 		c.WatchHistoryEvents = 100
-	})
+	}, lg)
 	ctx := testutil.Context(t, 2*time.Minute)
 	const n = 400
 	value := strings.Repeat("v", 1024)
@@ -76,6 +84,12 @@ func TestSlowClientHurtsNobody(t *testing.T) {
 	}
 	if limit := 64<<10 + 64<<10; gauges.Flow.QueuedBytes > limit {
 		t.Errorf("%d bytes queued for the slow client, more than its bound allows (%d)", gauges.Flow.QueuedBytes, limit)
+	}
+	// The operator is told, once per 30 s at most.
+	held := func() int { return logs.FilterMessageSnippet("held for reading too slowly").Len() }
+	testutil.WaitUntil(t, 5*time.Second, "a log line about the held stream", func() bool { return held() > 0 })
+	if n, most := held(), 1+int(time.Since(started)/(30*time.Second)); n > most {
+		t.Errorf("%d lines about held streams in %v, want at most %d", n, time.Since(started), most)
 	}
 
 	// Now it reads: every event, in order, once.

@@ -282,6 +282,10 @@ func (n *Node) Stats() Stats {
 // Member returns the etcd member in use.
 func (n *Node) Member() string { return n.failover.Member() }
 
+// Holds counts the times a client stream was held for going over its
+// bound (cheap: Stats walks every lane).
+func (n *Node) Holds() int64 { return n.out.Holds() }
+
 // LeaseVerdicts reports what the lease machine knows of each lease's
 // ownership under a namespace. It changes nothing.
 func (n *Node) LeaseVerdicts(ids []int64) []lease.Verdict { return n.lease.Verdicts(ids) }
