@@ -64,7 +64,7 @@ func TestGRPCLogging(t *testing.T) {
 func TestStartupLogsConfiguration(t *testing.T) {
 	m := testutil.StartMember(t)
 	core, logs := observer.New(zap.InfoLevel)
-	testutil.StartProxyLogging(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace, c.CacheBytes = "tenant/", 1 << 20 }, zap.New(core))
+	testutil.StartProxyLogging(t, []string{m.ClientURL}, func(c *shell.Config) { c.Namespace, c.CacheBytes = "tenant/", 1<<20 }, zap.New(core))
 	lines := logs.FilterMessage("starting gRPC proxy").All()
 	if len(lines) != 1 {
 		t.Fatalf("%d startup lines, want 1", len(lines))
