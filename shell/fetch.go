@@ -10,7 +10,10 @@ import (
 
 // fetch runs a revision fetch for the node (see port.Fetch): a linearizable
 // Range, limit 1, keys only, with the client's token. What etcd answers,
-// error or not, goes back as it is: the core decides what it means.
+// error or not, goes back as it is: the core decides what it means. It is
+// made once, on the plain KV client: the node retries a fetch that failed
+// for a transport reason (port.Config.RetryInterval), so a retrying client
+// under it would retry the same fetch twice over.
 func (l *loop) fetch(f port.Fetch) {
 	ctx, cancel := l.clock.WithTimeout(l.ctx, fetchTimeout)
 	defer cancel()

@@ -92,7 +92,9 @@ func Start(cfg Config) (*Proxy, error) {
 	}
 	if cfg.ResolverPrefix != "" {
 		// Like etcd's proxy, registration lives inside the namespace.
-		p.reg = register(p.lg, p.up.client, cfg.Namespace+cfg.ResolverPrefix, cfg.AdvertiseClientURL, cfg.ResolverTTL)
+		if p.reg, err = register(p.lg, p.up.client, p.up.registrationConfig(cfg.Endpoints), cfg.Namespace+cfg.ResolverPrefix, cfg.AdvertiseClientURL, cfg.ResolverTTL); err != nil {
+			return nil, fmt.Errorf("registering: %w", err)
+		}
 	}
 	p.grpc = p.newGRPCServer()
 	p.http = &http.Server{Handler: p.httpHandler(true), ReadHeaderTimeout: 10 * time.Second}
@@ -212,7 +214,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 			IdleAfter:       cfg.CacheIdleAfter,
 		},
 		Members: cfg.Endpoints,
-	}, clientv3.RetryKVClient(c), pb.NewWatchClient(p.up.conn), pb.NewLeaseClient(p.up.conn), p.members)
+	}, pb.NewKVClient(p.up.conn), pb.NewWatchClient(p.up.conn), pb.NewLeaseClient(p.up.conn), p.members)
 	kv, kvns := clientv3.RetryKVClient(c), ns
 	if cfg.LeasingPrefix != "" {
 		lkv, closeFn, err := newLeasingKV(c, cfg.Namespace, cfg.LeasingPrefix)

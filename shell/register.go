@@ -3,29 +3,32 @@ package shell
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"sort"
 	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
+	"go.etcd.io/etcd/server/v3/proxy/grpcproxy"
 	"go.uber.org/zap"
 )
 
 // registration keeps this proxy registered under --resolver-prefix with a
-// lease of --resolver-ttl seconds (re-registering after the lease is lost),
-// and follows the prefix so that MemberList can list every proxy. Keys and
-// metadata have the layout etcd's proxy uses (prefix/addr, {"name": host}),
-// so both kinds of proxy find each other.
+// lease of --resolver-ttl seconds, with etcd's own grpcproxy.Register (the
+// key prefix/addr and the {"name": host} metadata etcd's proxy writes, so
+// both kinds of proxy find each other; it registers again after the lease
+// is lost), and follows the prefix so that MemberList can list every
+// proxy. Register runs until its client closes and cannot revoke its lease
+// then, so it gets a client of its own, and Close revokes the lease: the
+// entry goes at once on a clean stop instead of after the TTL.
 type registration struct {
 	lg     *zap.Logger
-	c      *clientv3.Client
+	c      *clientv3.Client // the proxy's, for following and the revoke
+	regc   *clientv3.Client // Register's own
+	donec  <-chan struct{}  // closed when Register has returned
 	prefix string
 	addr   string
-	ttl    int
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -39,13 +42,18 @@ type proxyMeta struct {
 	Name string `json:"name"`
 }
 
-func register(lg *zap.Logger, c *clientv3.Client, prefix, addr string, ttl int) *registration {
-	r := &registration{lg: lg, c: c, prefix: prefix, addr: addr, ttl: ttl, members: map[string]endpoints.Endpoint{}}
+// register starts the registration; regCfg configures Register's client.
+func register(lg *zap.Logger, c *clientv3.Client, regCfg clientv3.Config, prefix, addr string, ttl int) (*registration, error) {
+	regc, err := clientv3.New(regCfg)
+	if err != nil {
+		return nil, err
+	}
+	r := &registration{lg: lg, c: c, regc: regc, prefix: prefix, addr: addr, members: map[string]endpoints.Endpoint{}}
 	r.ctx, r.cancel = context.WithCancel(c.Ctx())
-	r.wg.Add(2)
-	go r.keepRegistered()
+	r.donec = grpcproxy.Register(lg, regc, prefix, addr, ttl)
+	r.wg.Add(1)
 	go r.follow()
-	return r
+	return r, nil
 }
 
 // retry runs f until the registration is closed, at most once a second.
@@ -61,42 +69,6 @@ func (r *registration) retry(f func() error, what string) {
 		case <-time.After(time.Until(start.Add(time.Second))):
 		}
 	}
-}
-
-func (r *registration) keepRegistered() {
-	r.retry(func() error {
-		ss, err := concurrency.NewSession(r.c, concurrency.WithTTL(r.ttl), concurrency.WithContext(r.ctx))
-		if err != nil {
-			return err
-		}
-		defer func() {
-			// The session's context is already canceled when the proxy
-			// stops, so revoke with a fresh, bounded one: the entry goes at
-			// once instead of after the TTL.
-			ss.Orphan()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_, _ = r.c.Revoke(ctx, ss.Lease())
-		}()
-		em, err := endpoints.NewManager(r.c, r.prefix)
-		if err != nil {
-			return err
-		}
-		host, _ := os.Hostname()
-		meta, _ := json.Marshal(proxyMeta{Name: host})
-		ep := endpoints.Endpoint{Addr: r.addr, Metadata: string(meta)}
-		if err := em.AddEndpoint(r.ctx, r.prefix+"/"+r.addr, ep, clientv3.WithLease(ss.Lease())); err != nil {
-			return err
-		}
-		r.lg.Info("registered proxy", zap.String("prefix", r.prefix), zap.String("addr", r.addr), zap.Int("lease-ttl", r.ttl))
-		select {
-		case <-r.ctx.Done():
-			return nil
-		case <-ss.Done():
-			r.lg.Warn("registration lease lost; registering again")
-			return nil
-		}
-	}, "cannot register proxy")
 }
 
 func (r *registration) follow() {
@@ -141,7 +113,15 @@ func (r *registration) Members() []*pb.Member {
 	return out
 }
 
+// Close stops registering and revokes the registration's lease.
 func (r *registration) Close() {
+	r.regc.Close()
+	<-r.donec
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if resp, err := r.c.Get(ctx, r.prefix+"/"+r.addr); err == nil && len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0 {
+		_, _ = r.c.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+	}
 	r.cancel()
 	r.wg.Wait()
 }

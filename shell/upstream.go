@@ -114,6 +114,17 @@ func (u *upstream) probeConfig(endpoint string) clientv3.Config {
 	}
 }
 
+// registrationConfig is the client configuration of the registration's
+// own connection (see registration): every member, the proxy's TLS.
+func (u *upstream) registrationConfig(endpoints []string) clientv3.Config {
+	return clientv3.Config{
+		Endpoints:   endpoints,
+		TLS:         u.tls,
+		Logger:      u.lg.Named("register").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		DialOptions: []grpc.DialOption{connectParams},
+	}
+}
+
 // use moves the connection to endpoint and ends every call still on the
 // member left (gRPC would let them run there).
 func (u *upstream) use(endpoint string) {
@@ -229,7 +240,10 @@ func (s *contextStream) Context() context.Context { return s.ctx }
 // outgoing builds the context for a call to etcd on behalf of the client
 // whose request context is ctx: the client's auth token and require-leader
 // flag travel along, and the deadline is the client's, less a small margin
-// while no member is connected.
+// while no member is connected. (etcd's proxy forwards the token with
+// grpcproxy.AuthUnaryClientInterceptor and AuthStreamClientInterceptor;
+// they carry the token alone, so the proxy keeps this one function for
+// token, require-leader and deadline together.)
 func outgoing(ctx context.Context) (context.Context, context.CancelFunc) {
 	out := ctx
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
