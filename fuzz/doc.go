@@ -6,8 +6,15 @@
 // part of the ordinary test run. To fuzz one target, name it and give a time
 // budget; go test fuzzes a single target per run:
 //
+//	go test ./fuzz -run=^$ -fuzz=FuzzNode -fuzztime=30s
 //	go test ./fuzz -run=^$ -fuzz=FuzzNamespaceRange -fuzztime=30s
 //	go test ./fuzz -run=^$ -fuzz=FuzzNamespaceTxn -fuzztime=30s
+//
+// FuzzNode drives the whole composite core (package node) with input
+// sequences decoded from bytes and checks that everything is released once
+// every stream closes; the namespace targets check that no input maps
+// outside the prefix and that stripping inverts prefixing. CI (.ci/run)
+// fuzzes each target for 20 s.
 //
 // A failing input is written to testdata/fuzz/<Target>/ and replayed by every
 // later `go test ./fuzz`; keep it there as a regression test once the bug it

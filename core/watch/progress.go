@@ -189,6 +189,9 @@ func (m *Machine) checkAllProgress() {
 // checkProgress answers the stream's progress requests whose revision every
 // watcher on the stream has reached.
 func (m *Machine) checkProgress(s *stream) {
+	if s.closed {
+		return // closing: nothing more goes out on it
+	}
 	for len(s.progress) > 0 {
 		if s.creating() {
 			return
