@@ -49,6 +49,11 @@ type Config struct {
 	// LeasingPrefix, when set, serves KV through clientv3's leasing KV
 	// with its metadata under this prefix (--experimental-leasing-prefix).
 	LeasingPrefix string
+	// MaxWatchesPerStream bounds the watches one client watch stream may
+	// hold; MaxStreamsPerConnection, the streams one client connection may
+	// have open. 0: no bound.
+	MaxWatchesPerStream     int
+	MaxStreamsPerConnection int
 
 	// MaxSendBytes is the largest request the proxy forwards to etcd; the
 	// proxy's own server accepts requests up to MaxSendBytes plus gRPC's
@@ -135,26 +140,36 @@ const DefaultCacheBytes = 64 << 20
 // DefaultConfig returns the defaults of `etcd grpc-proxy start`.
 func DefaultConfig() Config {
 	return Config{
-		ListenAddr:             "127.0.0.1:23790",
-		Endpoints:              []string{"127.0.0.1:2379"},
-		AdvertiseClientURL:     "127.0.0.1:23790",
-		DataDir:                "default.proxy",
-		MaxSendBytes:           1.5 * 1024 * 1024,
-		MaxRecvBytes:           math.MaxInt32,
-		MaxConcurrentStreams:   math.MaxUint32,
-		GRPCKeepAliveMinTime:   5 * time.Second,
-		GRPCKeepAliveInterval:  2 * time.Hour,
-		GRPCKeepAliveTimeout:   20 * time.Second,
-		DialKeepAliveTimeout:   20 * time.Second,
-		SelfSignedCertValidity: 1,
-		TLSMinVersion:          "TLS1.2",
-		WatchHistoryEvents:     4096,
-		CacheBytes:             DefaultCacheBytes,
-		CacheConsistentReads:   true,
-		WatchStreamBufferBytes: 4 << 20,
-		FailoverTimeout:        failover.DefaultTimeout,
+		ListenAddr:              "127.0.0.1:23790",
+		Endpoints:               []string{"127.0.0.1:2379"},
+		AdvertiseClientURL:      "127.0.0.1:23790",
+		DataDir:                 "default.proxy",
+		MaxSendBytes:            1.5 * 1024 * 1024,
+		MaxRecvBytes:            math.MaxInt32,
+		MaxConcurrentStreams:    math.MaxUint32,
+		GRPCKeepAliveMinTime:    5 * time.Second,
+		GRPCKeepAliveInterval:   2 * time.Hour,
+		GRPCKeepAliveTimeout:    20 * time.Second,
+		DialKeepAliveTimeout:    20 * time.Second,
+		SelfSignedCertValidity:  1,
+		TLSMinVersion:           "TLS1.2",
+		WatchHistoryEvents:      4096,
+		CacheBytes:              DefaultCacheBytes,
+		CacheConsistentReads:    true,
+		WatchStreamBufferBytes:  4 << 20,
+		FailoverTimeout:         failover.DefaultTimeout,
+		MaxWatchesPerStream:     DefaultMaxWatchesPerStream,
+		MaxStreamsPerConnection: DefaultMaxStreamsPerConnection,
 	}
 }
+
+// Default bounds per client: far above what etcd's clients open (clientv3
+// puts the watches of one context on one stream; Kubernetes' API server
+// holds a few thousand watches at most), far below what would hurt.
+const (
+	DefaultMaxWatchesPerStream     = 10000
+	DefaultMaxStreamsPerConnection = 1000
+)
 
 // Validate reports the first setting that cannot work, naming it.
 func (c *Config) Validate() error {
@@ -174,6 +189,12 @@ func (c *Config) Validate() error {
 		if err := validateEndpoint(ep); err != nil {
 			return fmt.Errorf("invalid --endpoints entry %q: %w", ep, err)
 		}
+	}
+	if c.MaxWatchesPerStream < 0 {
+		return fmt.Errorf("invalid --max-watches-per-stream %d: must be 0 (no limit) or more", c.MaxWatchesPerStream)
+	}
+	if c.MaxStreamsPerConnection < 0 {
+		return fmt.Errorf("invalid --max-streams-per-connection %d: must be 0 (no limit) or more", c.MaxStreamsPerConnection)
 	}
 	if c.ResolverPrefix != "" && c.ResolverTTL < 1 {
 		return fmt.Errorf("invalid --resolver-ttl %d: must be at least 1 when --resolver-prefix is set", c.ResolverTTL)

@@ -172,6 +172,9 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		unary = append(unary, interceptors.UnaryServerInterceptor(grpcLogReportable(p.lg)))
 		stream = append(stream, interceptors.StreamServerInterceptor(grpcLogReportable(p.lg)))
 	}
+	if cfg.MaxStreamsPerConnection > 0 {
+		stream = append([]grpc.StreamServerInterceptor{streamLimit(cfg.MaxStreamsPerConnection)}, stream...)
+	}
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -180,6 +183,9 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.ForceServerCodecV2(newWatchCodec()),
 		grpc.StatsHandler(floors{shared: p.sharedFloor()}),
+	}
+	if cfg.MaxStreamsPerConnection > 0 {
+		opts = append(opts, grpc.StatsHandler(connCounter{}))
 	}
 	if cfg.GRPCKeepAliveMinTime > 0 {
 		opts = append(opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.GRPCKeepAliveMinTime}))
@@ -200,10 +206,11 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	p.loop = newLoop(p.lg.Named("core"), clk, node.Config{
 		Port: port.Config{StreamBufferBytes: cfg.WatchStreamBufferBytes},
 		Watch: watch.Config{
-			Prefix:           ns,
-			HistoryEvents:    cfg.WatchHistoryEvents,
-			FragmentBytes:    cfg.MaxSendBytes,
-			ProgressInterval: cfg.WatchProgressInterval,
+			Prefix:               ns,
+			HistoryEvents:        cfg.WatchHistoryEvents,
+			FragmentBytes:        cfg.MaxSendBytes,
+			ProgressInterval:     cfg.WatchProgressInterval,
+			MaxWatchersPerStream: cfg.MaxWatchesPerStream,
 		},
 		Failover: failover.Config{Timeout: cfg.failoverTimeout()},
 		Lease:    lease.Config{Namespaced: nsActive},

@@ -84,6 +84,8 @@ func newStartCommand() *cobra.Command {
 	f.IntVar(&c.CacheBytes, "cache-bytes", c.CacheBytes, "memory, in bytes, the read cache's Range responses may hold, least recently used out (0 disables the cache)")
 	f.IntVar(&c.CacheMaxEntryBytes, "cache-max-entry-bytes", 0, "largest Range response the read cache keeps, in bytes (default a sixteenth of --cache-bytes)")
 	f.BoolVar(&c.CacheConsistentReads, "cache-consistent-reads", c.CacheConsistentReads, "answer linearizable reads from the read cache once etcd's current revision is confirmed (one fetch for every concurrent read) and delivered to the cache")
+	f.IntVar(&c.MaxWatchesPerStream, "max-watches-per-stream", c.MaxWatchesPerStream, "watches one client watch stream may hold; a create beyond it is refused with a reason naming this flag (0: no limit)")
+	f.IntVar(&c.MaxStreamsPerConnection, "max-streams-per-connection", c.MaxStreamsPerConnection, "streams one client connection may have open; a stream beyond it is refused with ResourceExhausted (0: no limit)")
 	f.DurationVar(&c.WatchProgressInterval, "watch-progress-notify-interval", c.WatchProgressInterval, "the proxy's own interval of progress notifications to idle watchers that asked for them; 0 passes on etcd's, at the cluster's --watch-progress-notify-interval")
 
 	f.StringVar(&o.discoverySrv, "discovery-srv", "", "domain name to query for SRV records describing cluster endpoints")

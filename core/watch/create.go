@@ -2,6 +2,7 @@ package watch
 
 import (
 	"errors"
+	"fmt"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -14,6 +15,10 @@ const (
 	reasonDuplicateID = "mvcc: duplicate watch ID provided on the WatchStream"
 	reasonEmptyRange  = "mvcc: watcher range is empty"
 )
+
+// ReasonTooManyWatches is the cancel reason of a create refused because
+// its stream holds MaxWatchersPerStream watches already (%d: the limit).
+const ReasonTooManyWatches = "etcdproxy: too many watches on this stream (limit --max-watches-per-stream=%d)"
 
 // invalidWatchID is the watch ID of responses that belong to no watch.
 const invalidWatchID = -1
@@ -54,7 +59,12 @@ func (m *Machine) Create(id port.StreamID, req *pb.WatchCreateRequest) {
 		m.refuse(s, reasonDuplicateID)
 		return
 	}
+	if limit := m.cfg.MaxWatchersPerStream; limit > 0 && len(s.watchers)+s.creates >= limit {
+		m.refuse(s, fmt.Sprintf(ReasonTooManyWatches, limit))
+		return
+	}
 	s.queue = append(s.queue, request{create: w})
+	s.creates++
 	m.stats.Watchers++
 	m.fetchFor(w, w.start)
 }
@@ -153,6 +163,7 @@ func (m *Machine) flushQueue(s *stream) {
 			if r.create.result == nil || m.awaitUpstream(r.create, true) {
 				return
 			}
+			s.creates--
 			m.complete(r.create)
 		case r.cancel:
 			m.cancel(s, r.watchID)

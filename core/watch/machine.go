@@ -33,6 +33,10 @@ type Config struct {
 	// RetryInterval is how soon an unanswered upstream progress request is
 	// sent again.
 	RetryInterval time.Duration
+	// MaxWatchersPerStream, when positive, bounds the watches one client
+	// stream may hold (created or waiting for their turn): a create beyond
+	// it is refused with ReasonTooManyWatches (--max-watches-per-stream).
+	MaxWatchersPerStream int
 	// Lane is the pair of upstream streams the machine's watches go on
 	// (zero: port.DefaultLane). The composite runs one machine per auth
 	// identity, each on its own lane.

@@ -24,6 +24,8 @@ type stream struct {
 	// waiting for its revision fetch holds back the cancels behind it, and
 	// a watch ID is taken or freed exactly when etcd would.
 	queue []request
+	// creates counts the creates in queue.
+	creates int
 	// progress holds the revisions of RequestProgress calls waiting until
 	// every watcher has caught up with them.
 	progress    []int64
