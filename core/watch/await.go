@@ -31,6 +31,9 @@ func (m *Machine) awaitUpstream(w *watcher, head bool) bool {
 	if !m.checked() || r.Err != nil || fault("auth-created-early") {
 		return false
 	}
+	if head && w.chosen != 0 && w.s.watchers[w.chosen] != nil {
+		return false // refused as a duplicate ID: nothing to open for it
+	}
 	if c := w.catchUp; c != nil {
 		return !c.up.confirmed
 	}

@@ -84,8 +84,8 @@ func (m *Machine) catchUpResponse(c *catchUp, r *pb.WatchResponse) {
 func (m *Machine) merge(c *catchUp) {
 	w := c.w
 	g := m.groups[w.rk]
-	if g == nil || !g.covers(w.next) || w.catchUp != c {
-		return
+	if g == nil || !g.covers(w.next) || w.catchUp != c || w.state != live {
+		return // (a create waiting for etcd to accept its catch-up stays on it: awaitUpstream)
 	}
 	m.closeCatchUp(w)
 	m.stats.Merged++

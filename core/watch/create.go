@@ -187,18 +187,22 @@ func (m *Machine) complete(w *watcher) {
 	s := w.s
 	r := *w.result
 	w.result = nil
-	if r.Err != nil {
+	refuse := func(reason string) {
+		// Nothing opened for it upstream (awaitUpstream) stays.
+		m.closeCatchUp(w)
 		m.unawait(w)
 		m.stats.Watchers--
-		m.sendRefusal(s, r.Err.Error())
+		m.sendRefusal(s, reason)
+	}
+	if r.Err != nil {
+		refuse(r.Err.Error())
 		return
 	}
 	w.id = w.chosen
 	if w.id == 0 {
 		w.id = s.autoID()
 	} else if s.watchers[w.id] != nil {
-		m.stats.Watchers--
-		m.sendRefusal(s, reasonDuplicateID)
+		refuse(reasonDuplicateID)
 		return
 	}
 	rev := r.Header.GetRevision()
