@@ -9,11 +9,14 @@
 //	go test ./fuzz -run=^$ -fuzz=FuzzNode -fuzztime=30s
 //	go test ./fuzz -run=^$ -fuzz=FuzzNamespaceRange -fuzztime=30s
 //	go test ./fuzz -run=^$ -fuzz=FuzzNamespaceTxn -fuzztime=30s
+//	go test ./fuzz -run=^$ -fuzz=FuzzNamespaceResponses -fuzztime=30s
 //
 // FuzzNode drives the whole composite core (package node) with input
 // sequences decoded from bytes and checks that everything is released once
 // every stream closes; the namespace targets check that no input maps
-// outside the prefix and that stripping inverts prefixing. CI (.ci/run)
+// outside the prefix and that stripping inverts prefixing, and
+// FuzzNamespaceResponses that nothing outside the prefix reaches a client
+// in a watch response or a lease's keys. CI (.ci/run)
 // fuzzes each target for 20 s.
 //
 // A failing input is written to testdata/fuzz/<Target>/ and replayed by every
