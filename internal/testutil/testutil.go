@@ -44,15 +44,22 @@ func StartMember(t testing.TB) *embedetcd.Member {
 	return StartMemberWith(t, embedetcd.Options{NoFsync: true})
 }
 
-// StartMemberWith starts a one-member etcd cluster with opts.
+// StartMemberWith starts a one-member etcd cluster with opts. A port taken
+// by another process between its choice and its use (test packages run in
+// parallel) is chosen again, three times at most.
 func StartMemberWith(t testing.TB, opts embedetcd.Options) *embedetcd.Member {
 	t.Helper()
-	m, err := embedetcd.StartMember("m", t.TempDir(), "http://"+FreeAddr(t), "http://"+FreeAddr(t), opts)
-	if err != nil {
-		t.Fatal(err)
+	for try := 1; ; try++ {
+		m, err := embedetcd.StartMember("m", t.TempDir(), "http://"+FreeAddr(t), "http://"+FreeAddr(t), opts)
+		if err != nil {
+			if try < 3 && strings.Contains(err.Error(), "address already in use") {
+				continue
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(m.Stop)
+		return m
 	}
-	t.Cleanup(m.Stop)
-	return m
 }
 
 // StartProxy starts a proxy on a free loopback port in front of endpoints,
