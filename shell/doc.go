@@ -33,14 +33,31 @@
 //     served by the core's lease machine on the same loop (lease.go); the
 //     loop keeps one upstream LeaseKeepAlive stream for all of them.
 //
-//   - Watch streams without an auth token are served by the core's node
-//     (core/node), run on one event loop (loop.go): client requests, upstream
+//   - Watch streams are served by the core's node (core/node), those with
+//     an auth token in a lane of their identity (identity.go learns a
+//     token's user from the Authenticate calls it passes on), run on one
+//     event loop (loop.go): client requests, upstream
 //     responses and fetch answers reach it as data on one channel, in order;
 //     it hands responses to the client streams' senders, requests to the
 //     upstream streams (upstream_stream.go, which reopen a broken stream and
 //     make sure nothing meant for the broken one reaches the new one) and
 //     revision fetches to goroutines (fetch.go). Every timer of the loop
 //     comes from the injected clock (Config.Clock).
+//
+//   - One client cannot grow the proxy without bound: watches per stream
+//     and streams per connection are capped by flags, each refusal naming
+//     its flag (limits.go, and the watch machine); a slow reader's queue is
+//     bounded by --watch-stream-buffer-bytes.
+//
+//   - Reads are answered from the core's read cache where it is exact
+//     (cache.go, floor.go); with --experimental-leasing-prefix KV goes
+//     through clientv3's leasing KV instead of straight to etcd (leasing.go).
+//
+//   - Registration (--resolver-prefix) is etcd's grpcproxy.Register, and its
+//     lease is revoked on a clean stop (register.go). The effective
+//     configuration is logged once at start (startlog.go); with
+//     --experimental-enable-grpc-logging every request and response is
+//     logged as etcd's proxy logs them (grpclog.go).
 //
 //   - --endpoints are handed to clientv3 as written, in every form it dials
 //     (host:port, http(s) URLs, unix and unixs sockets); /metrics reaches a
