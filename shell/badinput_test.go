@@ -8,6 +8,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
@@ -83,8 +84,9 @@ func watchCreate(c *pb.WatchCreateRequest) *pb.WatchRequest {
 
 // Hostile and careless requests to every service get etcd's own answer
 // (compared with etcd in the same test), and a client that sends them does
-// not stop a well-behaved one: after the matrix, a watch and a write
-// through the same proxy still work. The table the test logs is EVAL.md's
+// not hurt a well-behaved one: a canary watching through the same proxy
+// sees every write made between the cases, in order, and after the matrix
+// a new watch and a write still work. The table the test logs is EVAL.md's
 // bad-input matrix.
 func TestBadInputMatrix(t *testing.T) {
 	m := testutil.StartMember(t)
@@ -192,15 +194,40 @@ func TestBadInputMatrix(t *testing.T) {
 			return fmt.Sprint(status.Code(err))
 		}},
 	}
+	// A well-behaved client beside the hostile one: a watch through the
+	// same proxy, and a write after every case.
+	canary := testutil.Client(t, p.Addr())
+	cch := canary.Watch(ctx, "canary", clientv3.WithCreatedNotify())
+	<-cch
+	writer := pb.NewKVClient(direct)
+	var revs []int64
 	var table []string
 	for _, c := range cases {
 		got, want := c.call(ctx, proxy), c.call(ctx, direct)
+		r, err := writer.Put(ctx, &pb.PutRequest{Key: []byte("canary"), Value: []byte(c.name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, r.Header.Revision)
 		table = append(table, fmt.Sprintf("| %s | %s | %s |", c.name, got, want))
 		if got != want {
 			t.Errorf("%s:\n proxy: %s\n  etcd: %s", c.name, got, want)
 		}
 	}
 	t.Logf("bad-input matrix:\n| input | proxy | etcd |\n|---|---|---|\n%s", strings.Join(table, "\n"))
+	var seen []int64
+	for len(seen) < len(revs) {
+		r, ok := <-cch
+		if !ok || r.Err() != nil {
+			t.Fatalf("the canary's watch ended after %d events: %v", len(seen), r.Err())
+		}
+		for _, ev := range r.Events {
+			seen = append(seen, ev.Kv.ModRevision)
+		}
+	}
+	if fmt.Sprint(seen) != fmt.Sprint(revs) {
+		t.Fatalf("the canary saw %v, want every write %v", seen, revs)
+	}
 
 	// The proxy still serves: a watch sees a write.
 	c := testutil.Client(t, p.Addr())
