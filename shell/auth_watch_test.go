@@ -96,6 +96,15 @@ func watchAs(t *testing.T, ctx context.Context, conn *grpc.ClientConn, token, ke
 	return st
 }
 
+// expectCreated reads a watch stream's created response and fails the
+// test if etcd (or the proxy) refused the watch; what names it.
+func expectCreated(t *testing.T, st pb.Watch_WatchClient, what string) {
+	t.Helper()
+	if r := recvCreated(t, st); r.Canceled {
+		t.Fatalf("%s: %v", what, r)
+	}
+}
+
 // recvCreated reads a watch stream's created response.
 func recvCreated(t *testing.T, st pb.Watch_WatchClient) *pb.WatchResponse {
 	t.Helper()
@@ -125,15 +134,11 @@ func TestAuthWatchesCoalescedPerToken(t *testing.T) {
 	var aliceStreams []pb.Watch_WatchClient
 	for range 20 {
 		st := watchAs(t, ctx, proxy, alice, "app/x")
-		if r := recvCreated(t, st); r.Canceled {
-			t.Fatalf("alice's watch on app/x through the proxy: %v", r)
-		}
+		expectCreated(t, st, "alice's watch on app/x through the proxy")
 		aliceStreams = append(aliceStreams, st)
 	}
 	bobOK := watchAs(t, ctx, proxy, bob, "b/y")
-	if r := recvCreated(t, bobOK); r.Canceled {
-		t.Fatalf("bob's watch on b/y through the proxy: %v", r)
-	}
+	expectCreated(t, bobOK, "bob's watch on b/y through the proxy")
 	// bob may not read the rest of app/: etcd's refusal, as a direct
 	// watch gets it.
 	want := recvCreated(t, watchAs(t, ctx, direct, tokenFor(t, ctx, direct, "bob"), "app/z"))
@@ -150,13 +155,9 @@ func TestAuthWatchesCoalescedPerToken(t *testing.T) {
 	if err := alicePrefix.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("app/"), RangeEnd: []byte("app0")}}}); err != nil {
 		t.Fatal(err)
 	}
-	if r := recvCreated(t, alicePrefix); r.Canceled {
-		t.Fatalf("alice's watch on app/: %v", r)
-	}
+	expectCreated(t, alicePrefix, "alice's watch on app/")
 	bobX := watchAs(t, ctx, proxy, bob, "app/x")
-	if r := recvCreated(t, bobX); r.Canceled {
-		t.Fatalf("bob's watch on app/x: %v", r)
-	}
+	expectCreated(t, bobX, "bob's watch on app/x")
 	testutil.WaitUntil(t, 10*time.Second, "one etcd watcher per token and range", func() bool {
 		return testutil.EtcdWatchers(t)-before == 4
 	})
@@ -325,9 +326,7 @@ func TestAuthWatchTokenExpiry(t *testing.T) {
 
 			viaProxy, viaDirect := watchAs(t, ctx, proxy, token, "app/x"), watchAs(t, ctx, direct, token, "app/x")
 			for name, st := range map[string]pb.Watch_WatchClient{"proxy": viaProxy, "direct": viaDirect} {
-				if r := recvCreated(t, st); r.Canceled {
-					t.Fatalf("%s: %v", name, r)
-				}
+				expectCreated(t, st, name)
 			}
 			expect := func(what string, want func(*pb.WatchResponse) bool) {
 				t.Helper()
@@ -413,9 +412,7 @@ func TestAuthProgressAfterRevoke(t *testing.T) {
 	token := tokenFor(t, ctx, direct, "alice")
 	streams := map[string]pb.Watch_WatchClient{"proxy": watchAs(t, ctx, proxy, token, "app/x"), "direct": watchAs(t, ctx, direct, token, "app/x")}
 	for name, st := range streams {
-		if r := recvCreated(t, st); r.Canceled {
-			t.Fatalf("%s: %v", name, r)
-		}
+		expectCreated(t, st, name)
 	}
 	if _, err := root.RoleRevokePermission(ctx, "app", "app/", clientv3.GetPrefixRangeEnd("app/")); err != nil {
 		t.Fatal(err)
@@ -455,9 +452,7 @@ func TestAuthWatchesCoalescedPerUser(t *testing.T) {
 		tok := tokenFor(t, ctx, proxy, "alice") // a token of her own for each stream
 		tokens[tok] = true
 		st := watchAs(t, ctx, proxy, tok, "app/x")
-		if r := recvCreated(t, st); r.Canceled {
-			t.Fatalf("alice's watch: %v", r)
-		}
+		expectCreated(t, st, "alice's watch")
 		streams = append(streams, st)
 	}
 	if len(tokens) != 20 {
@@ -468,9 +463,7 @@ func TestAuthWatchesCoalescedPerUser(t *testing.T) {
 	})
 	// A token issued directly by etcd: the proxy cannot tell whose it is.
 	other := watchAs(t, ctx, proxy, tokenFor(t, ctx, direct, "alice"), "app/x")
-	if r := recvCreated(t, other); r.Canceled {
-		t.Fatalf("alice's watch with a token issued directly: %v", r)
-	}
+	expectCreated(t, other, "alice's watch with a token issued directly")
 	testutil.WaitUntil(t, 10*time.Second, "one more etcd watcher for a token of unknown user", func() bool {
 		return testutil.EtcdWatchers(t)-before == 2
 	})
@@ -507,14 +500,10 @@ func TestAuthLaneGoesOnUnderAnotherToken(t *testing.T) {
 	proxy := testutil.Dial(t, p.Addr())
 
 	first := watchAs(t, ctx, proxy, tokenFor(t, ctx, proxy, "alice"), "app/x")
-	if r := recvCreated(t, first); r.Canceled {
-		t.Fatalf("first stream: %v", r)
-	}
+	expectCreated(t, first, "first stream")
 	time.Sleep(4500 * time.Millisecond) // the first token expires (JWT, 4 s)
 	second := watchAs(t, ctx, proxy, tokenFor(t, ctx, proxy, "alice"), "app/x")
-	if r := recvCreated(t, second); r.Canceled {
-		t.Fatalf("second stream: %v", r)
-	}
+	expectCreated(t, second, "second stream")
 	fw.Cut()
 
 	if _, err := first.Recv(); status.Code(err) != codes.Unavailable {

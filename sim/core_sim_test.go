@@ -354,13 +354,11 @@ func cacheActions(w *World) map[string]func(*rapid.T) {
 			if len(w.Made) == 0 {
 				t.Skip("nothing read yet")
 			}
-			m := w.Made[rapid.IntRange(0, len(w.Made)-1).Draw(t, "earlier read")]
+			m := earlierRead(t, w)
 			id := w.Open()
 			w.Create(id, &pb.WatchCreateRequest{Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: 1})
 			w.answerFetches()
-			req := proto.Clone(m.Req).(*pb.RangeRequest)
-			req.Serializable = true
-			w.ReadRange(m.Reader, req)
+			w.readAgain(m.Reader, m, true)
 			w.settleReads()
 		},
 		// etcd serves a read, then a write on its key is delivered to the
@@ -434,13 +432,11 @@ func cacheActions(w *World) map[string]func(*rapid.T) {
 			if len(w.Made) == 0 {
 				t.Skip("nothing read yet")
 			}
-			m := w.Made[rapid.IntRange(0, len(w.Made)-1).Draw(t, "earlier read")]
+			m := earlierRead(t, w)
 			w.Write(drawOps(t, w)...)
 			w.Lose(port.WatchShared)
 			for range 2 {
-				req := proto.Clone(m.Req).(*pb.RangeRequest)
-				req.Serializable = true
-				w.ReadRange(m.Reader, req)
+				w.readAgain(m.Reader, m, true)
 				w.settleReads()
 			}
 		},
@@ -451,11 +447,9 @@ func cacheActions(w *World) map[string]func(*rapid.T) {
 			if len(w.Made) == 0 {
 				t.Skip("nothing read yet")
 			}
-			m := w.Made[rapid.IntRange(0, len(w.Made)-1).Draw(t, "earlier read")]
+			m := earlierRead(t, w)
 			again := func() {
-				req := proto.Clone(m.Req).(*pb.RangeRequest)
-				req.Serializable = true
-				w.ReadRange(m.Reader, req)
+				w.readAgain(m.Reader, m, true)
 				w.settleReads()
 			}
 			again()
@@ -470,15 +464,13 @@ func cacheActions(w *World) map[string]func(*rapid.T) {
 			if len(w.Made) == 0 {
 				t.Skip("nothing read yet")
 			}
-			m := w.Made[rapid.IntRange(0, len(w.Made)-1).Draw(t, "earlier read")]
+			m := earlierRead(t, w)
 			r := m.Reader
 			if rapid.IntRange(0, 3).Draw(t, "another connection") == 0 {
 				r = w.Readers[rapid.IntRange(0, len(w.Readers)-1).Draw(t, "reader")]
 			}
 			for range rapid.IntRange(1, 3).Draw(t, "times") {
-				req := proto.Clone(m.Req).(*pb.RangeRequest)
-				req.Serializable = rapid.Bool().Draw(t, "serializable")
-				w.ReadRange(r, req)
+				w.readAgain(r, m, rapid.Bool().Draw(t, "serializable"))
 			}
 		},
 		"etcd serves a read": func(t *rapid.T) {
@@ -741,4 +733,16 @@ func TestCoreSimulation(t *testing.T) {
 func checks() int {
 	n, _ := strconv.Atoi(flag.Lookup("rapid.checks").Value.String())
 	return n
+}
+
+// earlierRead draws one of the reads made so far (there is one).
+func earlierRead(t *rapid.T, w *World) MadeRead {
+	return w.Made[rapid.IntRange(0, len(w.Made)-1).Draw(t, "earlier read")]
+}
+
+// readAgain makes the read m again on connection r, serializable or not.
+func (w *World) readAgain(r *Reader, m MadeRead, serializable bool) {
+	req := proto.Clone(m.Req).(*pb.RangeRequest)
+	req.Serializable = serializable
+	w.ReadRange(r, req)
 }
