@@ -365,7 +365,7 @@ func runTarget(o options, name, endpoint string, tp, etcd *child.Proc, etcdURL s
 			l.close()
 		}
 	}()
-	_ = resetHWM(tp.PID())
+	_ = child.ResetPeak(tp.PID())
 
 	g0 := time.Now()
 	ids, err := grant(lc, o.leases, int64(o.ttl), o.grantWorkers)
@@ -396,7 +396,7 @@ func runTarget(o options, name, endpoint string, tp, etcd *child.Proc, etcdURL s
 	c1, _ := child.CPUSeconds(tp.PID())
 	e1, _ := child.CPUSeconds(etcd.PID())
 	s1, _ := child.CPUSeconds(os.Getpid())
-	res.rssKB, res.hwmKB, _ = memKB(tp.PID())
+	res.rssKB, res.hwmKB, _ = child.Memory(tp.PID())
 	window := time.Duration(w1 - w0).Seconds()
 	res.window = window
 	res.renewed = (m1.renewed - m0.renewed) / window

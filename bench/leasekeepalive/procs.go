@@ -4,39 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 )
-
-// memKB is the process's VmRSS and VmHWM from /proc/<pid>/status.
-func memKB(pid int) (rss, hwm int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "VmRSS:":
-			rss, _ = strconv.ParseInt(f[1], 10, 64)
-		case "VmHWM:":
-			hwm, _ = strconv.ParseInt(f[1], 10, 64)
-		}
-	}
-	return rss, hwm, nil
-}
-
-// resetHWM sets the process's VmHWM to its current VmRSS.
-func resetHWM(pid int) error {
-	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
-}
 
 // etcdMetrics are the figures read from etcd's /metrics.
 type etcdMetrics struct {

@@ -9,8 +9,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -202,7 +200,7 @@ func cpuSeconds(pid int) float64 {
 // resetHWM sets pid's VmHWM to its VmRSS, so that VmHWM is the phase's peak.
 func resetHWM(pid int) {
 	if pid > 0 {
-		_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+		_ = child.ResetPeak(pid)
 	}
 }
 
@@ -211,17 +209,8 @@ func vmHWM(pid int) int64 {
 	if pid <= 0 {
 		return -1
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err == nil {
-				return n
-			}
-		}
+	if _, peak, err := child.Memory(pid); err == nil {
+		return peak
 	}
 	return -1
 }

@@ -196,3 +196,31 @@ func CPUSeconds(pid int) (float64, error) {
 	const userHZ = 100 // USER_HZ, 100 on every Linux ABI
 	return float64(ut+st) / userHZ, nil
 }
+
+// Memory is process pid's resident set (VmRSS) and its peak since start or
+// the last ResetPeak (VmHWM), in KiB, from /proc/<pid>/status.
+func Memory(pid int) (rssKB, peakKB int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "VmRSS:":
+			rssKB, _ = strconv.ParseInt(f[1], 10, 64)
+		case "VmHWM:":
+			peakKB, _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return rssKB, peakKB, nil
+}
+
+// ResetPeak sets process pid's VmHWM to its VmRSS, so that the peak
+// Memory reports next is the one since now.
+func ResetPeak(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
