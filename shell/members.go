@@ -52,7 +52,7 @@ func (ms *members) conn(endpoint string) (*grpc.ClientConn, error) {
 	if c := ms.probes[endpoint]; c != nil {
 		return c.ActiveConnection(), nil
 	}
-	c, err := clientv3.New(ms.up.probeConfig(endpoint))
+	c, err := clientv3.New(ms.up.sideConfig("probe", endpoint))
 	if err != nil {
 		return nil, err
 	}

@@ -92,7 +92,7 @@ func Start(cfg Config) (*Proxy, error) {
 	}
 	if cfg.ResolverPrefix != "" {
 		// Like etcd's proxy, registration lives inside the namespace.
-		if p.reg, err = register(p.lg, p.up.client, p.up.registrationConfig(cfg.Endpoints), cfg.Namespace+cfg.ResolverPrefix, cfg.AdvertiseClientURL, cfg.ResolverTTL); err != nil {
+		if p.reg, err = register(p.lg, p.up.client, p.up.sideConfig("register", cfg.Endpoints...), cfg.Namespace+cfg.ResolverPrefix, cfg.AdvertiseClientURL, cfg.ResolverTTL); err != nil {
 			return nil, fmt.Errorf("registering: %w", err)
 		}
 	}

@@ -103,24 +103,14 @@ var connectParams = grpc.WithConnectParams(grpc.ConnectParams{
 	MinConnectTimeout: 5 * time.Second,
 })
 
-// probeConfig is the client configuration of a health-probe connection to
-// one member: the same TLS as the proxy's connection, nothing else.
-func (u *upstream) probeConfig(endpoint string) clientv3.Config {
-	return clientv3.Config{
-		Endpoints:   []string{endpoint},
-		TLS:         u.tls,
-		Logger:      u.lg.Named("probe").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
-		DialOptions: []grpc.DialOption{connectParams},
-	}
-}
-
-// registrationConfig is the client configuration of the registration's
-// own connection (see registration): every member, the proxy's TLS.
-func (u *upstream) registrationConfig(endpoints []string) clientv3.Config {
+// sideConfig is the client configuration of a connection of the proxy's
+// own beside the one it forwards on (name: what it is for, in its logs):
+// the same TLS, the same reconnect backoff, nothing else.
+func (u *upstream) sideConfig(name string, endpoints ...string) clientv3.Config {
 	return clientv3.Config{
 		Endpoints:   endpoints,
 		TLS:         u.tls,
-		Logger:      u.lg.Named("register").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		Logger:      u.lg.Named(name).WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
 		DialOptions: []grpc.DialOption{connectParams},
 	}
 }
