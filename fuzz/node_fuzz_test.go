@@ -1,7 +1,6 @@
 package fuzz
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -75,7 +74,7 @@ type nodeHarness struct {
 	n   *node.Node
 	now time.Time
 	rev int64 // etcd's store revision
-	log fmt.Stringer
+	log *inputLog
 
 	nextStream port.StreamID
 	open       []port.StreamID          // client watch streams open, in order
@@ -119,8 +118,7 @@ func newNodeHarness(t *testing.T, d *bytesDecoder) *nodeHarness {
 
 // step feeds one input and carries out what the node asks.
 func (h *nodeHarness) step(in node.Input) {
-	l := h.log.(*inputLog)
-	l.lines = append(l.lines, in.String())
+	h.log.lines = append(h.log.lines, in.String())
 	h.n.Step(in)
 	h.drain()
 }
