@@ -488,3 +488,43 @@ func TestCacheMonotonicAcrossFailover(t *testing.T) {
 	})
 	t.Logf("%d reads, none below a revision already seen; %d cache hits after the move", reads, hitsAfter)
 }
+
+// A lease revoked through the proxy deletes its keys, and the connection
+// that revoked it reads them gone at once, as it would on etcd: the
+// revoke's revision raises the connection's floor like a write's, so a
+// cached answer from before the delete is not served to it.
+func TestCacheReadsYourRevoke(t *testing.T) {
+	m := testutil.StartMember(t)
+	ctx := testutil.Context(t, 60*time.Second)
+	p := testutil.StartProxy(t, []string{m.ClientURL}, nil)
+	conn := testutil.Dial(t, p.Addr())
+	kv, lease := pb.NewKVClient(conn), pb.NewLeaseClient(conn)
+	for i := range 30 {
+		key := []byte(fmt.Sprintf("revoked/%d", i))
+		g, err := lease.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, &pb.PutRequest{Key: key, Value: []byte("v"), Lease: g.ID}); err != nil {
+			t.Fatal(err)
+		}
+		st0, _ := p.CoreState()
+		testutil.WaitUntil(t, 10*time.Second, "the key's read answered from the cache", func() bool {
+			if _, err := kv.Range(ctx, &pb.RangeRequest{Key: key, Serializable: true}); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := p.CoreState()
+			return st.Cache.Hits > st0.Cache.Hits
+		})
+		if _, err := lease.LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: g.ID}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := kv.Range(ctx, &pb.RangeRequest{Key: key, Serializable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) != 0 {
+			t.Fatalf("round %d: the key of a lease the connection revoked is still read: %v", i, testutil.RangeString(resp))
+		}
+	}
+}

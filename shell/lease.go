@@ -93,6 +93,9 @@ func (s *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 		}
 	}
 	resp, err := forward(ctx, s.up.LeaseRevoke, r)
+	// The revoke deleted the lease's keys at its revision: the connection
+	// reads from there on, as after a write (see kvServer.Range).
+	floorOf(ctx).raise(resp.GetHeader().GetRevision())
 	if err == nil && s.loop != nil {
 		// The lease machine stops answering for it at once.
 		s.loop.input(node.LeaseRevoked{ID: r.ID})
