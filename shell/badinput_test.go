@@ -10,20 +10,10 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
 
 	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
-
-// rawCodec sends bytes as they are: malformed protobuf.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) ([]byte, error)   { return *(v.(*[]byte)), nil }
-func (rawCodec) Unmarshal(b []byte, v any) error { *(v.(*[]byte)) = b; return nil }
-func (rawCodec) Name() string                    { return "raw-bad-input" }
-
-var _ encoding.Codec = rawCodec{}
 
 // badInput is one hostile or careless request, made the same way to the
 // proxy and to etcd; what answers it returns, without the header.
@@ -190,7 +180,7 @@ func TestBadInputMatrix(t *testing.T) {
 		}},
 		{"Malformed protobuf to Range", func(ctx context.Context, c *grpc.ClientConn) string {
 			in, out := []byte{0xff, 0xff, 0xff, 0x0f, 0x0a}, []byte(nil)
-			err := c.Invoke(ctx, "/etcdserverpb.KV/Range", &in, &out, grpc.ForceCodec(rawCodec{}))
+			err := c.Invoke(ctx, "/etcdserverpb.KV/Range", &in, &out, grpc.ForceCodec(testutil.RawCodec{}))
 			return fmt.Sprint(status.Code(err))
 		}},
 	}
