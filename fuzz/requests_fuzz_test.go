@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/etcdproxy/etcdproxy/internal/rawcodec"
 	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
@@ -186,7 +187,7 @@ func callRaw(cc *grpc.ClientConn, c rawCall) rawAnswer {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	in, out := c.bytes, []byte(nil)
-	err := cc.Invoke(ctx, c.rpc.method, &in, &out, grpc.ForceCodec(testutil.RawCodec{}))
+	err := cc.Invoke(ctx, c.rpc.method, &in, &out, grpc.ForceCodec(rawcodec.Codec{}))
 	return rawAnswer{st: status.Convert(err), resp: out}
 }
 

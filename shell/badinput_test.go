@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/etcdproxy/etcdproxy/internal/rawcodec"
 	"github.com/etcdproxy/etcdproxy/internal/testutil"
 )
 
@@ -180,7 +181,7 @@ func TestBadInputMatrix(t *testing.T) {
 		}},
 		{"Malformed protobuf to Range", func(ctx context.Context, c *grpc.ClientConn) string {
 			in, out := []byte{0xff, 0xff, 0xff, 0x0f, 0x0a}, []byte(nil)
-			err := c.Invoke(ctx, "/etcdserverpb.KV/Range", &in, &out, grpc.ForceCodec(testutil.RawCodec{}))
+			err := c.Invoke(ctx, "/etcdserverpb.KV/Range", &in, &out, grpc.ForceCodec(rawcodec.Codec{}))
 			return fmt.Sprint(status.Code(err))
 		}},
 	}

@@ -48,7 +48,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -58,6 +57,7 @@ import (
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
 	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
+	"github.com/etcdproxy/etcdproxy/bench/internal/targets"
 )
 
 type options struct {
@@ -168,7 +168,7 @@ func run(o options) error {
 	logf("data and logs in %s", o.dir)
 	began := time.Now()
 
-	etcd, etcdURL, err := startEtcd(o)
+	etcd, etcdURL, err := o.bins().StartEtcd("etcd", o.etcdFlags)
 	if err != nil {
 		return err
 	}
@@ -222,7 +222,11 @@ func runTarget(o options, name string, etcd *child.Proc, etcdURL string, kv pb.K
 	res := result{target: name, load: loadAvg()}
 	tgt := target{name: name, endpoint: etcdURL}
 	if name != "direct" {
-		p, addr, err := startProxy(o, name, etcdURL)
+		flags := o.etcdproxyFlags
+		if name == "grpc-proxy" {
+			flags = o.grpcproxyFlags
+		}
+		p, addr, err := o.bins().StartProxy(name, etcdURL, flags)
 		if err != nil {
 			return res, err
 		}
@@ -304,5 +308,7 @@ func loadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// logPath is where the child named name logs.
-func logPath(o options, name string) string { return filepath.Join(o.dir, name+".log") }
+// bins are the binaries the children run, and where they keep data and logs.
+func (o options) bins() targets.Bins {
+	return targets.Bins{Etcd: o.etcdBin, Etcdproxy: o.etcdproxyBin, Dir: o.dir}
+}
