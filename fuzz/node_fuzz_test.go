@@ -103,9 +103,13 @@ func (l *inputLog) String() string {
 var t0 = time.Unix(1_000_000, 0)
 
 func newNodeHarness(t *testing.T, d *bytesDecoder) *nodeHarness {
+	watchCfg := watch.Config{HistoryEvents: 1 + d.intn(8), FragmentBytes: 64 + 16*d.intn(16)}
+	// One byte sets both buffer bounds, so that inputs written before the
+	// total bound existed decode as they did.
+	k := d.intn(20)
 	cfg := node.Config{
-		Watch: watch.Config{HistoryEvents: 1 + d.intn(8), FragmentBytes: 64 + 16*d.intn(16)},
-		Port:  port.Config{StreamBufferBytes: 100 + 50*d.intn(20), RetryInterval: 100 * time.Millisecond},
+		Watch: watchCfg,
+		Port:  port.Config{StreamBufferBytes: 100 + 50*k, TotalBufferBytes: (100 + 50*k) * (1 + k%4), RetryInterval: 100 * time.Millisecond},
 	}
 	h := &nodeHarness{
 		t: t, n: node.New(cfg, t0), now: t0, rev: 1, log: &inputLog{},

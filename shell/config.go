@@ -91,6 +91,9 @@ type Config struct {
 	// WatchStreamBufferBytes bounds the bytes queued for one client watch
 	// stream; beyond it the stream's watchers pause and catch up later.
 	WatchStreamBufferBytes int
+	// WatchTotalBufferBytes bounds the bytes queued for all client streams
+	// together (see port.Config.TotalBufferBytes).
+	WatchTotalBufferBytes int
 	// WatchProgressInterval, when positive, is the proxy's own interval of
 	// progress notifications to idle watchers that asked for them. Zero
 	// (the default) passes on etcd's, at the cadence of the cluster's
@@ -157,6 +160,7 @@ func DefaultConfig() Config {
 		CacheBytes:              DefaultCacheBytes,
 		CacheConsistentReads:    true,
 		WatchStreamBufferBytes:  4 << 20,
+		WatchTotalBufferBytes:   256 << 20,
 		FailoverTimeout:         failover.DefaultTimeout,
 		MaxWatchesPerStream:     DefaultMaxWatchesPerStream,
 		MaxStreamsPerConnection: DefaultMaxStreamsPerConnection,
@@ -228,6 +232,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WatchStreamBufferBytes <= 0 {
 		return fmt.Errorf("invalid --watch-stream-buffer-bytes %d: must be positive", c.WatchStreamBufferBytes)
+	}
+	if c.WatchTotalBufferBytes <= 0 {
+		return fmt.Errorf("invalid --watch-total-buffer-bytes %d: must be positive", c.WatchTotalBufferBytes)
 	}
 	if c.WatchProgressInterval < 0 {
 		return fmt.Errorf("invalid --watch-progress-notify-interval %v: must not be negative", c.WatchProgressInterval)

@@ -49,6 +49,7 @@ func newNodeCollector(l *loop) *nodeCollector {
 	gauge("etcdproxy_client_held_streams", "Client streams over their buffer bound now.", func(s snapshot) float64 { return float64(s.Gauges.Flow.HeldStreams) })
 	gauge("etcdproxy_revision_fetches_pending", "Revision fetches (linearizable reads of the current revision) not answered yet.", func(s snapshot) float64 { return float64(s.Gauges.Flow.PendingFetches) })
 	counter("etcdproxy_client_stream_holds_total", "Times a slow client stream went over its buffer bound and its watchers left the shared path.", func(s snapshot) float64 { return float64(s.Stats.Holds) })
+	counter("etcdproxy_client_stream_total_holds_total", "Of those holds, the ones made because all client streams together were over --watch-total-buffer-bytes.", func(s snapshot) float64 { return float64(s.Stats.TotalHolds) })
 	counter("etcdproxy_watch_merges_total", "Watchers moved from their catch-up watcher into their group.", func(s snapshot) float64 { return float64(s.Stats.Watch.Merged) })
 	counter("etcdproxy_watch_rewinds_total", "Group upstream watchers reopened from an earlier revision for a watcher starting before the history window.", func(s snapshot) float64 { return float64(s.Stats.Watch.Rewinds) })
 	counter("etcdproxy_watch_compactions_total", "Client watchers ended by compaction.", func(s snapshot) float64 { return float64(s.Stats.Watch.Compacted) })

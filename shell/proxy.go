@@ -204,7 +204,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	}
 	p.members = newMembers(p.lg.Named("failover"), p.up, cfg.failoverTimeout(), cfg.Endpoints)
 	p.loop = newLoop(p.lg.Named("core"), clk, node.Config{
-		Port: port.Config{StreamBufferBytes: cfg.WatchStreamBufferBytes},
+		Port: port.Config{StreamBufferBytes: cfg.WatchStreamBufferBytes, TotalBufferBytes: cfg.WatchTotalBufferBytes},
 		Watch: watch.Config{
 			Prefix:               ns,
 			HistoryEvents:        cfg.WatchHistoryEvents,

@@ -146,3 +146,70 @@ func percentile(ds []time.Duration, p int) time.Duration {
 	slices.Sort(s)
 	return s[min(len(s)-1, len(s)*p/100)]
 }
+
+// TestStalledStreamsHeldToTheTotalBound: eight clients that stop reading
+// hold, between them, no more than --watch-total-buffer-bytes plus 64 KiB
+// each (and one response), although each one's own bound is far higher;
+// a client on the same key that keeps reading is never held and gets every
+// event; and each stalled client, once it reads, gets every event in
+// order.
+func TestStalledStreamsHeldToTheTotalBound(t *testing.T) {
+	m := testutil.StartMember(t)
+	const total, perStream, stalled, writes = 512 << 10, 4 << 20, 8, 60
+	p := testutil.StartProxy(t, []string{m.ClientURL}, func(c *shell.Config) {
+		c.WatchStreamBufferBytes = perStream
+		c.WatchTotalBufferBytes = total
+		c.WatchHistoryEvents = 100
+	})
+	ctx := testutil.Context(t, 2*time.Minute)
+	var slow []pb.Watch_WatchClient
+	for range stalled {
+		slow = append(slow, openSlowWatch(t, ctx, p.Addr(), "busy"))
+	}
+	fast := openWatchLog(t, ctx, testutil.Dial(t, p.Addr()))
+	fast.create(t, ctx, &pb.WatchCreateRequest{Key: []byte("busy")})
+
+	kv := pb.NewKVClient(testutil.Dial(t, m.ClientURL))
+	value := []byte(strings.Repeat("v", 32<<10))
+	var revs []int64
+	mostQueued := 0
+	for range writes {
+		r, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("busy"), Value: value})
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, r.Header.Revision)
+		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fast.waitFor(t, ectx, map[int64]int64{0: r.Header.Revision})
+		cancel()
+		_, g := p.CoreState()
+		mostQueued = max(mostQueued, g.Flow.QueuedBytes)
+	}
+	st, g := p.CoreState()
+	t.Logf("%d stalled streams: at most %d bytes queued in all (bound %d); holds %d, of which for the total %d; held now %d",
+		stalled, mostQueued, total, st.Holds, st.TotalHolds, g.Flow.HeldStreams)
+	if limit := total + stalled*(64<<10+len(value)+1024); mostQueued > limit {
+		t.Errorf("%d bytes queued for the stalled streams, more than the total bound allows (%d)", mostQueued, limit)
+	}
+	if st.TotalHolds < stalled || g.Flow.HeldStreams != stalled {
+		t.Errorf("holds for the total bound %d, held streams %d; want every stalled stream (%d) held for it", st.TotalHolds, g.Flow.HeldStreams, stalled)
+	}
+	if got := len(fast.byID[0]) - 1; got != writes {
+		t.Errorf("the reading client got %d events, want %d", got, writes)
+	}
+	for i, st := range slow {
+		var got []int64
+		for len(got) < writes {
+			r, err := st.Recv()
+			if err != nil || r.Canceled {
+				t.Fatalf("stalled client %d after %d events: %v %v", i, len(got), r, err)
+			}
+			for _, ev := range r.Events {
+				got = append(got, ev.Kv.ModRevision)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(revs) {
+			t.Fatalf("stalled client %d got %v, want %v", i, got, revs)
+		}
+	}
+}

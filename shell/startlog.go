@@ -25,6 +25,7 @@ func (c *Config) configFields() []zap.Field {
 		zap.Uint32("max-concurrent-streams", c.MaxConcurrentStreams),
 		zap.Int("watch-history-events", c.WatchHistoryEvents),
 		zap.Int("watch-stream-buffer-bytes", c.WatchStreamBufferBytes),
+		zap.Int("watch-total-buffer-bytes", c.WatchTotalBufferBytes),
 		zap.Duration("watch-progress-notify-interval", c.WatchProgressInterval),
 		zap.Int("cache-bytes", c.CacheBytes),
 		zap.Int("cache-max-entry-bytes", c.CacheMaxEntryBytes),

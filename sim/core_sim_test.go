@@ -94,7 +94,11 @@ func writeAll(n int) []Op {
 func runSchedule(t *rapid.T) {
 	retry := 100 * time.Millisecond
 	cfg := node.Config{
-		Port: port.Config{StreamBufferBytes: rapid.IntRange(100, 800).Draw(t, "stream buffer bytes"), RetryInterval: retry},
+		Port: port.Config{
+			StreamBufferBytes: rapid.IntRange(100, 800).Draw(t, "stream buffer bytes"),
+			TotalBufferBytes:  rapid.IntRange(200, 4000).Draw(t, "total buffer bytes"),
+			RetryInterval:     retry,
+		},
 		Watch: watch.Config{
 			HistoryEvents: rapid.IntRange(1, 12).Draw(t, "history events"),
 			FragmentBytes: rapid.IntRange(60, 400).Draw(t, "fragment bytes"),

@@ -147,6 +147,9 @@ func writeReady(b *bytes.Buffer, rd port.Ready) {
 // Coverage counts situations that are rare under random schedules and
 // where a fault would hide, so that a run can prove it reached them.
 type Coverage struct {
+	// TotalHolds: a stream held because all streams together were over
+	// the proxy-wide bound, not over its own.
+	TotalHolds int
 	// CancelHeldCatchUp: a cancel while the watcher was on a catch-up watch
 	// and its stream was held.
 	CancelHeldCatchUp int
@@ -202,6 +205,7 @@ type Coverage struct {
 
 // Add adds o's counts to c.
 func (c *Coverage) Add(o Coverage) {
+	c.TotalHolds += o.TotalHolds
 	c.CancelHeldCatchUp += o.CancelHeldCatchUp
 	c.LostDuringRewind += o.LostDuringRewind
 	c.CompactionBoundary += o.CompactionBoundary
@@ -237,6 +241,7 @@ func (c Coverage) Missing() []string {
 	var out []string
 	for name, n := range map[string]int{
 		"cancel while on a catch-up watch and held":   c.CancelHeldCatchUp,
+		"streams held for the proxy-wide bound":       c.TotalHolds,
 		"shared upstream lost during a rewind":        c.LostDuringRewind,
 		"compaction at a watcher's next revision":     c.CompactionBoundary,
 		"created overtaking an older progress answer": c.CreatedOvertook,
@@ -1149,6 +1154,7 @@ func (w *World) clientIDs() []port.StreamID {
 // create was answered, and progress requests on streams with watchers
 // were answered.
 func (w *World) CheckComplete() {
+	w.Coverage.TotalHolds += int(w.N.Stats().TotalHolds)
 	for _, id := range w.clientIDs() {
 		c := w.Clients[id]
 		if c.Closed {

@@ -81,6 +81,7 @@ func newStartCommand() *cobra.Command {
 
 	f.IntVar(&c.WatchHistoryEvents, "watch-history-events", c.WatchHistoryEvents, "events of recent history kept per watched key range; a watcher starting within it shares the range's upstream watcher")
 	f.IntVar(&c.WatchStreamBufferBytes, "watch-stream-buffer-bytes", c.WatchStreamBufferBytes, "bytes of watch responses queued per client stream before its watchers pause and catch up later")
+	f.IntVar(&c.WatchTotalBufferBytes, "watch-total-buffer-bytes", c.WatchTotalBufferBytes, "bytes of watch and keep-alive responses queued for all client streams together; above it, any stream with more than 64 KiB queued pauses as if over its own bound")
 	f.IntVar(&c.CacheBytes, "cache-bytes", c.CacheBytes, "memory, in bytes, the read cache's Range responses may hold, least recently used out (0 disables the cache)")
 	f.IntVar(&c.CacheMaxEntryBytes, "cache-max-entry-bytes", 0, "largest Range response the read cache keeps, in bytes (default a sixteenth of --cache-bytes)")
 	f.BoolVar(&c.CacheConsistentReads, "cache-consistent-reads", c.CacheConsistentReads, "answer linearizable reads from the read cache once etcd's current revision is confirmed (one fetch for every concurrent read) and delivered to the cache")

@@ -255,6 +255,9 @@ type Stats struct {
 	Failover failover.Stats
 	Cache    cache.Stats // zero when the cache is disabled
 	Holds    int64       // times a client stream went over its bound
+	// TotalHolds counts the holds, among Holds, made because all streams
+	// together were over the proxy-wide bound.
+	TotalHolds int64
 }
 
 // Gauges are the node's current state.
@@ -266,7 +269,7 @@ type Gauges struct {
 
 // Stats returns the counters; it is cheap.
 func (n *Node) Stats() Stats {
-	st := Stats{Watch: n.retired, Lease: n.lease.Stats(), Failover: n.failover.Stats(), Holds: n.out.Holds()}
+	st := Stats{Watch: n.retired, Lease: n.lease.Stats(), Failover: n.failover.Stats(), Holds: n.out.Holds(), TotalHolds: n.out.TotalHolds()}
 	for _, l := range n.sortedLanes() {
 		st.Watch.Add(l.m.Stats())
 	}

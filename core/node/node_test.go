@@ -200,3 +200,62 @@ func TestInputsPrint(t *testing.T) {
 		seen[s] = true
 	}
 }
+
+// The proxy-wide bound: while all streams together hold more than
+// TotalBufferBytes, a stream with more than the floor queued (half its own
+// bound here) is held although under its own bound, and a stream that
+// drains as it is sent to is never held. The held stream resumes once it
+// drains, and catches up.
+func TestFlowControlTotalBound(t *testing.T) {
+	n := node.New(node.Config{Port: port.Config{StreamBufferBytes: 400, TotalBufferBytes: 300}}, t0)
+	n.Step(node.OpenStream{Stream: 1})
+	n.Step(node.OpenStream{Stream: 2})
+	n.Step(create(1, "a"))
+	n.Step(create(2, "a"))
+	f := n.Ready().Fetches[0]
+	n.Advance()
+	n.Step(node.Fetched{ID: f.ID, Result: port.FetchResult{Header: hdr(1)}})
+	up := n.Ready().Upstream[0].Watch.GetCreateRequest().WatchId
+	n.Advance()
+	n.Step(node.Written{Stream: 1, Bytes: 1 << 20}) // the created answers
+	n.Step(node.Written{Stream: 2, Bytes: 1 << 20})
+	n.Advance()
+	events := map[port.StreamID]int{}
+	queued1, sent1 := 0, 0
+	for rev := int64(2); rev <= 21; rev++ {
+		n.Step(node.UpstreamResponse{Upstream: port.WatchShared, Watch: &pb.WatchResponse{Header: hdr(rev), WatchId: up,
+			Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("a"), Value: []byte("0123456789"), ModRevision: rev}}}}})
+		written := 0
+		for _, s := range n.Ready().Sends {
+			events[s.Stream] += len(s.Watch.Events)
+			if s.Stream == 1 {
+				queued1 += s.Size
+				sent1++
+			} else {
+				written += s.Size
+			}
+		}
+		n.Advance()
+		n.Step(node.Written{Stream: 2, Bytes: written}) // stream 2 keeps up
+		n.Advance()
+	}
+	st := n.Stats()
+	if events[2] != 20 {
+		t.Fatalf("the stream that keeps up got %d of 20 events", events[2])
+	}
+	if st.Holds != 1 || st.TotalHolds != 1 {
+		t.Fatalf("holds = %d, for the total bound %d; want 1 and 1 (the stalled stream)", st.Holds, st.TotalHolds)
+	}
+	if g := n.Gauges(); g.Flow.HeldStreams != 1 || queued1 >= 400 || queued1 <= 200 {
+		t.Fatalf("the stalled stream has %d bytes queued in %d responses (held streams %d): want it held above the floor 200 and below its own bound 400", queued1, sent1, g.Flow.HeldStreams)
+	}
+	// It drains: it resumes and catches up on every event.
+	n.Step(node.Written{Stream: 1, Bytes: queued1})
+	for _, s := range n.Ready().Sends {
+		events[s.Stream] += len(s.Watch.Events)
+	}
+	n.Advance()
+	if events[1] != 20 {
+		t.Fatalf("the stalled stream, drained, got %d of 20 events", events[1])
+	}
+}

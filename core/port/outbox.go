@@ -11,6 +11,15 @@ type Config struct {
 	// not yet reported written; a stream over it is held until it drains
 	// below half.
 	StreamBufferBytes int
+	// TotalBufferBytes bounds the bytes queued for all client streams
+	// together: while the total is over it, a stream is held once it has
+	// more than HeldFloorBytes queued, and a held stream resumes only
+	// below half that floor (or once the total is back under the bound,
+	// below half its own bound). Streams that drain as fast as they are
+	// sent to keep less than the floor queued and are never held for it,
+	// so many slow or stalled clients cannot grow the proxy's memory past
+	// TotalBufferBytes plus the floor per stream.
+	TotalBufferBytes int
 	// RetryInterval is how soon a fetch that failed for a transport reason
 	// is tried again.
 	RetryInterval time.Duration
@@ -18,8 +27,13 @@ type Config struct {
 
 // DefaultConfig returns bounds suited to a production proxy.
 func DefaultConfig() Config {
-	return Config{StreamBufferBytes: 4 << 20, RetryInterval: 100 * time.Millisecond}
+	return Config{StreamBufferBytes: 4 << 20, TotalBufferBytes: 256 << 20, RetryInterval: 100 * time.Millisecond}
 }
+
+// HeldFloorBytes is what a stream may have queued and never be held for
+// the total bound (see Config.TotalBufferBytes); half its own bound if
+// that is less.
+const HeldFloorBytes = 64 << 10
 
 // Outbox collects what the machines produce in a step and applies the flow
 // control and fetch batching they share. The composite node owns one and
@@ -50,7 +64,9 @@ type Outbox struct {
 	nextFetch FetchID
 	batch     *fetch // the current-revision fetch open for joining until Advance
 
-	holds int64
+	total      int   // bytes queued for all client streams
+	holds      int64 // times a stream was held
+	totalHolds int64 // of which for the total bound
 }
 
 // Flow is one client stream's flow control: the bytes handed out for it
@@ -76,6 +92,9 @@ func NewOutbox(cfg Config, now time.Time) *Outbox {
 	d := DefaultConfig()
 	if cfg.StreamBufferBytes <= 0 {
 		cfg.StreamBufferBytes = d.StreamBufferBytes
+	}
+	if cfg.TotalBufferBytes <= 0 {
+		cfg.TotalBufferBytes = d.TotalBufferBytes
 	}
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = d.RetryInterval
@@ -164,7 +183,7 @@ func (o *Outbox) Subscribe(id StreamID, fn func(Send)) *Flow {
 
 // CloseStream forgets a client stream; nothing more is sent to it.
 func (o *Outbox) CloseStream(id StreamID) {
-	delete(o.flows, id)
+	o.forget(id)
 	delete(o.internal, id)
 }
 
@@ -183,9 +202,30 @@ func (o *Outbox) Send(s Send) {
 	}
 	o.sends = append(o.sends, s)
 	f.queued += s.Size
-	if !f.held && f.queued > o.cfg.StreamBufferBytes {
+	o.total += s.Size
+	if f.held {
+		return
+	}
+	if f.queued > o.cfg.StreamBufferBytes {
 		f.held = true
 		o.holds++
+	} else if o.overTotal() && f.queued > o.floor() {
+		f.held = true
+		o.holds++
+		o.totalHolds++
+	}
+}
+
+func (o *Outbox) overTotal() bool { return o.total > o.cfg.TotalBufferBytes }
+
+func (o *Outbox) floor() int { return min(HeldFloorBytes, o.cfg.StreamBufferBytes/2) }
+
+// forget drops a stream's flow control and its queued bytes from the
+// total.
+func (o *Outbox) forget(id StreamID) {
+	if f := o.flows[id]; f != nil {
+		o.total -= f.queued
+		delete(o.flows, id)
 	}
 }
 
@@ -197,8 +237,14 @@ func (o *Outbox) Written(id StreamID, n int) bool {
 	if f == nil {
 		return false
 	}
-	f.queued = max(0, f.queued-n)
-	if f.held && f.queued <= o.cfg.StreamBufferBytes/2 {
+	n = min(n, f.queued)
+	f.queued -= n
+	o.total -= n
+	resume := o.cfg.StreamBufferBytes / 2
+	if o.overTotal() {
+		resume = o.floor() / 2
+	}
+	if f.held && f.queued <= resume {
 		f.held = false
 		return true
 	}
@@ -221,13 +267,17 @@ func (o *Outbox) Switch(s Switch) { o.switches = append(o.switches, s) }
 // End queues the end of a client stream and forgets its flow control.
 func (o *Outbox) End(e End) {
 	o.ends = append(o.ends, e)
-	delete(o.flows, e.Stream)
+	o.forget(e.Stream)
 }
 
 // ---- gauges ----
 
 // Holds counts the times a stream went over its bound.
 func (o *Outbox) Holds() int64 { return o.holds }
+
+// TotalHolds counts the holds made for the total bound (see
+// Config.TotalBufferBytes); they are also in Holds.
+func (o *Outbox) TotalHolds() int64 { return o.totalHolds }
 
 // FlowStats are the flow control's gauges.
 type FlowStats struct {
