@@ -170,6 +170,9 @@ func TestBadInputMatrix(t *testing.T) {
 				&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: 42}}},
 				&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: -1}}})
 		}},
+		{"Watch progress request on a stream without watches", func(ctx context.Context, c *grpc.ClientConn) string {
+			return progressWithoutWatches(ctx, c)
+		}},
 		{"Watch with an unknown filter", func(ctx context.Context, c *grpc.ClientConn) string {
 			return watchAnswers(ctx, c, watchCreate(&pb.WatchCreateRequest{Key: []byte("k"), Filters: []pb.WatchCreateRequest_FilterType{9}}))
 		}},
@@ -228,5 +231,52 @@ func TestBadInputMatrix(t *testing.T) {
 	}
 	if r := <-wch; len(r.Events) != 1 {
 		t.Fatalf("a watch after the matrix: %+v", r)
+	}
+}
+
+// progressWithoutWatches asks for progress on a stream with no watch,
+// then creates one, writes its key and asks again once the event is in,
+// and describes every response up to the answer to the second request
+// (the first answer at or past the write): etcd answers only that one.
+func progressWithoutWatches(ctx context.Context, conn *grpc.ClientConn) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := pb.NewWatchClient(conn).Watch(ctx)
+	if err != nil {
+		return "open: " + err.Error()
+	}
+	progress := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}
+	for _, r := range []*pb.WatchRequest{progress, watchCreate(&pb.WatchCreateRequest{Key: []byte("sentinel"), WatchId: 999})} {
+		if err := st.Send(r); err != nil {
+			return "send: " + err.Error()
+		}
+	}
+	var out []string
+	var wrote int64
+	for {
+		r, err := st.Recv()
+		if err != nil {
+			return strings.Join(append(out, "error "+status.Code(err).String()), "; ")
+		}
+		switch {
+		case r.WatchId == 999 && r.Created:
+			out = append(out, "created")
+			put, err := pb.NewKVClient(conn).Put(ctx, &pb.PutRequest{Key: []byte("sentinel"), Value: []byte("v")})
+			if err != nil {
+				return "put: " + err.Error()
+			}
+			wrote = put.Header.Revision
+		case r.WatchId == 999 && len(r.Events) > 0:
+			out = append(out, "event")
+			if err := st.Send(progress); err != nil {
+				return "send: " + err.Error()
+			}
+		case r.WatchId == -1 && wrote > 0 && r.Header.GetRevision() >= wrote:
+			return strings.Join(append(out, "progress"), "; ")
+		case r.WatchId == -1:
+			out = append(out, "progress from before the write")
+		default:
+			out = append(out, fmt.Sprintf("id=%d created=%v canceled=%v", r.WatchId, r.Created, r.Canceled))
+		}
 	}
 }

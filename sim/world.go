@@ -290,6 +290,43 @@ func (w *World) progressMayStay(c *Client) bool {
 	return c.Token != "" && (w.changes[c.Token] > 0 || w.authError(c.Token, []byte{0}, nil) != nil)
 }
 
+// watching reports whether etcd would find a watcher on the stream at a
+// request sent now: a create not answered yet that it would not refuse at
+// once, or a created watch that neither etcd nor the client has ended.
+// Answers still unread in the inbox count as made: creates are answered
+// in order, so the k-th created there answers the k-th pending create.
+func (c *Client) watching() bool {
+	live := map[int64]bool{}
+	for id, cw := range c.watches {
+		if !cw.Ended && !cw.CancelSent {
+			live[id] = true
+		}
+	}
+	answered := 0
+	for _, s := range c.inbox {
+		switch r := s.Watch; {
+		case r == nil:
+		case r.Created:
+			cancelled := false
+			if answered < len(c.pending) {
+				cancelled = c.pending[answered].CancelSent
+				answered++
+			}
+			if !r.Canceled && !cancelled {
+				live[r.WatchId] = true
+			}
+		case r.Canceled:
+			delete(live, r.WatchId)
+		}
+	}
+	for _, cw := range c.pending[answered:] {
+		if !cw.Refused {
+			return true
+		}
+	}
+	return len(live) > 0
+}
+
 // idShared reports whether another create not answered yet chose cw's
 // watch ID.
 func (c *Client) idShared(cw *ClientWatch) bool {
@@ -610,9 +647,15 @@ func (w *World) RequestProgress(id port.StreamID) {
 	if c == nil || c.Closed {
 		return
 	}
-	// The proxy answers every progress request (etcd drops some), in
-	// order; but see progressMayStay.
-	c.progress = append(c.progress, w.Store.Rev)
+	// The proxy answers every progress request on a stream with watchers
+	// (etcd drops some), in order; but see progressMayStay. Like etcd, it
+	// says nothing to a stream without any.
+	if c.watching() {
+		c.progress = append(c.progress, w.Store.Rev)
+	}
+	if w.Trace != nil {
+		w.Trace("stream %d asks for progress at %d (%d answers expected)", id, w.Store.Rev, len(c.progress))
+	}
 	w.step(node.WatchProgress{Stream: id})
 }
 

@@ -89,9 +89,10 @@
 //   - RequestProgress is answered at a revision R only once every event up
 //     to R has been delivered to every watcher on the stream, and R is at
 //     least the store revision when the request arrived. Unlike etcd, which
-//     drops a request that comes while a watcher is behind (and says
-//     nothing to a stream without watchers), the proxy answers every
-//     request as soon as its answer is true.
+//     drops a request that comes while a watcher is behind, the proxy
+//     answers every request on a stream with watchers as soon as its
+//     answer is true. Like etcd, it says nothing to a stream without
+//     watchers (none created and not ended, no create waiting its turn).
 //   - Progress notifications for watchers that asked for them come at
 //     etcd's cadence (the cluster's --watch-progress-notify-interval): the
 //     notifications etcd sends on an upstream watch go to its watchers that

@@ -22,12 +22,13 @@ type upstreamProgress struct {
 
 // RequestProgress handles a client's progress request: it is answered once
 // every watcher on the stream has caught up with the store revision as of
-// now. etcd drops a request that comes while a watcher is behind, and says
-// nothing to a stream without watchers; the proxy answers every request,
-// as soon as the answer is true.
+// now. etcd drops a request that comes while a watcher is behind; the
+// proxy answers it, as soon as the answer is true. Like etcd, it says
+// nothing to a stream without watchers (none created and not ended, no
+// create waiting its turn).
 func (m *Machine) RequestProgress(id port.StreamID) {
 	s := m.streams[id]
-	if s == nil {
+	if s == nil || (!s.watching() && !fault("progress-without-watchers")) {
 		return
 	}
 	f := port.Fetch{Token: s.token, Key: []byte{0}}

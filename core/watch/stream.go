@@ -56,6 +56,21 @@ func (s *stream) creating() bool {
 	return false
 }
 
+// watching reports whether the stream has a watcher as etcd would see it
+// at a request coming now: a create waiting its turn, or a watcher that
+// etcd has not ended.
+func (s *stream) watching() bool {
+	if s.creates > 0 {
+		return true
+	}
+	for _, w := range s.order {
+		if w.state != ended {
+			return true
+		}
+	}
+	return false
+}
+
 // cancelling reports whether a cancel of watchID is queued.
 func (s *stream) cancelling(watchID int64) bool {
 	for _, r := range s.queue {
