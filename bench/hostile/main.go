@@ -81,7 +81,7 @@ func main() {
 	flag.StringVar(&tgts, "targets", strings.Join(allTargets, ","), "targets, one after another, comma separated: "+strings.Join(allTargets, ", "))
 	flag.DurationVar(&o.phase, "phase", 15*time.Second, "length of each phase (the 100k-watches phase lasts until every create is answered, at most 4 phases)")
 	flag.IntVar(&o.watches, "watches", 100000, "watches the 100k-watches phase creates on one stream")
-	flag.IntVar(&o.stalled, "stalled", 20, "watch streams that never read in the never-reads phase")
+	flag.IntVar(&o.stalled, "stalled", 200, "watch streams that never read in the never-reads phase")
 	flag.IntVar(&o.busyBytes, "busy-bytes", 1024, "value size the busy key is written with in the never-reads phase")
 	flag.IntVar(&o.churners, "churners", 4, "goroutines dropping watch streams, and as many dropping keep-alive streams, in the churn phase")
 	flag.DurationVar(&o.canaryInterval, "canary-interval", 20*time.Millisecond, "time between the canary's writes")
