@@ -50,10 +50,9 @@ func runTarget(o options, name string, etcd *child.Proc, etcdURL string) (target
 			p.Stop()
 			logf("%s: stopped pid %d", name, p.PID())
 		}()
-		endpoint, proc, metricsURL = addr, p, "http://"+addr+"/metrics"
-		if name == "etcdproxy" {
-			metricsURL = "http://" + addr + "/proxy/metrics"
-		}
+		// Both proxies serve their own metrics at /proxy/metrics (etcd's
+		// proxy serves etcd's at /metrics).
+		endpoint, proc, metricsURL = addr, p, "http://"+addr+"/proxy/metrics"
 	}
 	etcdConn, err := probe.Dial(etcdURL)
 	if err != nil {
