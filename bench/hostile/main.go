@@ -145,7 +145,7 @@ func run(o options) error {
 	}
 	logf("data and logs in %s", o.dir)
 	began := time.Now()
-	etcd, etcdURL, err := o.bins().StartEtcd("etcd", "--quota-backend-bytes=8589934592")
+	etcd, etcdURL, err := o.bins().StartEtcd("etcd", "--quota-backend-bytes=8589934592 --enable-pprof")
 	if err != nil {
 		return err
 	}

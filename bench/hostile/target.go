@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -22,7 +26,7 @@ type phaseResult struct {
 	// (-1: not read).
 	rssKB, peakKB int64
 	goroutines    float64
-	heapMiB       float64 // Go heap in use (go_memstats_heap_inuse_bytes), -1: not read
+	heapMiB       float64 // Go heap allocated and not freed (go_memstats_alloc_bytes), -1: not read
 	// etcd's peak resident memory and its watcher count at the end.
 	etcdPeakKB   int64
 	etcdWatchers float64
@@ -42,7 +46,9 @@ func runTarget(o options, name string, etcd *child.Proc, etcdURL string) (target
 	res := targetResult{target: name}
 	endpoint, proc, metricsURL := etcdURL, etcd, etcdURL+"/metrics"
 	if name != "direct" {
-		p, addr, err := o.bins().StartProxy(name, etcdURL, map[string]string{"etcdproxy": o.etcdproxyFlags}[name])
+		// pprof, for a forced collection before the last phase's heap
+		// figure (see forceGC).
+		p, addr, err := o.bins().StartProxy(name, etcdURL, "--enable-pprof "+map[string]string{"etcdproxy": o.etcdproxyFlags}[name])
 		if err != nil {
 			return res, err
 		}
@@ -54,6 +60,7 @@ func runTarget(o options, name string, etcd *child.Proc, etcdURL string) (target
 		// proxy serves etcd's at /metrics).
 		endpoint, proc, metricsURL = addr, p, "http://"+addr+"/proxy/metrics"
 	}
+	pprofURL := "http://" + strings.TrimPrefix(endpoint, "http://") + "/debug/pprof/heap?gc=1"
 	etcdConn, err := probe.Dial(etcdURL)
 	if err != nil {
 		return res, err
@@ -94,7 +101,7 @@ func runTarget(o options, name string, etcd *child.Proc, etcdURL string) (target
 			pr.rssKB, pr.peakKB, _ = child.Memory(proc.PID())
 			_, pr.etcdPeakKB, _ = child.Memory(etcd.PID())
 			pr.goroutines = gauge(metricsURL, "go_goroutines")
-			if pr.heapMiB = gauge(metricsURL, "go_memstats_heap_inuse_bytes"); pr.heapMiB > 0 {
+			if pr.heapMiB = gauge(metricsURL, "go_memstats_alloc_bytes"); pr.heapMiB > 0 {
 				pr.heapMiB /= 1 << 20
 			}
 			pr.etcdWatchers = gauge(etcdURL+"/metrics", "etcd_debugging_mvcc_watcher_total")
@@ -102,6 +109,11 @@ func runTarget(o options, name string, etcd *child.Proc, etcdURL string) (target
 		logf("%s: phase %s", name, ph.name)
 		if ph.run == nil {
 			time.Sleep(o.phase)
+			if i == len(phases)-1 {
+				// What is left once the hostile clients have gone, not
+				// what the collector has yet to free.
+				forceGC(ctx, hc, pprofURL, filepath.Join(o.dir, name+"-heap-after.pb.gz"))
+			}
 			measure()
 		} else {
 			pr.outcome = runAttack(ctx, o, ph.run, endpoint, etcdKV, measure)
@@ -122,4 +134,31 @@ func runTarget(o options, name string, etcd *child.Proc, etcdURL string) (target
 	res.canaryDup, res.canaryErr = c.dups, c.err
 	c.mu.Unlock()
 	return res, nil
+}
+
+// forceGC asks a target's pprof handler for a heap profile after a
+// collection (gc=1), twice (sync.Pool contents survive one collection),
+// so that the heap figure read next counts only what is still
+// referenced; the second profile is kept in path, to show what that is.
+func forceGC(ctx context.Context, hc *http.Client, url, path string) {
+	for i := range 2 {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			logf("forced collection through %s: %v", url, err)
+			return
+		}
+		var w io.Writer = io.Discard
+		if i == 1 {
+			if f, err := os.Create(path); err == nil {
+				defer f.Close()
+				w = f
+			}
+		}
+		_, _ = io.Copy(w, resp.Body)
+		resp.Body.Close()
+	}
 }

@@ -106,8 +106,7 @@ func TestCacheFedBySubscription(t *testing.T) {
 	// The machine watches again from 7 and asks etcd for progress; once
 	// etcd answers that nothing happened since, the cache serves again.
 	for range 10 {
-		rd := n.Ready()
-		n.Advance()
+		rd := take(n)
 		for _, u := range rd.Upstream {
 			w := u.Watch
 			switch {

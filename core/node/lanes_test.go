@@ -32,13 +32,11 @@ func TestLanesPerIdentity(t *testing.T) {
 	for s := port.StreamID(1); s <= 4; s++ {
 		n.Step(create(s, "k"))
 	}
-	rd = n.Ready()
-	n.Advance()
+	rd = take(n)
 	for _, f := range rd.Fetches {
 		n.Step(node.Fetched{ID: f.ID, Result: port.FetchResult{Header: hdr(5)}})
 	}
-	rd = n.Ready()
-	n.Advance()
+	rd = take(n)
 	creates := map[port.UpstreamID]int64{}
 	for _, u := range rd.Upstream {
 		if c := u.Watch.GetCreateRequest(); c != nil {
@@ -73,8 +71,7 @@ func TestLanesPerIdentity(t *testing.T) {
 	// Losing bob's shared stream re-creates his watch there, and nothing
 	// else.
 	n.Step(node.UpstreamLost{Upstream: bob.Shared})
-	rd = n.Ready()
-	n.Advance()
+	rd = take(n)
 	for _, u := range rd.Upstream {
 		if u.Upstream != bob.Shared {
 			t.Fatalf("after bob's lane broke: %v", rd.Upstream)
@@ -101,8 +98,7 @@ func TestLanesPerIdentity(t *testing.T) {
 		t.Fatalf("alice's lane ended with a stream of hers open: %v", rd.LaneEnds)
 	}
 	n.Step(node.CloseStream{Stream: 4})
-	rd = n.Ready()
-	n.Advance()
+	rd = take(n)
 	if len(rd.LaneEnds) != 1 || rd.LaneEnds[0].Lane != alice {
 		t.Fatalf("after alice's last stream closed: lane ends %v", rd.LaneEnds)
 	}
@@ -126,8 +122,7 @@ func TestRefusedRecreateEndsItsWatchers(t *testing.T) {
 	n.Step(node.OpenStream{Stream: 1, Token: "t", Identity: "alice"})
 	n.Step(create(1, "a"))
 	n.Step(create(1, "b"))
-	rd := n.Ready()
-	n.Advance()
+	rd := take(n)
 	for _, f := range rd.Fetches {
 		n.Step(node.Fetched{ID: f.ID, Result: port.FetchResult{Header: hdr(5)}})
 	}
@@ -147,8 +142,7 @@ func TestRefusedRecreateEndsItsWatchers(t *testing.T) {
 	}
 	n.Advance()
 	n.Step(node.UpstreamLost{Upstream: lane.Shared})
-	rd = n.Ready()
-	n.Advance()
+	rd = take(n)
 	var ids []int64
 	for _, u := range rd.Upstream {
 		if c := u.Watch.GetCreateRequest(); c != nil {

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -22,6 +23,18 @@ func create(s port.StreamID, key string) node.Input {
 }
 
 func hdr(rev int64) *pb.ResponseHeader { return &pb.ResponseHeader{Revision: rev} }
+
+// take returns the node's Ready and advances past it, keeping copies of
+// its slices (the node reuses and clears them after Advance).
+func take(n *node.Node) port.Ready {
+	rd := n.Ready()
+	rd.Sends, rd.Upstream, rd.Fetches = slices.Clone(rd.Sends), slices.Clone(rd.Upstream), slices.Clone(rd.Fetches)
+	rd.Lanes, rd.LaneEnds, rd.Ends = slices.Clone(rd.Lanes), slices.Clone(rd.LaneEnds), slices.Clone(rd.Ends)
+	rd.Answers, rd.LeaseChecks = slices.Clone(rd.Answers), slices.Clone(rd.LeaseChecks)
+	rd.Probes, rd.Switches = slices.Clone(rd.Probes), slices.Clone(rd.Switches)
+	n.Advance()
+	return rd
+}
 
 // Ready hands out what is pending and changes nothing; Advance acknowledges
 // it, and only then is the next step's output separate.

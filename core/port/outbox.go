@@ -144,18 +144,22 @@ func (o *Outbox) Ready() Ready {
 // next step reuses the Ready's slices, so the caller must be done with
 // them (the sends of one Ready can number one per watcher).
 func (o *Outbox) Advance() {
-	clear(o.sends) // drop the responses for the collector
-	clear(o.ends)
-	if cap(o.sends) > 1024 && len(o.sends) < cap(o.sends)/4 {
-		o.sends = nil // a burst has passed: do not hold its room
-	}
-	o.sends, o.upstream, o.fetchIDs = o.sends[:0], o.upstream[:0], nil
-	o.probes, o.switches, o.ends = o.probes[:0], o.switches[:0], o.ends[:0]
-	o.leaseChecks = o.leaseChecks[:0]
-	clear(o.answers)
-	o.answers = o.answers[:0]
-	o.lanes, o.laneEnds = o.lanes[:0], o.laneEnds[:0]
+	o.sends, o.upstream, o.fetchIDs = reuse(o.sends), reuse(o.upstream), nil
+	o.probes, o.switches, o.ends = reuse(o.probes), reuse(o.switches), reuse(o.ends)
+	o.leaseChecks, o.answers = reuse(o.leaseChecks), reuse(o.answers)
+	o.lanes, o.laneEnds = reuse(o.lanes), reuse(o.laneEnds)
 	o.batch = nil
+}
+
+// reuse empties a step's output slice for the next step: what it held is
+// dropped for the collector, and the room a burst grew is let go once
+// steps use far less of it.
+func reuse[T any](s []T) []T {
+	clear(s)
+	if cap(s) > 1024 && len(s) < cap(s)/4 {
+		return nil
+	}
+	return s[:0]
 }
 
 // ---- client streams and flow control ----
