@@ -48,6 +48,7 @@ var mutants = map[string]string{
 	"auth-refusal-ignored":      "etcd's refusal of a watch's re-creation (the token may no longer watch the range) is ignored, so its watchers wait forever",
 	"lane-ends-whole":           "etcd refusing a lane's token ends every stream of the lane, not only those carrying that token, though others of the user could go on",
 	"lane-old-token-blamed":     "a refusal of the token a lane's streams carried before they were opened again with another is taken for a refusal of the new one",
+	"lost-after-rewind":         "a group whose rewound upstream watch had passed where its window began, but not its head, reopens from the head when its stream breaks: the watchers behind lose what lay between",
 	"progress-without-watchers": "a progress request on a stream without watchers is answered, where etcd says nothing",
 	"auth-created-early":        "a create with a token is answered before etcd has accepted the upstream watch that is to serve it: a permission revoked in between ends a watch the client was told etcd created",
 }

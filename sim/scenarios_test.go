@@ -341,3 +341,37 @@ func TestScenarioMemberBehind(t *testing.T) { testMemberFault(t, Behind, 1600*ti
 func TestScenarioLeaderlessMember(t *testing.T) {
 	testMemberFault(t, Leaderless, 1300*time.Millisecond)
 }
+
+// A rewound group's upstream watch has passed where the window began but
+// not yet its head: the watcher that asked for the rewind is still being
+// brought the window's events by it when the stream breaks. The group
+// must go on from where its upstream watch stood, not from the window's
+// head (found by bench/soak: such watchers lost every event up to the
+// failover).
+func TestScenarioLostAfterRewindBeforeHead(t *testing.T) {
+	cfg := scenarioConfig()
+	cfg.Watch.HistoryEvents = 4
+	w := NewWorld(cfg)
+	live := w.Open()
+	w.Create(live, &pb.WatchCreateRequest{Key: []byte("a")})
+	w.AnswerFetch(0, false)
+	for range 10 {
+		w.Write(put("a")) // 2..11, one batch each: the window keeps 8..11
+		w.Pump(port.WatchShared, 1, false)
+		w.Deliver(port.WatchShared, 100, ctrlFirst)
+	}
+	w.Read(live)
+	late := w.Open()
+	w.Create(late, &pb.WatchCreateRequest{Key: []byte("a"), StartRevision: 2}) // before the window (8..11)
+	w.AnswerFetch(0, false)
+	w.Deliver(port.WatchShared, 100, ctrlFirst) // the rewound watch's created
+	w.Pump(port.WatchShared, 7, false)          // 2..8: past the window's start, short of its head
+	w.Deliver(port.WatchShared, 100, ctrlFirst)
+	w.Read(late)
+	w.Lose(port.WatchShared)
+	w.Write(put("a")) // 12
+	finish(t, w)
+	if cw := watchOf(t, w, late); cw.Got != 11 || cw.LastRev != 12 {
+		t.Fatalf("the late watch got %d events up to %d, want 11 up to 12", cw.Got, cw.LastRev)
+	}
+}

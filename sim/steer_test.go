@@ -44,6 +44,42 @@ func steered(w *World) map[string]func(*rapid.T) {
 				w.Lose(port.WatchShared)
 			}
 		},
+		// The shared stream is lost after a rewound group's upstream watch
+		// has passed where the window began, while it still brings the
+		// window's events to the watcher behind: the group must go on from
+		// where its upstream watch stood.
+		"steer: lose the shared stream after a rewind, before the head": func(t *rapid.T) {
+			c, m, ok := w.groupMember(t)
+			if !ok {
+				return
+			}
+			for range w.Cfg.Watch.HistoryEvents + 2 {
+				w.Write(Op{Key: string(m.Req.Key), Value: "w"}) // one batch each: the window moves
+				w.Pump(port.WatchShared, 1, false)
+				w.Deliver(port.WatchShared, 1<<30, ctrlFirst)
+			}
+			w.Read(c.ID)
+			start := max(w.Store.Compacted+1, m.CreatedRev+1)
+			late := w.Create(c.ID, &pb.WatchCreateRequest{Key: m.Req.Key, RangeEnd: m.Req.RangeEnd, StartRevision: start})
+			w.answerFetches()
+			w.Deliver(port.WatchShared, 1<<30, ctrlFirst)
+			w.Read(c.ID)
+			for range 40 {
+				li, ok1 := w.N.InspectWatcher(c.ID, late.ID)
+				mi, ok2 := w.N.InspectWatcher(c.ID, m.ID)
+				if !ok1 || !ok2 || !li.InGroup || li.Held || mi.Held {
+					return
+				}
+				if !li.GroupRewound && li.Next < mi.Next {
+					w.Coverage.LostAfterRewind++
+					w.Lose(port.WatchShared)
+					return
+				}
+				w.Pump(port.WatchShared, 1, false)
+				w.Deliver(port.WatchShared, 1<<30, ctrlFirst)
+				w.Read(c.ID)
+			}
+		},
 		// etcd compacts a rewound group's upstream watch at exactly the
 		// revision another of its watchers needs next: that watcher must
 		// go on, the rewinding one must get the compaction.

@@ -154,8 +154,9 @@ type Coverage struct {
 	// and its stream was held.
 	CancelHeldCatchUp int
 	// LostDuringRewind: the shared upstream stream lost while a group's
-	// upstream watch was rewound.
-	LostDuringRewind int
+	// upstream watch was rewound. LostAfterRewind: lost once a rewound
+	// upstream watch had passed where the window began but not its head.
+	LostDuringRewind, LostAfterRewind int
 	// CompactionBoundary: a group's upstream watch compacted at exactly the
 	// revision one of its watchers needs next (which must survive it).
 	CompactionBoundary int
@@ -208,6 +209,7 @@ func (c *Coverage) Add(o Coverage) {
 	c.TotalHolds += o.TotalHolds
 	c.CancelHeldCatchUp += o.CancelHeldCatchUp
 	c.LostDuringRewind += o.LostDuringRewind
+	c.LostAfterRewind += o.LostAfterRewind
 	c.CompactionBoundary += o.CompactionBoundary
 	c.CreatedOvertook += o.CreatedOvertook
 	c.ProgressNotified += o.ProgressNotified
@@ -243,6 +245,7 @@ func (c Coverage) Missing() []string {
 		"cancel while on a catch-up watch and held":   c.CancelHeldCatchUp,
 		"streams held for the proxy-wide bound":       c.TotalHolds,
 		"shared upstream lost during a rewind":        c.LostDuringRewind,
+		"shared upstream lost after a rewind":         c.LostAfterRewind,
 		"compaction at a watcher's next revision":     c.CompactionBoundary,
 		"created overtaking an older progress answer": c.CreatedOvertook,
 		"progress notifications":                      c.ProgressNotified,

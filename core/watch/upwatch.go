@@ -198,11 +198,17 @@ func (m *Machine) UpstreamLost(id port.UpstreamID) {
 		for _, g := range m.sortedGroups() {
 			delete(m.shared, g.up.id)
 			from := g.rev + 1
-			if g.rewindBase != 0 {
+			switch {
+			case g.rewindBase != 0:
 				from, g.prefix = g.base+1, nil // start the rewind over
 				if fault("lost-during-rewind") {
 					from = g.rev + 1
 				}
+			case g.upRev < g.rev && !fault("lost-after-rewind"):
+				// A rewound watch past where the window began, still
+				// bringing what the window holds to the watchers behind
+				// it: they go on from where it stood.
+				from = g.upRev + 1
 			}
 			if fault("duplicate-across-failover") {
 				for _, w := range g.watchers {
