@@ -10,7 +10,7 @@ import (
 func markdown(header string, results []targetResult) string {
 	var b strings.Builder
 	b.WriteString(header + "\n")
-	b.WriteString("RSS, Go heap (allocated and not yet freed) and goroutines are the target's (etcd's own for direct), measured at the end of the phase while its hostile clients were still there; peak is the highest resident memory during the phase. In the last phase, the heap is read after a forced collection (pprof's heap?gc=1). The canary's latency is from a Put's return (made directly on etcd) to its event's arrival through the target.\n\n")
+	b.WriteString("RSS, Go heap (allocated and not yet freed) and goroutines are the target's (etcd's own for direct), measured at the end of the phase while its hostile clients were still there; peak is the highest resident memory during the phase. In the last phase, the heap is read after two forced collections (pprof's heap?gc=1). The canary's latency is from a Put's return (made directly on etcd) to its event's arrival through the target.\n\n")
 	for _, r := range results {
 		fmt.Fprintf(&b, "### %s\n\n", r.target)
 		b.WriteString("| phase | hostile clients got | RSS MiB (peak) | heap MiB | goroutines | etcd peak MiB | etcd watchers | canary writes | canary p50 / p99 ms | canary lost |\n")
