@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one benchmark command: bash bench/suite/run.sh [-quick] [flags of bench/suite]
+#
+# Builds etcd (bench/etcd: the member, and `etcd grpc-proxy start`), this
+# proxy (cmd/etcdproxy) and the suite (bench/suite) into a temporary
+# directory, then runs the suite with them: every section through direct
+# etcd, etcd's grpc-proxy, this proxy and a bare gRPC ceiling, one table
+# with the ratios. The suite kills its children by PID when it exits.
+# Results (results.md) and logs stay in the printed directory.
+#
+# ETCDPROXY_REF=<git ref> builds the proxy from that commit (see
+# bench/build.sh).
+set -uo pipefail
+
+. "$(dirname "$0")/../build.sh"
+bench_build suite
+
+"$OUT/suite" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" \
+	-dir="$OUT/run" -out="$OUT/results.md" -label="$LABEL" "$@"
+rc=$?
+rm -rf "$OUT/run/etcd-data" "$OUT/src"
+log "exit $rc; results and logs in $OUT"
+exit $rc
