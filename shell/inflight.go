@@ -3,10 +3,12 @@ package shell
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 )
 
@@ -75,10 +77,52 @@ func leftErr(ctx context.Context, err error) error {
 	return err
 }
 
+// unaryInflight makes a unary call on the member in use. A call that
+// reached no member (the connection had no transport: the member in use
+// had gone, or the proxy had just moved and was still connecting, so gRPC
+// sent it nowhere) waits until the connection is ready again, on whatever
+// member is in use by then, at most retryWait and never past the call's
+// own deadline, and is made once more: it cannot have been applied, so a
+// write is as safe to send again as a read (clientv3 likewise resends a
+// write that found no connection).
 func (u *upstream) unaryInflight(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	ctx, done := u.calls.start(ctx, u.Member())
+	err := u.unaryOn(ctx, u.Member(), method, req, reply, cc, invoker, opts...)
+	if !sentNowhere(err) || !u.awaitReady(ctx) {
+		return err
+	}
+	return u.unaryOn(ctx, u.Member(), method, req, reply, cc, invoker, opts...)
+}
+
+// awaitReady waits, at most retryWait and while ctx lasts, until the
+// connection to etcd has a transport; it reports whether it has.
+func (u *upstream) awaitReady(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, u.retryWait)
+	defer cancel()
+	for {
+		st := u.conn.GetState()
+		if st == connectivity.Ready {
+			return true
+		}
+		if st == connectivity.Shutdown || !u.conn.WaitForStateChange(ctx, st) {
+			return false
+		}
+	}
+}
+
+func (u *upstream) unaryOn(ctx context.Context, member, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	ctx, done := u.calls.start(ctx, member)
 	defer done()
 	return leftErr(ctx, invoker(ctx, method, req, reply, cc, opts...))
+}
+
+// sentNowhere reports whether err is gRPC's failure of a call it could not
+// send: the connection's last error, given to calls made while it has no
+// transport ("connection error: desc = ..."); a call that had been sent
+// and then lost its connection fails otherwise ("error reading from
+// server", "transport is closing").
+func sentNowhere(err error) bool {
+	s, ok := status.FromError(err)
+	return ok && s.Code() == codes.Unavailable && strings.HasPrefix(s.Message(), "connection error:")
 }
 
 func (u *upstream) streamInflight(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {

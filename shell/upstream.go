@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/etcdproxy/etcdproxy/core/failover"
 )
 
 // pickFirst makes the upstream connection use one member at a time and move
@@ -33,6 +35,9 @@ type upstream struct {
 
 	mu     sync.Mutex
 	member string // host:port of the member in use
+	// retryWait bounds how long a call that reached no member waits for a
+	// connection before it gives up (see unaryInflight).
+	retryWait time.Duration
 	// endpoint is the endpoint the client is set to (its first, at dial).
 	endpoint string
 	onDrop   func() // called when the connection leaves Ready
@@ -49,7 +54,10 @@ func (u *upstream) notifyDrop(f func()) {
 }
 
 func dialUpstream(cfg *Config) (*upstream, error) {
-	u := &upstream{lg: cfg.logger()}
+	u := &upstream{lg: cfg.logger(), retryWait: cfg.FailoverTimeout}
+	if u.retryWait <= 0 {
+		u.retryWait = failover.DefaultTimeout
+	}
 	ccfg := clientv3.Config{
 		// The failover machine chooses the member in use, starting with
 		// the first; the connection only ever knows that one.
