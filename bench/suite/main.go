@@ -18,7 +18,10 @@
 //
 // Sections (-sections, in this order):
 //
-//   - unary: Put, linearizable Range and Txn in tight loops (unary.go).
+//   - unary: Put, linearizable Range and Txn in tight loops (unary.go);
+//   - fanout: 1,000 and 10,000 watchers on one key, a burst of writes then
+//     paced ones (fanout.go, running bench/watchfanout, -watchfanout, as a
+//     child); no ceiling yet.
 //
 // The table is printed as Markdown and written to -out. -quick shortens
 // every window so that the whole run takes under 3 minutes on 2 cores.
@@ -48,17 +51,20 @@ import (
 
 type options struct {
 	etcdBin, etcdproxyBin string
+	watchfanoutBin        string
 	etcdproxyFlags        string
 	targets, sections     []string
 
 	warmup, duration         time.Duration
 	unaryClients, unaryConns int
+	fanoutWatchers           []int
+	fanoutBurst, fanoutPaced int
 	quick                    bool
 	dir, out, label          string
 	timeout                  time.Duration
 }
 
-var allSections = []string{"unary"}
+var allSections = []string{"unary", "fanout"}
 
 // target is where a section's clients go: etcd itself (proc nil) or a
 // process in front of it.
@@ -75,6 +81,8 @@ func main() {
 	var tgts, sections string
 	flag.StringVar(&o.etcdBin, "etcd", "", "etcd binary (bench/etcd): the member, and `etcd grpc-proxy start`")
 	flag.StringVar(&o.etcdproxyBin, "etcdproxy", "", "etcdproxy binary (cmd/etcdproxy)")
+	flag.StringVar(&o.watchfanoutBin, "watchfanout", "", "watchfanout binary (bench/watchfanout), for the fanout section")
+	var fanoutWatchers string
 	flag.StringVar(&o.etcdproxyFlags, "etcdproxy-flags", "", "extra flags for etcdproxy start (space separated)")
 	flag.StringVar(&tgts, "targets", strings.Join(allTargets, ","), "targets, comma separated: "+strings.Join(allTargets, ", "))
 	flag.StringVar(&sections, "sections", strings.Join(allSections, ","), "sections, comma separated: "+strings.Join(allSections, ", "))
@@ -82,7 +90,10 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "each measured window")
 	flag.IntVar(&o.unaryClients, "unary-clients", 64, "unary: calling goroutines")
 	flag.IntVar(&o.unaryConns, "unary-conns", 8, "unary: gRPC connections they share")
-	flag.BoolVar(&o.quick, "quick", false, "quick preset: -warmup=500ms -duration=3s (flags given explicitly win)")
+	flag.StringVar(&fanoutWatchers, "fanout-watchers", "1000,10000", "fanout: watcher counts, comma separated")
+	flag.IntVar(&o.fanoutBurst, "fanout-burst", 200, "fanout: puts as fast as possible")
+	flag.IntVar(&o.fanoutPaced, "fanout-paced", 200, "fanout: puts at 100/s after the burst")
+	flag.BoolVar(&o.quick, "quick", false, "quick preset: -warmup=500ms -duration=3s -fanout-watchers=1000 -fanout-burst=100 -fanout-paced=50 (flags given explicitly win)")
 	flag.StringVar(&o.dir, "dir", "", "directory for data and logs (default: a new temporary directory)")
 	flag.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
 	flag.StringVar(&o.label, "label", "", "a line printed above the table (e.g. the commit measured)")
@@ -108,6 +119,23 @@ func main() {
 		if !set["duration"] {
 			o.duration = 3 * time.Second
 		}
+		if !set["fanout-watchers"] {
+			fanoutWatchers = "1000"
+		}
+		if !set["fanout-burst"] {
+			o.fanoutBurst = 100
+		}
+		if !set["fanout-paced"] {
+			o.fanoutPaced = 50
+		}
+	}
+	for _, f := range strings.Split(fanoutWatchers, ",") {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "suite: -fanout-watchers: %q is not a positive count\n", f)
+			os.Exit(2)
+		}
+		o.fanoutWatchers = append(o.fanoutWatchers, n)
 	}
 	o.targets, o.sections = strings.Split(tgts, ","), strings.Split(sections, ",")
 	if err := o.check(); err != nil {
@@ -139,7 +167,10 @@ func (o *options) check() error {
 	if slices.Contains(o.targets, "etcdproxy") && o.etcdproxyBin == "" {
 		return errors.New("the etcdproxy target needs -etcdproxy")
 	}
-	if o.duration <= 0 || o.warmup < 0 || o.unaryClients < 1 || o.unaryConns < 1 {
+	if slices.Contains(o.sections, "fanout") && o.watchfanoutBin == "" {
+		return errors.New("the fanout section needs -watchfanout")
+	}
+	if o.duration <= 0 || o.warmup < 0 || o.unaryClients < 1 || o.unaryConns < 1 || o.fanoutBurst < 1 || o.fanoutPaced < 1 {
 		return errors.New("-duration, -unary-clients and -unary-conns must be positive")
 	}
 	return nil
@@ -179,7 +210,11 @@ func run(o options) error {
 			if err := writeUnaryKeys(ctx, pb.NewKVClient(conn)); err != nil {
 				return err
 			}
-			err = eachTarget(o, etcdURL, func(t target) error { return runUnary(ctx, o, &res, t, etcd) })
+			err = eachTarget(o, etcdURL, true, func(t target) error { return runUnary(ctx, o, &res, t, etcd) })
+		case "fanout":
+			// (No ceiling yet: a bare server sending pre-encoded watch
+			// responses is still to come.)
+			err = eachTarget(o, etcdURL, false, func(t target) error { return runFanout(o, &res, t, etcdURL, etcd) })
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)
@@ -189,8 +224,8 @@ func run(o options) error {
 	if o.label != "" {
 		md.WriteString(o.label + "\n\n")
 	}
-	fmt.Fprintf(&md, "One etcd member; %v warm-up then %v measured per window; unary: %d goroutines over %d connections. %d CPUs; run took %v.\n\n",
-		o.warmup, o.duration, o.unaryClients, o.unaryConns, runtime.NumCPU(), time.Since(began).Round(time.Second))
+	fmt.Fprintf(&md, "One etcd member; %v warm-up then %v measured per window; unary: %d goroutines over %d connections; fan-out: %v watchers over 100 connections, %d burst puts then %d at 100/s. %d CPUs; run took %v.\n\n",
+		o.warmup, o.duration, o.unaryClients, o.unaryConns, o.fanoutWatchers, o.fanoutBurst, o.fanoutPaced, runtime.NumCPU(), time.Since(began).Round(time.Second))
 	md.WriteString("↑: higher is better, ↓: lower is better. Ceiling: for unary calls, a bare gRPC forwarder relaying bytes undecoded. CPU per call is a process's utime+stime over the window divided by the calls answered; the target is etcd itself for direct.\n\n")
 	md.WriteString(res.markdown())
 	fmt.Print(md.String())
@@ -204,9 +239,12 @@ func run(o options) error {
 }
 
 // eachTarget starts each target in turn in front of etcdURL (fresh), runs
-// fn on it, and stops it.
-func eachTarget(o options, etcdURL string, fn func(target) error) error {
+// fn on it, and stops it; the ceiling only if the section has one.
+func eachTarget(o options, etcdURL string, ceiling bool, fn func(target) error) error {
 	for _, name := range o.targets {
+		if name == "ceiling" && !ceiling {
+			continue
+		}
 		t := target{name: name, endpoint: etcdURL}
 		var err error
 		switch name {

@@ -14,8 +14,9 @@ set -uo pipefail
 
 . "$(dirname "$0")/../build.sh"
 bench_build suite
+(cd "$ROOT" && go build -o "$OUT/watchfanout" ./bench/watchfanout) || exit 1
 
-"$OUT/suite" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" \
+"$OUT/suite" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" -watchfanout="$OUT/watchfanout" \
 	-dir="$OUT/run" -out="$OUT/results.md" -label="$LABEL" "$@"
 rc=$?
 rm -rf "$OUT/run/etcd-data" "$OUT/src"

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/child"
+)
+
+// The fan-out section: bench/watchfanout, run as a child with -json, opens
+// W watches on one key through the target over 100 connections (one
+// stream each), then writes the key directly on etcd: a burst of puts as
+// fast as it can, then puts at 100 a second. Per W: events a second and
+// put-to-event latency of each phase, the time to create the watches, the
+// target's CPU and peak RSS over the run, and any event missed, repeated
+// or out of order (watchfanout checks every watcher).
+
+// fanoutPhase and fanoutResult are the parts of watchfanout's JSON result
+// the table shows.
+type fanoutPhase struct {
+	EventsPerSec float64 `json:"events_per_sec"`
+	P50Ms        float64 `json:"p50_ms"`
+	P99Ms        float64 `json:"p99_ms"`
+	TimedOut     bool    `json:"timed_out"`
+}
+
+type fanoutResult struct {
+	Created       int         `json:"created"`
+	CreateSeconds float64     `json:"create_seconds"`
+	Burst         fanoutPhase `json:"burst"`
+	Paced         fanoutPhase `json:"paced"`
+	WatchersCut   int         `json:"watchers_cut"`
+	MissingEvents int64       `json:"missing_events"`
+	Duplicates    int64       `json:"duplicate_events"`
+	OutOfOrder    int64       `json:"out_of_order_events"`
+}
+
+// runFanout measures the fan-out through one target for each watcher count.
+func runFanout(o options, res *results, t target, etcdURL string, etcd *child.Proc) error {
+	proc := t.proc
+	if proc == nil {
+		proc = etcd
+	}
+	for _, w := range o.fanoutWatchers {
+		_ = child.ResetPeak(proc.PID())
+		cpu0, _ := child.CPUSeconds(proc.PID())
+		logPath := filepath.Join(o.dir, fmt.Sprintf("watchfanout-%s-%d.log", t.name, w))
+		p, err := child.Start("watchfanout", o.watchfanoutBin, []string{
+			"-endpoints=" + strings.TrimPrefix(t.endpoint, "http://"), "-put-endpoint=" + strings.TrimPrefix(etcdURL, "http://"),
+			fmt.Sprintf("-watchers=%d", w), "-conns=100", fmt.Sprintf("-burst=%d", o.fanoutBurst), fmt.Sprintf("-paced=%d", o.fanoutPaced),
+			"-rate=100", "-json", "-key=suite/fanout/" + t.name + fmt.Sprint(w),
+		}, logPath)
+		if err != nil {
+			return err
+		}
+		deadline := time.Now().Add(10 * time.Minute)
+		for !p.Exited() {
+			if time.Now().After(deadline) {
+				p.Stop()
+				return fmt.Errorf("watchfanout did not finish; see %s", logPath)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cpu1, _ := child.CPUSeconds(proc.PID())
+		_, peakKB, _ := child.Memory(proc.PID())
+		r, err := readFanout(logPath)
+		if err != nil {
+			return err
+		}
+		sec := fmt.Sprintf("fan-out, %d watchers on one key", w)
+		child.Logf("%s through %s: burst %.0f events/s (p99 %.1f ms), paced p99 %.1f ms, created in %.2f s", sec, t.name, r.Burst.EventsPerSec, r.Burst.P99Ms, r.Paced.P99Ms, r.CreateSeconds)
+		res.set(sec, "burst events/s", "%.0f", true, t.name, r.Burst.EventsPerSec)
+		res.set(sec, "burst p50 ms", "%.1f", false, t.name, r.Burst.P50Ms)
+		res.set(sec, "burst p99 ms", "%.1f", false, t.name, r.Burst.P99Ms)
+		res.set(sec, "paced p50 ms", "%.1f", false, t.name, r.Paced.P50Ms)
+		res.set(sec, "paced p99 ms", "%.1f", false, t.name, r.Paced.P99Ms)
+		res.set(sec, "watches created in s", "%.2f", false, t.name, r.CreateSeconds)
+		res.set(sec, "target CPU s", "%.2f", false, t.name, cpu1-cpu0)
+		res.set(sec, "target peak RSS MiB", "%.0f", false, t.name, float64(peakKB)/1024)
+		bad := float64(r.MissingEvents + r.Duplicates + r.OutOfOrder + int64(r.WatchersCut))
+		if r.Burst.TimedOut || r.Paced.TimedOut {
+			bad = max(bad, 1)
+		}
+		res.set(sec, "events missed, repeated or out of order, watchers cut", "%.0f", false, t.name, bad)
+	}
+	return nil
+}
+
+// readFanout reads watchfanout's result: the last line of its output that
+// is a JSON object.
+func readFanout(logPath string) (fanoutResult, error) {
+	var r fanoutResult
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return r, err
+	}
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		if bytes.HasPrefix(lines[i], []byte("{")) {
+			return r, json.Unmarshal(lines[i], &r)
+		}
+	}
+	return r, fmt.Errorf("no result in %s", logPath)
+}
