@@ -44,11 +44,26 @@ func TestGRPCLogging(t *testing.T) {
 			return false
 		}
 		const req, resp = "received payload logged as grpc.request.content field", "returned response payload logged as grpc.response.content field"
-		got := map[string]bool{
-			"Put request":    find(req, "Put", "grpc.request.content"),
-			"Watch request":  find(req, "Watch", "grpc.request.content"),
-			"Watch response": find(resp, "Watch", "grpc.response.content"),
+		lookup := func() map[string]bool {
+			return map[string]bool{
+				"Put request":    find(req, "Put", "grpc.request.content"),
+				"Watch request":  find(req, "Watch", "grpc.request.content"),
+				"Watch response": find(resp, "Watch", "grpc.response.content"),
+			}
 		}
+		if on {
+			// A response is logged once it is sent, which may be just
+			// after the client has it.
+			testutil.WaitUntil(t, 5*time.Second, "the Put and the Watch logged", func() bool {
+				for _, ok := range lookup() {
+					if !ok {
+						return false
+					}
+				}
+				return logs.FilterMessage(resp).FilterField(zap.String("grpc.method", "Put")).Len() > 0
+			})
+		}
+		got := lookup()
 		for what, ok := range got {
 			if ok != on {
 				t.Errorf("logging %v: %s logged: %v", on, what, ok)
