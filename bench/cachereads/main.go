@@ -49,7 +49,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
@@ -120,31 +119,12 @@ func main() {
 		}
 	}
 	o.targets = strings.Split(targets, ",")
-	if err := o.check(); err != nil {
-		fmt.Fprintln(os.Stderr, "cachereads:", err)
-		os.Exit(2)
-	}
-
-	child.KillOnExit(o.timeout)
-
-	if err := run(o); err != nil {
-		child.KillAll()
-		fmt.Fprintln(os.Stderr, "cachereads:", err)
-		os.Exit(1)
-	}
+	child.Main("cachereads", o.timeout, o.check, func() error { return run(o) })
 }
 
 func (o *options) check() error {
-	for _, t := range o.targets {
-		if !slices.Contains(allTargets, t) {
-			return fmt.Errorf("unknown target %q", t)
-		}
-	}
-	if o.etcdBin == "" {
-		return errors.New("-etcd is required")
-	}
-	if slices.Contains(o.targets, "etcdproxy") && o.etcdproxyBin == "" {
-		return errors.New("the etcdproxy target needs -etcdproxy")
+	if err := o.bins().Check(o.targets, allTargets); err != nil {
+		return err
 	}
 	if o.keys < 1 || o.valueBytes < 8 || o.clients < 1 || o.conns < 1 || o.writes < 1 {
 		return errors.New("-keys, -clients, -conns and -writes must be positive, -value-bytes at least 8")
@@ -156,13 +136,8 @@ func (o *options) check() error {
 }
 
 func run(o options) error {
-	if o.dir == "" {
-		d, err := os.MkdirTemp("", "cachereads.")
-		if err != nil {
-			return err
-		}
-		o.dir = d
-	} else if err := os.MkdirAll(o.dir, 0o755); err != nil {
+	var err error
+	if o.dir, err = child.WorkDir(o.dir, "cachereads"); err != nil {
 		return err
 	}
 	logf("data and logs in %s", o.dir)

@@ -108,18 +108,7 @@ func main() {
 	flag.Parse()
 	o.scenarios = strings.Split(scenarios, ",")
 	o.targets = strings.Split(targets, ",")
-	if err := o.check(); err != nil {
-		fmt.Fprintln(os.Stderr, "failover:", err)
-		os.Exit(2)
-	}
-
-	child.KillOnExit(o.timeout)
-
-	if err := run(o); err != nil {
-		child.KillAll()
-		fmt.Fprintln(os.Stderr, "failover:", err)
-		os.Exit(1)
-	}
+	child.Main("failover", o.timeout, o.check, func() error { return run(o) })
 }
 
 func (o *options) check() error {

@@ -43,7 +43,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
@@ -99,29 +98,12 @@ func main() {
 		}
 	}
 	o.targets = strings.Split(tgts, ",")
-	if err := o.check(); err != nil {
-		fmt.Fprintln(os.Stderr, "hostile:", err)
-		os.Exit(2)
-	}
-	child.KillOnExit(o.timeout)
-	if err := run(o); err != nil {
-		child.KillAll()
-		fmt.Fprintln(os.Stderr, "hostile:", err)
-		os.Exit(1)
-	}
+	child.Main("hostile", o.timeout, o.check, func() error { return run(o) })
 }
 
 func (o *options) check() error {
-	for _, t := range o.targets {
-		if !slices.Contains(allTargets, t) {
-			return fmt.Errorf("unknown target %q", t)
-		}
-	}
-	if o.etcdBin == "" {
-		return errors.New("-etcd is required")
-	}
-	if slices.Contains(o.targets, "etcdproxy") && o.etcdproxyBin == "" {
-		return errors.New("the etcdproxy target needs -etcdproxy")
+	if err := o.bins().Check(o.targets, allTargets); err != nil {
+		return err
 	}
 	if o.phase <= 0 || o.watches < 1 || o.stalled < 1 || o.churners < 1 || o.busyBytes < 1 || o.canaryInterval <= 0 {
 		return errors.New("-phase, -watches, -stalled, -churners, -busy-bytes and -canary-interval must be positive")
@@ -134,13 +116,8 @@ func (o options) bins() targets.Bins {
 }
 
 func run(o options) error {
-	if o.dir == "" {
-		d, err := os.MkdirTemp("", "hostile.")
-		if err != nil {
-			return err
-		}
-		o.dir = d
-	} else if err := os.MkdirAll(o.dir, 0o755); err != nil {
+	var err error
+	if o.dir, err = child.WorkDir(o.dir, "hostile"); err != nil {
 		return err
 	}
 	logf("data and logs in %s", o.dir)

@@ -73,6 +73,7 @@ import (
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
 	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
+	"github.com/etcdproxy/etcdproxy/bench/internal/targets"
 	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
@@ -152,37 +153,20 @@ func main() {
 		}
 	}
 	o.targets = strings.Split(targets, ",")
-	if err := o.check(); err != nil {
-		fmt.Fprintln(os.Stderr, "leasekeepalive:", err)
-		os.Exit(2)
-	}
-	if o.conns > o.streams {
-		o.conns = o.streams
-	}
-	if o.expiryTimeout == 0 {
-		o.expiryTimeout = 4*time.Duration(o.ttl)*time.Second + 20*time.Second
-	}
-
-	child.KillOnExit(o.timeout)
-
-	if err := run(o); err != nil {
-		child.KillAll()
-		fmt.Fprintln(os.Stderr, "leasekeepalive:", err)
-		os.Exit(1)
-	}
+	child.Main("leasekeepalive", o.timeout, o.check, func() error {
+		if o.conns > o.streams {
+			o.conns = o.streams
+		}
+		if o.expiryTimeout == 0 {
+			o.expiryTimeout = 4*time.Duration(o.ttl)*time.Second + 20*time.Second
+		}
+		return run(o)
+	})
 }
 
 func (o *options) check() error {
-	for _, t := range o.targets {
-		if !slices.Contains(allTargets, t) {
-			return fmt.Errorf("unknown target %q", t)
-		}
-	}
-	if o.etcdBin == "" {
-		return errors.New("-etcd is required")
-	}
-	if slices.Contains(o.targets, "etcdproxy") && o.etcdproxyBin == "" {
-		return errors.New("the etcdproxy target needs -etcdproxy")
+	if err := (targets.Bins{Etcd: o.etcdBin, Etcdproxy: o.etcdproxyBin}).Check(o.targets, allTargets); err != nil {
+		return err
 	}
 	if o.leases < 1 || o.streams < 1 || o.conns < 1 || o.dup < 1 || o.ttl < 1 || o.sample < 0 || o.grantWorkers < 1 {
 		return errors.New("-leases, -streams, -conns, -dup, -ttl and -grant-workers must be positive")
@@ -202,13 +186,8 @@ func (o *options) check() error {
 var logf = child.Logf
 
 func run(o options) error {
-	if o.dir == "" {
-		d, err := os.MkdirTemp("", "leasekeepalive.")
-		if err != nil {
-			return err
-		}
-		o.dir = d
-	} else if err := os.MkdirAll(o.dir, 0o755); err != nil {
+	var err error
+	if o.dir, err = child.WorkDir(o.dir, "leasekeepalive"); err != nil {
 		return err
 	}
 	logf("data and logs in %s", o.dir)

@@ -18,14 +18,8 @@ import (
 // run reports whether every check passed; err is a failure of the bench
 // itself (setup, or reading etcd's history).
 func run(o options) (bool, error) {
-	if o.dir == "" {
-		d, err := os.MkdirTemp("", "soak.")
-		if err != nil {
-			return false, err
-		}
-		o.dir = d
-	}
-	if err := os.MkdirAll(o.dir, 0o755); err != nil {
+	var err error
+	if o.dir, err = child.WorkDir(o.dir, "soak"); err != nil {
 		return false, err
 	}
 	logf("data and logs in %s", o.dir)

@@ -138,34 +138,17 @@ func main() {
 		o.fanoutWatchers = append(o.fanoutWatchers, n)
 	}
 	o.targets, o.sections = strings.Split(tgts, ","), strings.Split(sections, ",")
-	if err := o.check(); err != nil {
-		fmt.Fprintln(os.Stderr, "suite:", err)
-		os.Exit(2)
-	}
-	child.KillOnExit(o.timeout)
-	if err := run(o); err != nil {
-		child.KillAll()
-		fmt.Fprintln(os.Stderr, "suite:", err)
-		os.Exit(1)
-	}
+	child.Main("suite", o.timeout, o.check, func() error { return run(o) })
 }
 
 func (o *options) check() error {
-	for _, t := range o.targets {
-		if !slices.Contains(allTargets, t) {
-			return fmt.Errorf("unknown target %q", t)
-		}
+	if err := o.bins().Check(o.targets, allTargets); err != nil {
+		return err
 	}
 	for _, s := range o.sections {
 		if !slices.Contains(allSections, s) {
 			return fmt.Errorf("unknown section %q", s)
 		}
-	}
-	if o.etcdBin == "" {
-		return errors.New("-etcd is required")
-	}
-	if slices.Contains(o.targets, "etcdproxy") && o.etcdproxyBin == "" {
-		return errors.New("the etcdproxy target needs -etcdproxy")
 	}
 	if slices.Contains(o.sections, "fanout") && o.watchfanoutBin == "" {
 		return errors.New("the fanout section needs -watchfanout")
@@ -181,13 +164,8 @@ func (o options) bins() targets.Bins {
 }
 
 func run(o options) error {
-	if o.dir == "" {
-		d, err := os.MkdirTemp("", "suite.")
-		if err != nil {
-			return err
-		}
-		o.dir = d
-	} else if err := os.MkdirAll(o.dir, 0o755); err != nil {
+	var err error
+	if o.dir, err = child.WorkDir(o.dir, "suite"); err != nil {
 		return err
 	}
 	child.Logf("data and logs in %s", o.dir)

@@ -224,3 +224,29 @@ func Memory(pid int) (rssKB, peakKB int64, err error) {
 func ResetPeak(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
+
+// Main is what a benchmark's main does once its flags are parsed: check's
+// error (bad flags) exits with status 2; then, with every child killed on
+// a signal or past timeout (KillOnExit), run; its error kills every child
+// and exits with status 1. name prefixes the error.
+func Main(name string, timeout time.Duration, check, run func() error) {
+	if err := check(); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(2)
+	}
+	KillOnExit(timeout)
+	if err := run(); err != nil {
+		KillAll()
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
+
+// WorkDir returns dir, created if missing, or, when dir is "", a new
+// temporary directory whose name starts with prefix.
+func WorkDir(dir, prefix string) (string, error) {
+	if dir == "" {
+		return os.MkdirTemp("", prefix+".")
+	}
+	return dir, os.MkdirAll(dir, 0o755)
+}

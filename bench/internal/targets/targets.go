@@ -6,8 +6,10 @@
 package targets
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,4 +84,22 @@ func (b Bins) StartProxy(name, etcdURL, flags string) (*child.Proc, string, erro
 		return nil, "", err
 	}
 	return p, addr, nil
+}
+
+// Check reports a target in chosen that is not in known, or a binary the
+// chosen targets need and b lacks: etcd always (the member), this proxy's
+// for the etcdproxy target.
+func (b Bins) Check(chosen, known []string) error {
+	for _, t := range chosen {
+		if !slices.Contains(known, t) {
+			return fmt.Errorf("unknown target %q", t)
+		}
+	}
+	if b.Etcd == "" {
+		return errors.New("-etcd is required")
+	}
+	if slices.Contains(chosen, "etcdproxy") && b.Etcdproxy == "" {
+		return errors.New("the etcdproxy target needs -etcdproxy")
+	}
+	return nil
 }
