@@ -1,4 +1,5 @@
-# Sourced by the benchmarks' run.sh: bench_build NAME builds etcd
+# Sourced by the benchmarks' run.sh (bench_run, below, then runs the
+# benchmark): bench_build NAME builds etcd
 # (bench/etcd: the member, and `etcd grpc-proxy start`), this proxy
 # (cmd/etcdproxy) and the benchmark bench/NAME into a new temporary
 # directory $OUT, and sets LABEL to say which proxy was built.
@@ -37,4 +38,20 @@ bench_build() {
 	}
 	git -C "$ROOT" status --short >"$OUT/git-status.txt" 2>/dev/null
 	git -C "$ROOT" diff >"$OUT/git-diff.txt" 2>/dev/null
+}
+
+# bench_run NAME CLEAN ARGS...: runs $OUT/NAME in the foreground (so that a
+# Ctrl-C reaches it, and it kills its children) with ARGS after -dir, -out
+# and -label, then removes CLEAN (space-separated globs under $OUT/run: the
+# data directories) and the exported source, says where the results and
+# logs are, and exits with the benchmark's status.
+bench_run() {
+	local name=$1 clean=$2 rc
+	shift 2
+	"$OUT/$name" -dir="$OUT/run" -out="$OUT/results.md" -label="$LABEL" "$@"
+	rc=$?
+	(cd "$OUT/run" 2>/dev/null && rm -rf $clean)
+	rm -rf "$OUT/src"
+	log "exit $rc; results and logs in $OUT"
+	exit $rc
 }

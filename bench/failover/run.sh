@@ -17,11 +17,4 @@ set -uo pipefail
 . "$(dirname "$0")/../build.sh"
 bench_build failover
 
-# In the foreground, so that a Ctrl-C reaches the benchmark, which then
-# kills its children.
-"$OUT/failover" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" \
-	-dir="$OUT/run" -out="$OUT/results.md" -label="$LABEL" "$@"
-rc=$?
-rm -rf "$OUT"/run/*/m[0-9] "$OUT/src"
-log "exit $rc; results and logs in $OUT"
-exit $rc
+bench_run failover "*/m[0-9]" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" "$@"

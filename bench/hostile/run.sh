@@ -16,9 +16,4 @@ set -uo pipefail
 . "$(dirname "$0")/../build.sh"
 bench_build hostile
 
-"$OUT/hostile" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" \
-	-dir="$OUT/run" -out="$OUT/results.md" -label="$LABEL" "$@"
-rc=$?
-rm -rf "$OUT/run/etcd-data" "$OUT/src"
-log "exit $rc; results and logs in $OUT"
-exit $rc
+bench_run hostile "etcd-data" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" "$@"

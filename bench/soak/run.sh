@@ -17,11 +17,4 @@ set -uo pipefail
 . "$(dirname "$0")/../build.sh"
 bench_build soak
 
-# In the foreground, so that a Ctrl-C reaches the benchmark, which then
-# kills its child.
-"$OUT/soak" -etcdproxy="$OUT/etcdproxy" \
-	-dir="$OUT/run" -out="$OUT/results.md" -label="$LABEL" "$@"
-rc=$?
-rm -rf "$OUT"/run/etcd "$OUT"/run/etcdproxy.data "$OUT/src"
-log "exit $rc; results and logs in $OUT"
-exit $rc
+bench_run soak "etcd etcdproxy.data" -etcdproxy="$OUT/etcdproxy" "$@"

@@ -16,9 +16,4 @@ set -uo pipefail
 bench_build suite
 (cd "$ROOT" && go build -o "$OUT/watchfanout" ./bench/watchfanout) || exit 1
 
-"$OUT/suite" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" -watchfanout="$OUT/watchfanout" \
-	-dir="$OUT/run" -out="$OUT/results.md" -label="$LABEL" "$@"
-rc=$?
-rm -rf "$OUT/run/etcd-data" "$OUT/src"
-log "exit $rc; results and logs in $OUT"
-exit $rc
+bench_run suite "etcd-data" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" -watchfanout="$OUT/watchfanout" "$@"
