@@ -35,7 +35,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -46,7 +45,6 @@ import (
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
 	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 	"github.com/etcdproxy/etcdproxy/bench/internal/targets"
-	"github.com/etcdproxy/etcdproxy/internal/embedetcd"
 )
 
 type options struct {
@@ -257,18 +255,7 @@ func startCeiling(o options, kind, etcdURL string) (*child.Proc, string, error) 
 	if err != nil {
 		return nil, "", err
 	}
-	addr, err := embedetcd.FreeAddr()
-	if err != nil {
-		return nil, "", err
-	}
-	p, err := child.Start("ceiling-"+kind, self, []string{"-serve=" + kind, "-addr=" + addr, "-upstream=" + etcdURL},
-		filepath.Join(o.dir, "ceiling-"+kind+".log"))
-	if err != nil {
-		return nil, "", err
-	}
-	if err := probe.AwaitProxy(p, addr, 30*time.Second); err != nil {
-		p.Stop()
-		return nil, "", err
-	}
-	return p, addr, nil
+	return o.bins().StartServer("ceiling-"+kind, self, func(addr string) []string {
+		return []string{"-serve=" + kind, "-addr=" + addr, "-upstream=" + etcdURL}
+	})
 }

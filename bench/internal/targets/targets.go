@@ -69,13 +69,22 @@ func (b Bins) StartProxy(name, etcdURL, flags string) (*child.Proc, string, erro
 	default:
 		return nil, "", fmt.Errorf("no proxy for target %q", name)
 	}
+	return b.StartServer(name, bin, func(addr string) []string {
+		return append(args, "--endpoints="+etcdURL, "--listen-addr="+addr,
+			"--advertise-client-url=", "--data-dir="+filepath.Join(b.Dir, name+".data"))
+	})
+}
+
+// StartServer starts bin, logging as name, with the arguments argsAt
+// makes for a free 127.0.0.1 address, and waits until it serves there as
+// a proxy does (its ready line, then a Range answered). It returns the
+// process and the address.
+func (b Bins) StartServer(name, bin string, argsAt func(addr string) []string) (*child.Proc, string, error) {
 	addr, err := embedetcd.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	args = append(args, "--endpoints="+etcdURL, "--listen-addr="+addr,
-		"--advertise-client-url=", "--data-dir="+filepath.Join(b.Dir, name+".data"))
-	p, err := child.Start(name, bin, args, b.LogPath(name))
+	p, err := child.Start(name, bin, argsAt(addr), b.LogPath(name))
 	if err != nil {
 		return nil, "", err
 	}
