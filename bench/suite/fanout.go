@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,6 +22,51 @@ import (
 // put-to-event latency of each phase, the time to create the watches, the
 // target's CPU and peak RSS over the run, and any event missed, repeated
 // or out of order (watchfanout checks every watcher).
+
+var (
+	watchfanoutBin           string
+	fanoutWatchers           []int
+	fanoutBurst, fanoutPaced int
+)
+
+func init() {
+	register(&section{
+		name: "fanout",
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&watchfanoutBin, "watchfanout", "", "watchfanout binary (bench/watchfanout), for the fanout section")
+			fs.Func("fanout-watchers", "fanout: watcher counts, comma separated (default 1000,10000)", func(v string) error {
+				fanoutWatchers = nil
+				for _, f := range strings.Split(v, ",") {
+					var n int
+					if _, err := fmt.Sscan(f, &n); err != nil || n < 1 {
+						return fmt.Errorf("%q is not a positive count", f)
+					}
+					fanoutWatchers = append(fanoutWatchers, n)
+				}
+				return nil
+			})
+			fs.IntVar(&fanoutBurst, "fanout-burst", 200, "fanout: puts as fast as possible")
+			fs.IntVar(&fanoutPaced, "fanout-paced", 200, "fanout: puts at 100/s after the burst")
+		},
+		quick: map[string]string{"fanout-watchers": "1000", "fanout-burst": "100", "fanout-paced": "50"},
+		check: func(options) error {
+			if watchfanoutBin == "" {
+				return errors.New("needs -watchfanout")
+			}
+			if len(fanoutWatchers) == 0 {
+				fanoutWatchers = []int{1000, 10000}
+			}
+			if fanoutBurst < 1 || fanoutPaced < 1 {
+				return errors.New("-fanout-burst and -fanout-paced must be positive")
+			}
+			return nil
+		},
+		each: runFanout,
+		about: func(options) string {
+			return fmt.Sprintf("%v watchers on one key over 100 connections, %d puts as fast as possible then %d at 100/s, written directly on etcd", fanoutWatchers, fanoutBurst, fanoutPaced)
+		},
+	})
+}
 
 // fanoutPhase and fanoutResult are the parts of watchfanout's JSON result
 // the table shows.
@@ -41,18 +89,16 @@ type fanoutResult struct {
 }
 
 // runFanout measures the fan-out through one target for each watcher count.
-func runFanout(o options, res *results, t target, etcdURL string, etcd *child.Proc) error {
-	proc := t.proc
-	if proc == nil {
-		proc = etcd
-	}
-	for _, w := range o.fanoutWatchers {
+func runFanout(_ context.Context, o options, res *results, t target, etcd member) error {
+	proc := t.cpuProc(etcd)
+	etcdURL := etcd.url
+	for _, w := range fanoutWatchers {
 		_ = child.ResetPeak(proc.PID())
 		cpu0, _ := child.CPUSeconds(proc.PID())
 		logPath := filepath.Join(o.dir, fmt.Sprintf("watchfanout-%s-%d.log", t.name, w))
-		p, err := child.Start("watchfanout", o.watchfanoutBin, []string{
+		p, err := child.Start("watchfanout", watchfanoutBin, []string{
 			"-endpoints=" + strings.TrimPrefix(t.endpoint, "http://"), "-put-endpoint=" + strings.TrimPrefix(etcdURL, "http://"),
-			fmt.Sprintf("-watchers=%d", w), "-conns=100", fmt.Sprintf("-burst=%d", o.fanoutBurst), fmt.Sprintf("-paced=%d", o.fanoutPaced),
+			fmt.Sprintf("-watchers=%d", w), "-conns=100", fmt.Sprintf("-burst=%d", fanoutBurst), fmt.Sprintf("-paced=%d", fanoutPaced),
 			"-rate=100", "-json", "-key=suite/fanout/" + t.name + fmt.Sprint(w),
 		}, logPath)
 		if err != nil {

@@ -18,6 +18,8 @@ import (
 // no metrics, no logic). Any unary proxy pays at least what it costs:
 // one more gRPC hop.
 
+func init() { ceilings["forwarder"] = serveForwarder }
+
 // serveForwarder relays calls on addr to the etcd member at upstream until
 // killed.
 func serveForwarder(addr, upstream string) error {

@@ -16,12 +16,17 @@
 //     -serve: for unary calls a forwarder that relays request and response
 //     bytes undecoded (forwarder.go).
 //
-// Sections (-sections, in this order):
+// Sections (-sections; each in its own file, registered by its init, run
+// in sectionOrder):
 //
 //   - unary: Put, linearizable Range and Txn in tight loops (unary.go);
 //   - fanout: 1,000 and 10,000 watchers on one key, a burst of writes then
 //     paced ones (fanout.go, running bench/watchfanout, -watchfanout, as a
-//     child); no ceiling yet.
+//     child).
+//
+// A section either measures each target the suite starts for it (each)
+// or measures all of them itself (once), e.g. by running another bench
+// of bench/ as a child and taking its figures.
 //
 // The table is printed as Markdown and written to -out. -quick shortens
 // every window so that the whole run takes under 3 minutes on 2 cores.
@@ -31,7 +36,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -40,29 +44,85 @@ import (
 	"strings"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
 
 	"github.com/etcdproxy/etcdproxy/bench/internal/child"
 	"github.com/etcdproxy/etcdproxy/bench/internal/probe"
 	"github.com/etcdproxy/etcdproxy/bench/internal/targets"
 )
 
+// options are the suite's common flags; each section keeps its own flags
+// in its own file (see section).
 type options struct {
 	etcdBin, etcdproxyBin string
-	watchfanoutBin        string
 	etcdproxyFlags        string
 	targets, sections     []string
 
-	warmup, duration         time.Duration
-	unaryClients, unaryConns int
-	fanoutWatchers           []int
-	fanoutBurst, fanoutPaced int
-	quick                    bool
-	dir, out, label          string
-	timeout                  time.Duration
+	warmup, duration time.Duration
+	quick            bool
+	dir, out, label  string
+	timeout          time.Duration
 }
 
-var allSections = []string{"unary", "fanout"}
+// A section is one part of the suite, in its own file, registered by
+// that file's init. Either each is set (the suite starts every target
+// fresh in front of the member, and the section's ceiling server if it
+// has one, and calls each with it) or once is (the section measures
+// every target itself, typically by running another bench as a child).
+type section struct {
+	name string
+	// ceiling is the -serve kind of the section's bare gRPC server, ""
+	// if it has none.
+	ceiling string
+	// flags defines the section's own flags; quick holds the values -quick
+	// gives them (and the common ones) unless they are set explicitly.
+	flags func(fs *flag.FlagSet)
+	quick map[string]string
+	// check validates the flags (optional).
+	check func(o options) error
+	// prepare runs once before the first target, given a connection to
+	// the member (optional).
+	prepare func(ctx context.Context, o options, etcd *grpc.ClientConn) error
+	each    func(ctx context.Context, o options, res *results, t target, m member) error
+	once    func(ctx context.Context, o options, res *results) error
+	// about is the section's line in the table's preamble (optional).
+	about func(o options) string
+}
+
+// member is the etcd member every section's target stands in front of.
+type member struct {
+	proc *child.Proc
+	url  string // http://host:port
+}
+
+// sections are every registered section, in the order they run:
+// sectionOrder's, then any other in file order.
+var sections []*section
+
+var sectionOrder = []string{"unary", "reads", "fanout", "history", "idle", "lease", "failover", "tree"}
+
+func register(s *section) {
+	sections = append(sections, s)
+	rank := func(s *section) int {
+		if i := slices.Index(sectionOrder, s.name); i >= 0 {
+			return i
+		}
+		return len(sectionOrder)
+	}
+	slices.SortStableFunc(sections, func(a, b *section) int { return rank(a) - rank(b) })
+}
+
+func sectionNames() []string {
+	var names []string
+	for _, s := range sections {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+// ceilings are the bare servers this binary can run with -serve, by kind:
+// each serves on addr in front of the member at upstream until killed.
+var ceilings = map[string]func(addr, upstream string) error{}
 
 // target is where a section's clients go: etcd itself (proc nil) or a
 // process in front of it.
@@ -71,39 +131,42 @@ type target struct {
 	proc           *child.Proc
 }
 
+// cpuProc is the process whose CPU the target costs: etcd's for direct.
+func (t target) cpuProc(m member) *child.Proc {
+	if t.proc == nil {
+		return m.proc
+	}
+	return t.proc
+}
+
 func main() {
-	serve := flag.String("serve", "", "run as a ceiling server (forwarder) on -addr, relaying to -upstream (the suite starts it so)")
+	serve := flag.String("serve", "", "run as a ceiling server of this kind on -addr, in front of -upstream (the suite starts it so)")
 	addr := flag.String("addr", "", "with -serve: the address to serve on")
-	upstream := flag.String("upstream", "", "with -serve=forwarder: the etcd member to relay to")
+	upstream := flag.String("upstream", "", "with -serve: the etcd member behind it")
 	var o options
-	var tgts, sections string
-	flag.StringVar(&o.etcdBin, "etcd", "", "etcd binary (bench/etcd): the member, and `etcd grpc-proxy start`")
+	var tgts, sects string
+	flag.StringVar(&o.etcdBin, "etcd", "", "etcd binary (bench/etcd): the member, and etcd's grpc-proxy (its grpc-proxy start command)")
 	flag.StringVar(&o.etcdproxyBin, "etcdproxy", "", "etcdproxy binary (cmd/etcdproxy)")
-	flag.StringVar(&o.watchfanoutBin, "watchfanout", "", "watchfanout binary (bench/watchfanout), for the fanout section")
-	var fanoutWatchers string
 	flag.StringVar(&o.etcdproxyFlags, "etcdproxy-flags", "", "extra flags for etcdproxy start (space separated)")
 	flag.StringVar(&tgts, "targets", strings.Join(allTargets, ","), "targets, comma separated: "+strings.Join(allTargets, ", "))
-	flag.StringVar(&sections, "sections", strings.Join(allSections, ","), "sections, comma separated: "+strings.Join(allSections, ", "))
+	flag.StringVar(&sects, "sections", strings.Join(sectionNames(), ","), "sections, comma separated: "+strings.Join(sectionNames(), ", "))
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "load before each measured window")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "each measured window")
-	flag.IntVar(&o.unaryClients, "unary-clients", 64, "unary: calling goroutines")
-	flag.IntVar(&o.unaryConns, "unary-conns", 8, "unary: gRPC connections they share")
-	flag.StringVar(&fanoutWatchers, "fanout-watchers", "1000,10000", "fanout: watcher counts, comma separated")
-	flag.IntVar(&o.fanoutBurst, "fanout-burst", 200, "fanout: puts as fast as possible")
-	flag.IntVar(&o.fanoutPaced, "fanout-paced", 200, "fanout: puts at 100/s after the burst")
-	flag.BoolVar(&o.quick, "quick", false, "quick preset: -warmup=500ms -duration=3s -fanout-watchers=1000 -fanout-burst=100 -fanout-paced=50 (flags given explicitly win)")
+	flag.BoolVar(&o.quick, "quick", false, "quick preset, under 3 minutes on 2 cores: -warmup=500ms -duration=3s and each section's own (see doc); flags given explicitly win")
 	flag.StringVar(&o.dir, "dir", "", "directory for data and logs (default: a new temporary directory)")
 	flag.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
 	flag.StringVar(&o.label, "label", "", "a line printed above the table (e.g. the commit measured)")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "kill every child and exit if the run takes longer")
+	for _, s := range sections {
+		if s.flags != nil {
+			s.flags(flag.CommandLine)
+		}
+	}
 	flag.Parse()
 	if *serve != "" {
-		var err error
-		switch *serve {
-		case "forwarder":
-			err = serveForwarder(*addr, *upstream)
-		default:
-			err = fmt.Errorf("no ceiling server %q", *serve)
+		err := fmt.Errorf("no ceiling server %q", *serve)
+		if fn := ceilings[*serve]; fn != nil {
+			err = fn(*addr, *upstream)
 		}
 		fmt.Fprintln(os.Stderr, "suite:", err)
 		os.Exit(1)
@@ -111,31 +174,22 @@ func main() {
 	if o.quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if !set["warmup"] {
-			o.warmup = 500 * time.Millisecond
+		presets := map[string]string{"warmup": "500ms", "duration": "3s"}
+		for _, s := range sections {
+			for k, v := range s.quick {
+				presets[k] = v
+			}
 		}
-		if !set["duration"] {
-			o.duration = 3 * time.Second
-		}
-		if !set["fanout-watchers"] {
-			fanoutWatchers = "1000"
-		}
-		if !set["fanout-burst"] {
-			o.fanoutBurst = 100
-		}
-		if !set["fanout-paced"] {
-			o.fanoutPaced = 50
+		for k, v := range presets {
+			if !set[k] {
+				if err := flag.Set(k, v); err != nil {
+					fmt.Fprintf(os.Stderr, "suite: quick preset -%s=%s: %v\n", k, v, err)
+					os.Exit(2)
+				}
+			}
 		}
 	}
-	for _, f := range strings.Split(fanoutWatchers, ",") {
-		var n int
-		if _, err := fmt.Sscan(f, &n); err != nil || n < 1 {
-			fmt.Fprintf(os.Stderr, "suite: -fanout-watchers: %q is not a positive count\n", f)
-			os.Exit(2)
-		}
-		o.fanoutWatchers = append(o.fanoutWatchers, n)
-	}
-	o.targets, o.sections = strings.Split(tgts, ","), strings.Split(sections, ",")
+	o.targets, o.sections = strings.Split(tgts, ","), strings.Split(sects, ",")
 	child.Main("suite", o.timeout, o.check, func() error { return run(o) })
 }
 
@@ -143,16 +197,28 @@ func (o *options) check() error {
 	if err := o.bins().Check(o.targets, allTargets); err != nil {
 		return err
 	}
-	for _, s := range o.sections {
-		if !slices.Contains(allSections, s) {
-			return fmt.Errorf("unknown section %q", s)
+	if o.duration <= 0 || o.warmup < 0 {
+		return fmt.Errorf("-duration must be positive and -warmup not negative")
+	}
+	for _, name := range o.sections {
+		s := o.section(name)
+		if s == nil {
+			return fmt.Errorf("unknown section %q", name)
+		}
+		if s.check != nil {
+			if err := s.check(*o); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
 		}
 	}
-	if slices.Contains(o.sections, "fanout") && o.watchfanoutBin == "" {
-		return errors.New("the fanout section needs -watchfanout")
-	}
-	if o.duration <= 0 || o.warmup < 0 || o.unaryClients < 1 || o.unaryConns < 1 || o.fanoutBurst < 1 || o.fanoutPaced < 1 {
-		return errors.New("-duration, -unary-clients and -unary-conns must be positive")
+	return nil
+}
+
+func (o options) section(name string) *section {
+	for _, s := range sections {
+		if s.name == name {
+			return s
+		}
 	}
 	return nil
 }
@@ -169,40 +235,49 @@ func run(o options) error {
 	child.Logf("data and logs in %s", o.dir)
 	began := time.Now()
 	ctx := context.Background()
-	etcd, etcdURL, err := o.bins().StartEtcd("etcd", "")
+	proc, etcdURL, err := o.bins().StartEtcd("etcd", "")
 	if err != nil {
 		return err
 	}
-	defer etcd.Stop()
+	defer proc.Stop()
+	m := member{proc: proc, url: etcdURL}
 	conn, err := probe.Dial(etcdURL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	var res results
-	for _, s := range o.sections {
-		switch s {
-		case "unary":
-			if err := writeUnaryKeys(ctx, pb.NewKVClient(conn)); err != nil {
-				return err
-			}
-			err = eachTarget(o, etcdURL, true, func(t target) error { return runUnary(ctx, o, &res, t, etcd) })
-		case "fanout":
-			// (No ceiling yet: a bare server sending pre-encoded watch
-			// responses is still to come.)
-			err = eachTarget(o, etcdURL, false, func(t target) error { return runFanout(o, &res, t, etcdURL, etcd) })
+	var about []string
+	for _, name := range o.sections {
+		s := o.section(name)
+		sectionBegan := time.Now()
+		if s.prepare != nil {
+			err = s.prepare(ctx, o, conn)
+		}
+		if err == nil && s.each != nil {
+			err = eachTarget(o, m, s.ceiling, func(t target) error { return s.each(ctx, o, &res, t, m) })
+		}
+		if err == nil && s.once != nil {
+			err = s.once(ctx, o, &res)
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", s, err)
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		child.Logf("section %s took %v", name, time.Since(sectionBegan).Round(time.Second))
+		if s.about != nil {
+			about = append(about, "- "+name+": "+s.about(o))
 		}
 	}
 	var md strings.Builder
 	if o.label != "" {
 		md.WriteString(o.label + "\n\n")
 	}
-	fmt.Fprintf(&md, "One etcd member; %v warm-up then %v measured per window; unary: %d goroutines over %d connections; fan-out: %v watchers over 100 connections, %d burst puts then %d at 100/s. %d CPUs; run took %v.\n\n",
-		o.warmup, o.duration, o.unaryClients, o.unaryConns, o.fanoutWatchers, o.fanoutBurst, o.fanoutPaced, runtime.NumCPU(), time.Since(began).Round(time.Second))
-	md.WriteString("↑: higher is better, ↓: lower is better. Ceiling: for unary calls, a bare gRPC forwarder relaying bytes undecoded. CPU per call is a process's utime+stime over the window divided by the calls answered; the target is etcd itself for direct.\n\n")
+	fmt.Fprintf(&md, "One etcd member; %d CPUs; %v warm-up then %v measured per window; run took %v.\n\n",
+		runtime.NumCPU(), o.warmup, o.duration, time.Since(began).Round(time.Second))
+	if len(about) > 0 {
+		md.WriteString(strings.Join(about, "\n") + "\n\n")
+	}
+	md.WriteString("↑: higher is better, ↓: lower is better. Ceiling: the section's bare gRPC server with no proxy logic (see each section). CPU is a process's utime+stime over the window; the target is etcd itself for direct.\n\n")
 	md.WriteString(res.markdown())
 	fmt.Print(md.String())
 	if o.out != "" {
@@ -214,25 +289,26 @@ func run(o options) error {
 	return nil
 }
 
-// eachTarget starts each target in turn in front of etcdURL (fresh), runs
-// fn on it, and stops it; the ceiling only if the section has one.
-func eachTarget(o options, etcdURL string, ceiling bool, fn func(target) error) error {
+// eachTarget starts each target in turn in front of the member (fresh),
+// runs fn on it, and stops it; the ceiling target is the section's
+// ceiling server kind, skipped if it has none.
+func eachTarget(o options, m member, ceiling string, fn func(target) error) error {
 	for _, name := range o.targets {
-		if name == "ceiling" && !ceiling {
+		if name == "ceiling" && ceiling == "" {
 			continue
 		}
-		t := target{name: name, endpoint: etcdURL}
+		t := target{name: name, endpoint: m.url}
 		var err error
 		switch name {
 		case "direct":
 		case "ceiling":
-			t.proc, t.endpoint, err = startCeiling(o, "forwarder", etcdURL)
+			t.proc, t.endpoint, err = startCeiling(o, ceiling, m.url)
 		default:
 			flags := ""
 			if name == "etcdproxy" {
 				flags = o.etcdproxyFlags
 			}
-			t.proc, t.endpoint, err = o.bins().StartProxy(name, etcdURL, flags)
+			t.proc, t.endpoint, err = o.bins().StartProxy(name, m.url, flags)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"slices"
 	"sync"
@@ -23,6 +25,32 @@ import (
 // call of the target (etcd itself for direct) and of etcd.
 
 const unaryKeys = 1000
+
+var unaryClients, unaryConns int
+
+func init() {
+	register(&section{
+		name:    "unary",
+		ceiling: "forwarder",
+		flags: func(fs *flag.FlagSet) {
+			fs.IntVar(&unaryClients, "unary-clients", 64, "unary: calling goroutines")
+			fs.IntVar(&unaryConns, "unary-conns", 8, "unary: gRPC connections they share")
+		},
+		check: func(options) error {
+			if unaryClients < 1 || unaryConns < 1 {
+				return errors.New("-unary-clients and -unary-conns must be positive")
+			}
+			return nil
+		},
+		prepare: func(ctx context.Context, _ options, etcd *grpc.ClientConn) error {
+			return writeUnaryKeys(ctx, pb.NewKVClient(etcd))
+		},
+		each: runUnary,
+		about: func(options) string {
+			return fmt.Sprintf("%d goroutines over %d connections call one RPC in a tight loop; the ceiling is a bare gRPC forwarder relaying request and response bytes undecoded", unaryClients, unaryConns)
+		},
+	})
+}
 
 type unaryOp struct {
 	name string
@@ -63,8 +91,8 @@ func writeUnaryKeys(ctx context.Context, etcd pb.KVClient) error {
 }
 
 // runUnary measures every unary RPC through one target.
-func runUnary(ctx context.Context, o options, res *results, t target, etcd *child.Proc) error {
-	conns := make([]*grpc.ClientConn, o.unaryConns)
+func runUnary(ctx context.Context, o options, res *results, t target, etcd member) error {
+	conns := make([]*grpc.ClientConn, unaryConns)
 	for i := range conns {
 		c, err := probe.Dial(t.endpoint)
 		if err != nil {
@@ -99,7 +127,7 @@ type unaryMeasure struct {
 	errors             int
 }
 
-func unaryLoad(ctx context.Context, o options, conns []*grpc.ClientConn, op unaryOp, t target, etcd *child.Proc) (unaryMeasure, error) {
+func unaryLoad(ctx context.Context, o options, conns []*grpc.ClientConn, op unaryOp, t target, etcd member) (unaryMeasure, error) {
 	var m unaryMeasure
 	var (
 		mu   sync.Mutex
@@ -109,14 +137,14 @@ func unaryLoad(ctx context.Context, o options, conns []*grpc.ClientConn, op unar
 	start := time.Now()
 	measureFrom := start.Add(o.warmup)
 	end := measureFrom.Add(o.duration)
-	for g := range o.unaryClients {
+	for g := range unaryClients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			kv := pb.NewKVClient(conns[g%len(conns)])
 			var mine []time.Duration
 			errs := 0
-			for i := g; ; i += o.unaryClients {
+			for i := g; ; i += unaryClients {
 				began := time.Now()
 				if began.After(end) {
 					break
@@ -137,11 +165,11 @@ func unaryLoad(ctx context.Context, o options, conns []*grpc.ClientConn, op unar
 		}()
 	}
 	time.Sleep(time.Until(measureFrom))
-	cpu0, _ := cpuOf(t.proc, etcd)
-	etcd0, _ := child.CPUSeconds(etcd.PID())
+	cpu0, _ := child.CPUSeconds(t.cpuProc(etcd).PID())
+	etcd0, _ := child.CPUSeconds(etcd.proc.PID())
 	time.Sleep(time.Until(end))
-	cpu1, _ := cpuOf(t.proc, etcd)
-	etcd1, _ := child.CPUSeconds(etcd.PID())
+	cpu1, _ := child.CPUSeconds(t.cpuProc(etcd).PID())
+	etcd1, _ := child.CPUSeconds(etcd.proc.PID())
 	wg.Wait()
 	if len(lats) == 0 {
 		return m, fmt.Errorf("no call succeeded in the measured window (%d errors)", m.errors)
@@ -153,14 +181,6 @@ func unaryLoad(ctx context.Context, o options, conns []*grpc.ClientConn, op unar
 	m.targetCPU = (cpu1 - cpu0) * 1e6 / n
 	m.etcdCPU = (etcd1 - etcd0) * 1e6 / n
 	return m, nil
-}
-
-// cpuOf is the CPU seconds of the target's process (etcd's for direct).
-func cpuOf(p, etcd *child.Proc) (float64, error) {
-	if p == nil {
-		p = etcd
-	}
-	return child.CPUSeconds(p.PID())
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
