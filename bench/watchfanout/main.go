@@ -19,6 +19,11 @@
 // or whose stream ended with an error); and any watcher that missed,
 // duplicated or reordered an event, with examples.
 //
+// With --keys K (default 1) the watchers and the puts are spread over K
+// keys (--key/0 .. --key/K-1; watcher i on key i mod K, the j-th put of
+// the run on key j mod K), and every watcher must get every write to its
+// own key exactly once, and nothing else.
+//
 // With --idle-keys K it instead creates K watches on K distinct keys, prints
 // "connected" once the streams are open (before any watch) and "ready" once
 // every watch is created, keeps them open for --idle-hold and exits; the
@@ -61,6 +66,7 @@ type options struct {
 	watchers       int
 	conns          int
 	key            string
+	keys           int
 	burst          int
 	paced          int
 	rate           float64
@@ -90,6 +96,7 @@ func main() {
 	flag.IntVar(&o.watchers, "watchers", 1000, "watches on --key")
 	flag.IntVar(&o.conns, "conns", 100, "client gRPC connections, one watch stream each; watches are spread evenly")
 	flag.StringVar(&o.key, "key", "watchfanout/key", "key to watch and write (with --idle-keys, the prefix of the keys)")
+	flag.IntVar(&o.keys, "keys", 1, "fan-out mode: spread the watchers and the puts over this many keys (--key/0.. --key/K-1; 1: --key itself)")
 	flag.IntVar(&o.burst, "burst", 200, "puts issued as fast as possible")
 	flag.IntVar(&o.paced, "paced", 200, "puts issued at --rate after the burst phase")
 	flag.Float64Var(&o.rate, "rate", 100, "paced puts per second")
@@ -111,7 +118,7 @@ func main() {
 	flag.IntVar(&o.targetPID, "target-pid", 0, "with --auth: PID of the target, whose CPU time and peak RSS are reported per phase (0: not reported)")
 	flag.IntVar(&o.etcdPID, "etcd-pid", 0, "with --auth: PID of the etcd member, likewise")
 	flag.Parse()
-	if o.conns < 1 || o.watchers < 0 || o.burst < 0 || o.paced < 0 || (o.paced > 0 && o.rate <= 0) {
+	if o.conns < 1 || o.keys < 1 || o.watchers < 0 || o.burst < 0 || o.paced < 0 || (o.paced > 0 && o.rate <= 0) {
 		fmt.Fprintln(os.Stderr, "watchfanout: invalid flags")
 		os.Exit(2)
 	}
@@ -193,6 +200,7 @@ type stream struct {
 
 type shared struct {
 	base     int64 // first revision every watch starts at
+	keys     int   // watcher i watches key i mod keys
 	closing  atomic.Bool
 	foreign  atomic.Int64 // events for revisions below base
 	notEvent atomic.Int64 // responses that were neither created, canceled nor events (progress etc.)
@@ -418,6 +426,7 @@ func emit(o options, m map[string]any) {
 // ---- fan-out mode ----
 
 type put struct {
+	key  int // index of the key written
 	rev  int64
 	sent int64
 	done int64
@@ -443,6 +452,7 @@ type result struct {
 	Label          string         `json:"label,omitempty"`
 	Target         string         `json:"target"`
 	Watchers       int            `json:"watchers"`
+	Keys           int            `json:"keys"`
 	Conns          int            `json:"conns"`
 	Created        int            `json:"created"`
 	CreateSeconds  float64        `json:"create_seconds"`
@@ -518,10 +528,16 @@ func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("current revision from %s: %w", o.putEndpoint, err)
 	}
-	sh := &shared{base: rev + 1}
-	key := []byte(o.key)
+	sh := &shared{base: rev + 1, keys: o.keys}
+	keys := make([][]byte, o.keys)
+	for k := range keys {
+		keys[k] = []byte(o.key)
+		if o.keys > 1 {
+			keys[k] = fmt.Appendf(nil, "%s/%d", o.key, k)
+		}
+	}
 	ph.mon.begin(ctx)
-	streams, err := openStreams(ctx, o, func(int) []byte { return key }, o.watchers, sh, ph.watchToken)
+	streams, err := openStreams(ctx, o, func(i int) []byte { return keys[i%o.keys] }, o.watchers, sh, ph.watchToken)
 	if err != nil {
 		return nil, err
 	}
@@ -530,7 +546,7 @@ func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 		fmt.Fprintln(os.Stderr, "watchfanout: creating watches:", cerr)
 	}
 	ph.mon.watching(ctx)
-	res := result{Label: o.label, Target: o.endpoints, Watchers: o.watchers, Conns: o.conns,
+	res := result{Label: o.label, Target: o.endpoints, Watchers: o.watchers, Keys: o.keys, Conns: o.conns,
 		Created: created, CreateSeconds: took.Seconds(), StartRevision: sh.base,
 		Auth: ph.name, Tokens: ph.tokens}
 
@@ -542,7 +558,7 @@ func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 		pctx, pcancel := context.WithTimeout(putCtx, 30*time.Second)
 		defer pcancel()
 		p.sent = now()
-		r, err := kv.Put(pctx, &pb.PutRequest{Key: key, Value: value})
+		r, err := kv.Put(pctx, &pb.PutRequest{Key: keys[p.key], Value: value})
 		p.done = now()
 		if err != nil {
 			p.err = err
@@ -553,6 +569,9 @@ func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 
 	// burst: --put-concurrency putters, as fast as etcd answers
 	burst := make([]put, o.burst)
+	for i := range burst {
+		burst[i].key = i % o.keys
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range max(1, min(o.putConcurrency, o.burst)) {
@@ -569,12 +588,14 @@ func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 		}()
 	}
 	wg.Wait()
-	okBurst := succeeded(burst)
-	res.Burst.TimedOut, res.Burst.WaitedSeconds = waitPhase(ctx, streams, okBurst, o.phaseTimeout)
+	res.Burst.TimedOut, res.Burst.WaitedSeconds = waitPhase(ctx, streams, sh, perKey(o.keys, burst), o.phaseTimeout)
 
 	// paced: put i is issued at i/rate after the phase starts, each on its
 	// own goroutine so that a slow put does not delay the schedule
 	paced := make([]put, o.paced)
+	for i := range paced {
+		paced[i].key = (len(burst) + i) % o.keys
+	}
 	pstart := time.Now()
 	for i := range paced {
 		at := pstart.Add(time.Duration(float64(i) / o.rate * float64(time.Second)))
@@ -588,7 +609,7 @@ func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 		go func() { defer wg.Done(); doPut(&paced[i]) }()
 	}
 	wg.Wait()
-	res.Paced.TimedOut, res.Paced.WaitedSeconds = waitPhase(ctx, streams, okBurst+succeeded(paced), o.phaseTimeout)
+	res.Paced.TimedOut, res.Paced.WaitedSeconds = waitPhase(ctx, streams, sh, perKey(o.keys, burst, paced), o.phaseTimeout)
 
 	ph.mon.closing(ctx)
 	closeStreams(streams, sh)
@@ -603,11 +624,14 @@ func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 	return &res, nil
 }
 
-func succeeded(ps []put) int {
-	n := 0
-	for _, p := range ps {
-		if p.err == nil {
-			n++
+// perKey is the number of successful puts on each key.
+func perKey(keys int, phases ...[]put) []int {
+	n := make([]int, keys)
+	for _, ps := range phases {
+		for _, p := range ps {
+			if p.err == nil {
+				n[p.key]++
+			}
 		}
 	}
 	return n
@@ -616,8 +640,9 @@ func succeeded(ps []put) int {
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
 // waitPhase waits until every watcher that is still alive has received
-// upTo events in total, or until the deadline after the phase's last put.
-func waitPhase(ctx context.Context, streams []*stream, upTo int, d time.Duration) (bool, float64) {
+// upTo[its key] events in total, or until the deadline after the phase's
+// last put.
+func waitPhase(ctx context.Context, streams []*stream, sh *shared, upTo []int, d time.Duration) (bool, float64) {
 	start := time.Now()
 	end := start.Add(d)
 	for {
@@ -625,7 +650,7 @@ func waitPhase(ctx context.Context, streams []*stream, upTo int, d time.Duration
 	scan:
 		for _, s := range streams {
 			for li := range s.got {
-				if s.got[li].Load() >= int64(upTo) {
+				if s.got[li].Load() >= int64(upTo[s.first[li]%sh.keys]) {
 					continue
 				}
 				ok, c, serr := s.state(li)
@@ -647,11 +672,12 @@ func waitPhase(ctx context.Context, streams []*stream, upTo int, d time.Duration
 
 func ms(ns int64) float64 { return float64(ns) / 1e6 }
 
-// slot maps a revision offset to its phase (1 burst, 2 paced; 0 none) and
-// put index.
+// slot maps a revision offset to its phase (1 burst, 2 paced; 0 none),
+// put index and key index.
 type slot struct {
 	phase int8
 	i     int32
+	key   int32
 }
 
 func analyze(res *result, streams []*stream, sh *shared, burst, paced []put) {
@@ -664,12 +690,13 @@ func analyze(res *result, streams []*stream, sh *shared, burst, paced []put) {
 		}
 	}
 	slots := make([]slot, maxOff+1)
-	expectRevs := 0
+	expectRevs := make([]int, sh.keys) // by key
+	okPuts := [2][]int{perKey(sh.keys, burst), perKey(sh.keys, paced)}
 	for ph, ps := range [][]put{burst, paced} {
 		for i, p := range ps {
 			if p.err == nil && p.rev >= sh.base {
-				slots[p.rev-sh.base] = slot{int8(ph + 1), int32(i)}
-				expectRevs++
+				slots[p.rev-sh.base] = slot{int8(ph + 1), int32(i), int32(p.key)}
+				expectRevs[p.key]++
 			}
 		}
 	}
@@ -692,7 +719,7 @@ func analyze(res *result, streams []*stream, sh *shared, burst, paced []put) {
 		if lastDone > 0 {
 			pr.PutSeconds = float64(lastDone-firstSent[ph]) / 1e9
 		}
-		lat[ph] = make([]int64, 0, res.Created*(pr.Puts-pr.PutErrors))
+		lat[ph] = make([]int64, 0, res.Created*(pr.Puts-pr.PutErrors)/sh.keys)
 	}
 	res.CutReasons = map[string]int{}
 	for _, s := range streams {
@@ -705,6 +732,10 @@ func analyze(res *result, streams []*stream, sh *shared, burst, paced []put) {
 		dups := make([]int64, n)
 		for _, r := range s.recs {
 			w := r.w
+			if int(r.r) >= len(slots) || slots[r.r].phase == 0 || int(slots[r.r].key) != s.first[w]%sh.keys {
+				res.Foreign++
+				continue
+			}
 			if r.r <= lastRev[w] {
 				if r.r == lastRev[w] {
 					dups[w]++
@@ -716,10 +747,6 @@ func analyze(res *result, streams []*stream, sh *shared, burst, paced []put) {
 				lastRev[w] = r.r
 			}
 			count[w]++
-			if int(r.r) >= len(slots) || slots[r.r].phase == 0 {
-				res.Foreign++
-				continue
-			}
 			sl := slots[r.r]
 			ph := int(sl.phase - 1)
 			p := burst
@@ -734,6 +761,12 @@ func analyze(res *result, streams []*stream, sh *shared, burst, paced []put) {
 		}
 		for li := range n {
 			ok, c, serr := s.state(li)
+			key := s.first[li] % sh.keys
+			if ok {
+				for ph := range phases {
+					phases[ph].Expected += int64(okPuts[ph][key])
+				}
+			}
 			switch {
 			case !ok:
 				res.CutReasons["not created"]++
@@ -753,19 +786,18 @@ func analyze(res *result, streams []*stream, sh *shared, burst, paced []put) {
 				res.WatchersCut++
 				continue
 			}
-			missing := int64(expectRevs) - (count[li] - dups[li])
+			missing := int64(expectRevs[key]) - (count[li] - dups[li])
 			if missing > 0 {
 				res.WatchersShort++
 				res.MissingEvents += missing
 				if len(res.Examples) < 10 {
-					res.Examples = append(res.Examples, missingExample(s, li, expectRevs, slots, sh.base))
+					res.Examples = append(res.Examples, missingExample(s, li, int32(key), expectRevs[key], slots, sh.base))
 				}
 			}
 		}
 	}
 	for ph := range phases {
 		pr := phases[ph]
-		pr.Expected = int64(res.Created) * int64(pr.Puts-pr.PutErrors)
 		pr.Delivered = int64(len(lat[ph]))
 		res.Delivered += pr.Delivered
 		res.Expected += pr.Expected
@@ -785,7 +817,7 @@ func analyze(res *result, streams []*stream, sh *shared, burst, paced []put) {
 	}
 }
 
-func missingExample(s *stream, li int, expectRevs int, slots []slot, base int64) string {
+func missingExample(s *stream, li int, key int32, expectRevs int, slots []slot, base int64) string {
 	seen := make(map[int32]bool)
 	for _, r := range s.recs {
 		if int(r.w) == li {
@@ -794,7 +826,7 @@ func missingExample(s *stream, li int, expectRevs int, slots []slot, base int64)
 	}
 	var miss []int64
 	for off, sl := range slots {
-		if sl.phase != 0 && !seen[int32(off)] {
+		if sl.phase != 0 && sl.key == key && !seen[int32(off)] {
 			miss = append(miss, base+int64(off))
 		}
 	}
@@ -812,8 +844,8 @@ func pct(sorted []int64, q float64) int64 {
 }
 
 func printHuman(w io.Writer, r *result) {
-	fmt.Fprintf(w, "target %s: %d watchers over %d conns, %d created in %.2fs (start rev %d)\n",
-		r.Target, r.Watchers, r.Conns, r.Created, r.CreateSeconds, r.StartRevision)
+	fmt.Fprintf(w, "target %s: %d watchers on %d key(s) over %d conns, %d created in %.2fs (start rev %d)\n",
+		r.Target, r.Watchers, r.Keys, r.Conns, r.Created, r.CreateSeconds, r.StartRevision)
 	for _, x := range []struct {
 		name string
 		p    *phaseResult
