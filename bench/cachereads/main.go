@@ -38,8 +38,10 @@
 // grpc_server_handled_total{grpc_method="Range"} on its /metrics, before
 // and after, over the reads made) and the proxy's cache figures from its
 // /proxy/metrics. The results are printed as one Markdown table, with
-// ratios to direct and to grpc-proxy, and written to -out. Every child
-// process is killed by PID at exit; the data and logs stay under -dir.
+// ratios to direct and to grpc-proxy, and written to -out; with -json they
+// are also printed as one line of JSON after the table (json.go), which
+// bench/suite reads. Every child process is killed by PID at exit; the
+// data and logs stay under -dir.
 package main
 
 import (
@@ -73,6 +75,7 @@ type options struct {
 	writeInterval    time.Duration
 	freshTimeout     time.Duration
 	quick            bool
+	jsonOut          bool
 	dir, out, label  string
 	timeout          time.Duration
 }
@@ -100,6 +103,7 @@ func main() {
 	flag.DurationVar(&o.writeInterval, "write-interval", 50*time.Millisecond, "time between writes in the write-to-fresh workload")
 	flag.DurationVar(&o.freshTimeout, "fresh-timeout", 2*time.Second, "how long after the last write the reader may take to see it")
 	flag.BoolVar(&o.quick, "quick", false, "quick preset: -duration=3s -writes=60 -warmup=500ms (flags given explicitly win)")
+	flag.BoolVar(&o.jsonOut, "json", false, "after the Markdown, print the results as one line of JSON (the last line of stdout)")
 	flag.StringVar(&o.dir, "dir", "", "directory for etcd's data and the logs (default: a new temporary directory)")
 	flag.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
 	flag.StringVar(&o.label, "label", "", "a line printed above the table (e.g. the commit measured)")
@@ -182,6 +186,9 @@ func run(o options) error {
 	}
 	md := markdown(header.String(), o, results)
 	fmt.Print(md)
+	if o.jsonOut {
+		fmt.Println(jsonLine(o, results))
+	}
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
 			return err

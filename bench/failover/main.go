@@ -40,8 +40,10 @@
 // watch is compared with it event by event.
 //
 // The results are printed as a Markdown table (see the legend it carries)
-// and written to -out. Every child process is killed by PID at exit; the
-// cluster's data and every log stay under -dir.
+// and written to -out; with -json they are also printed as one line of
+// JSON after the table (json.go), which bench/suite reads. Every child
+// process is killed by PID at exit; the cluster's data and every log stay
+// under -dir.
 package main
 
 import (
@@ -76,6 +78,7 @@ type options struct {
 	readInterval          time.Duration
 	clientKeepalive       time.Duration
 	faultyLeader          bool
+	jsonOut               bool
 	dir, out, label       string
 	timeout               time.Duration
 }
@@ -101,6 +104,7 @@ func main() {
 	flag.DurationVar(&o.readInterval, "read-interval", 10*time.Millisecond, "least interval between serializable reads (each target)")
 	flag.DurationVar(&o.clientKeepalive, "client-keepalive", 0, "gRPC keepalive time and timeout of the bench's clients (0: clientv3's default, none)")
 	flag.BoolVar(&o.faultyLeader, "faulty-leader", false, "make member 0 the leader before the fault (default: a follower)")
+	flag.BoolVar(&o.jsonOut, "json", false, "after the Markdown, print the results as one line of JSON (the last line of stdout)")
 	flag.StringVar(&o.dir, "dir", "", "directory for the clusters' data and the logs (default: a new temporary directory)")
 	flag.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
 	flag.StringVar(&o.label, "label", "", "a line printed above the table (e.g. the commit measured)")
@@ -169,6 +173,9 @@ func run(o options) error {
 	}
 	md := markdown(header.String(), results)
 	fmt.Print(md)
+	if o.jsonOut {
+		fmt.Println(jsonLine(o, results))
+	}
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
 			return err

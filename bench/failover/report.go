@@ -39,6 +39,8 @@ type result struct {
 
 	staleness            time.Duration // max serializable staleness
 	readsOK, readsFailed int
+	readOutage           time.Duration // longest run of failed reads (JSON only)
+	readOutageOpen       bool          // no read succeeded after it
 }
 
 type watchResult struct {
@@ -46,6 +48,9 @@ type watchResult struct {
 	stallNever bool // some acknowledged put never arrived: stall runs to the end
 	verdict    string
 	errors     string
+	diff       eventDiff // the events compared with etcd's history
+	nerrs      int       // errors the watch saw
+	restarts   int       // times it watched again
 }
 
 // ackedPuts are the writer's acknowledged puts.
@@ -113,7 +118,8 @@ func analyze(scenario, target string, w *writer, watchers [2]*watcher, r *reader
 	}
 
 	for i, wt := range watchers {
-		wr := watchResult{verdict: compareEvents(wt.events, hist), errors: summarizeErrors(wt.errs, wt.restarts, tl)}
+		wr := watchResult{verdict: compareEvents(wt.events, hist), errors: summarizeErrors(wt.errs, wt.restarts, tl),
+			diff: diffEvents(wt.events, hist), nerrs: len(wt.errs), restarts: wt.restarts}
 		wr.stall, wr.stallNever = watchStall(puts, wt.events, tl)
 		if i == 0 {
 			res.watch = wr
@@ -123,7 +129,33 @@ func analyze(scenario, target string, w *writer, watchers [2]*watcher, r *reader
 	}
 
 	res.staleness, res.readsOK, res.readsFailed = staleness(acked, r.reads)
+	res.readOutage, res.readOutageOpen = readOutage(r.reads, tl)
 	return res
+}
+
+// readOutage is the longest run of consecutive failed reads, from the
+// start of its first read to the end of the next successful one (or to the
+// load's stop, open, if none succeeded after it).
+func readOutage(reads []read, tl timeline) (longest time.Duration, open bool) {
+	for i := 0; i < len(reads); {
+		if reads[i].rev > 0 {
+			i++
+			continue
+		}
+		j := i
+		for j < len(reads) && reads[j].rev == 0 {
+			j++
+		}
+		end, o := tl.stop, true
+		if j < len(reads) {
+			end, o = reads[j].end, false
+		}
+		if d := end - reads[i].start; d > longest {
+			longest, open = d, o
+		}
+		i = j
+	}
+	return longest, open
 }
 
 // watchStall is the longest time the watch held back an acknowledged put:
@@ -155,12 +187,35 @@ func watchStall(puts []put, events []event, tl timeline) (time.Duration, bool) {
 // compareEvents checks the watch's events against etcd's history, event by
 // event: every event once, in revision order, nothing else.
 func compareEvents(got []event, want []histEvent) string {
+	d := diffEvents(got, want)
+	if d.same {
+		return fmt.Sprintf("ok (%d)", len(want))
+	}
+	var parts []string
+	for _, p := range []struct {
+		n    int
+		what string
+	}{{d.missing, "missing"}, {d.dup, "duplicated"}, {d.reordered, "out of order"}, {d.extra, "not in history"}} {
+		if p.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.what))
+		}
+	}
+	return fmt.Sprintf("**%s** (of %d)", strings.Join(parts, ", "), len(want))
+}
+
+// eventDiff is how a watch's events differ from etcd's history.
+type eventDiff struct {
+	same                           bool // exactly the history, in order
+	missing, dup, reordered, extra int
+}
+
+func diffEvents(got []event, want []histEvent) eventDiff {
 	same := len(got) == len(want)
 	for i := 0; same && i < len(got); i++ {
 		same = got[i].rev == want[i].rev && got[i].key == want[i].key
 	}
 	if same {
-		return fmt.Sprintf("ok (%d)", len(want))
+		return eventDiff{same: true}
 	}
 	wantSet := make(map[histEvent]bool, len(want))
 	for _, e := range want {
@@ -187,16 +242,7 @@ func compareEvents(got []event, want []histEvent) string {
 			missing++
 		}
 	}
-	var parts []string
-	for _, p := range []struct {
-		n    int
-		what string
-	}{{missing, "missing"}, {dup, "duplicated"}, {reordered, "out of order"}, {extra, "not in history"}} {
-		if p.n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.what))
-		}
-	}
-	return fmt.Sprintf("**%s** (of %d)", strings.Join(parts, ", "), len(want))
+	return eventDiff{missing: missing, dup: dup, reordered: reordered, extra: extra}
 }
 
 // summarizeErrors groups the errors a watch saw, each with its count and

@@ -53,8 +53,10 @@
 // when many leases expire together). Before the next target, the harness
 // waits until etcd lists none of the target's leases.
 //
-// The results are printed as a Markdown table and written to -out. Every
-// child process is killed by PID at exit; the data and logs stay under -dir.
+// The results are printed as a Markdown table and written to -out; with
+// -json they are also printed as one line of JSON after the table
+// (json.go), which bench/suite reads. Every child process is killed by
+// PID at exit; the data and logs stay under -dir.
 package main
 
 import (
@@ -94,6 +96,7 @@ type options struct {
 	grantWorkers                int
 	seed                        uint64
 	quick                       bool
+	jsonOut                     bool
 
 	dir, out, label string
 	timeout         time.Duration
@@ -126,6 +129,7 @@ func main() {
 	flag.IntVar(&o.grantWorkers, "grant-workers", 64, "LeaseGrant requests in flight while granting")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the expiry sample")
 	flag.BoolVar(&o.quick, "quick", false, "quick preset: -leases=1000 -streams=100 -duration=10s (flags given explicitly win)")
+	flag.BoolVar(&o.jsonOut, "json", false, "after the Markdown, print the results as one line of JSON (the last line of stdout)")
 	flag.StringVar(&o.dir, "dir", "", "directory for etcd's data and the logs (default: a new temporary directory)")
 	flag.StringVar(&o.out, "out", "", "also write the Markdown table to this file")
 	flag.StringVar(&o.label, "label", "", "a line printed above the table (e.g. the commit measured)")
@@ -292,6 +296,9 @@ func run(o options) error {
 	}
 	md := markdown(header.String(), o, results)
 	fmt.Print(md)
+	if o.jsonOut {
+		fmt.Println(jsonLine(o, results))
+	}
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
 			return err
