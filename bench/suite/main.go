@@ -20,9 +20,21 @@
 // in sectionOrder):
 //
 //   - unary: Put, linearizable Range and Txn in tight loops (unary.go);
+//   - reads: hot serializable and linearizable reads, and how soon a write
+//     made on etcd is read through the target (reads.go, running
+//     bench/cachereads, -cachereads, as a child);
 //   - fanout: 1,000 and 10,000 watchers on one key, a burst of writes then
 //     paced ones (fanout.go, running bench/watchfanout, -watchfanout, as a
-//     child).
+//     child);
+//   - lease: keep-alives of 10,000 leases, and what reaches etcd (lease.go,
+//     running bench/leasekeepalive, -leasekeepalive, as a child);
+//   - failover: outages of puts, reads and watches when a member of a
+//     3-member cluster goes silent or is isolated (failover.go, running
+//     bench/failover, -failover, as a child).
+//
+// reads, lease and failover run their bench once for every target, with
+// -json (childbench.go); -<section>-flags passes flags to it, and -quick
+// gives each short ones.
 //
 // A section either measures each target the suite starts for it (each)
 // or measures all of them itself (once), e.g. by running another bench

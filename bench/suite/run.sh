@@ -15,5 +15,8 @@ set -uo pipefail
 . "$(dirname "$0")/../build.sh"
 bench_build suite
 (cd "$ROOT" && go build -o "$OUT/watchfanout" ./bench/watchfanout) || exit 1
+# The reads, lease and failover sections run these benches as children.
+(cd "$ROOT" && for b in cachereads leasekeepalive failover; do go build -o "$OUT/$b" "./bench/$b" || exit 1; done) || exit 1
 
-bench_run suite "etcd-data" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" -watchfanout="$OUT/watchfanout" "$@"
+bench_run suite "etcd-data */etcd-data failover/*/*/m[0-9]" -etcd="$OUT/etcd" -etcdproxy="$OUT/etcdproxy" -watchfanout="$OUT/watchfanout" \
+	-cachereads="$OUT/cachereads" -leasekeepalive="$OUT/leasekeepalive" -failover="$OUT/failover" "$@"

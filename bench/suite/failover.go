@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The failover section: bench/failover (-failover), run as a child with
+// -json, starts its own 3-member etcd cluster (embedded, no fsync) with a
+// TCP forwarder in front of each member, and the targets side by side
+// (direct: clientv3 with the three endpoints; the proxies given them all;
+// no ceiling); member 0 is a follower, and this proxy starts on it. For
+// each scenario (silent: member 0's forwarder passes no bytes and closes
+// nothing; isolated: member 0's raft traffic is cut) it loads every target
+// at once, makes member 0 faulty for a while, heals it and loads on. Per
+// target: the share of puts that failed, the longest run of failed puts
+// and of failed serializable reads (outage, from the start of the first
+// failure to the end of the next success), the longest a watch held back
+// an acknowledged put (plain and WithRequireLeader), watch events missed,
+// repeated, out of order or foreign against etcd's history, and the
+// largest staleness of a serializable read. -failover-flags passes flags
+// of bench/failover (its defaults: both scenarios, 3 s of load, 20 s of
+// fault, 10 s after).
+
+var (
+	failoverBin   string
+	failoverFlags string
+	failoverSetup *failoverSetupJSON
+	failoverRan   []string // the scenarios run
+)
+
+func init() {
+	register(&section{
+		name: "failover",
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&failoverBin, "failover", "", "failover binary (bench/failover), for the failover section")
+			fs.StringVar(&failoverFlags, "failover-flags", "", "failover: extra flags for bench/failover (space separated), e.g. -faulty-leader -fault=10s")
+		},
+		quick: map[string]string{"failover-flags": "-scenarios=silent -warmup=1s -fault=3s -recovery=2s -drain=5s"},
+		check: func(options) error {
+			if failoverBin == "" {
+				return errors.New("needs -failover")
+			}
+			return nil
+		},
+		once: runFailover,
+		about: func(options) string {
+			s := failoverSetup
+			if s == nil {
+				return "not run (none of the targets is one bench/failover measures)"
+			}
+			role := "a follower"
+			if s.FaultyLeader {
+				role = "the leader"
+			}
+			return fmt.Sprintf("bench/failover: its own 3-member cluster, every target loaded at once; member 0 (%s, where etcdproxy starts) %s for %v after %v of load, then %v more; "+
+				"per target a put every %v (deadline %v), serializable reads, two watches checked against etcd's history; an outage runs from the first failure of a run to the next success; no ceiling",
+				role, strings.Join(failoverRan, ", then "), secondsDur(s.FaultSeconds), secondsDur(s.WarmupSeconds), secondsDur(s.RecoverySeconds),
+				time.Duration(s.PutIntervalMs*float64(time.Millisecond)), time.Duration(s.PutTimeoutMs*float64(time.Millisecond)))
+		},
+	})
+}
+
+type failoverSetupJSON struct {
+	WarmupSeconds   float64 `json:"warmup_s"`
+	FaultSeconds    float64 `json:"fault_s"`
+	RecoverySeconds float64 `json:"recovery_s"`
+	PutIntervalMs   float64 `json:"put_interval_ms"`
+	PutTimeoutMs    float64 `json:"put_timeout_ms"`
+	FaultyLeader    bool    `json:"faulty_leader"`
+}
+
+type failoverWatchJSON struct {
+	StallSeconds float64 `json:"stall_s"`
+	Missing      int     `json:"missing"`
+	Duplicated   int     `json:"duplicated"`
+	OutOfOrder   int     `json:"out_of_order"`
+	NotInHistory int     `json:"not_in_history"`
+}
+
+func (w failoverWatchJSON) bad() int { return w.Missing + w.Duplicated + w.OutOfOrder + w.NotInHistory }
+
+// failoverJSON is the part of failover's JSON result the table shows.
+type failoverJSON struct {
+	Setup   failoverSetupJSON `json:"setup"`
+	Results []struct {
+		Scenario           string            `json:"scenario"`
+		Target             string            `json:"target"`
+		PutsOK             int               `json:"puts_ok"`
+		PutsFailed         int               `json:"puts_failed"`
+		PutOutageSeconds   float64           `json:"put_outage_s"`
+		ReadsOK            int               `json:"reads_ok"`
+		ReadsFailed        int               `json:"reads_failed"`
+		ReadOutageSecs     float64           `json:"read_outage_s"`
+		StalenessSeconds   float64           `json:"max_staleness_s"`
+		Watch              failoverWatchJSON `json:"watch"`
+		RequireLeaderWatch failoverWatchJSON `json:"require_leader_watch"`
+	} `json:"results"`
+}
+
+var failoverScenario = map[string]string{"silent": "silent (no bytes, no close)", "isolated": "isolated from its peers"}
+
+func runFailover(_ context.Context, o options, res *results) error {
+	var r failoverJSON
+	names, ran, err := childBench{section: "failover", name: "failover", bin: failoverBin, flags: failoverFlags,
+		targets: map[string]string{"direct": "direct", "grpc-proxy": "grpcproxy", "etcdproxy": "etcdproxy"}}.run(o, &r)
+	if err != nil || !ran {
+		return err
+	}
+	failoverSetup = &r.Setup
+	failoverRan = nil
+	for _, t := range r.Results {
+		name := names[t.Target]
+		if len(failoverRan) == 0 || failoverRan[len(failoverRan)-1] != failoverScenario[t.Scenario] {
+			failoverRan = append(failoverRan, failoverScenario[t.Scenario])
+		}
+		sec := fmt.Sprintf("failover: member 0 %s for %v", t.Scenario, secondsDur(r.Setup.FaultSeconds))
+		if puts := t.PutsOK + t.PutsFailed; puts > 0 {
+			res.set(sec, "puts failed %", "%.1f", false, name, 100*float64(t.PutsFailed)/float64(puts))
+		}
+		res.set(sec, "put outage s (longest run of failed puts)", "%.2f", false, name, t.PutOutageSeconds)
+		if reads := t.ReadsOK + t.ReadsFailed; reads > 0 {
+			res.set(sec, "serializable reads failed %", "%.1f", false, name, 100*float64(t.ReadsFailed)/float64(reads))
+		}
+		res.set(sec, "read outage s (longest run of failed reads)", "%.2f", false, name, t.ReadOutageSecs)
+		res.set(sec, "max serializable read staleness s", "%.2f", false, name, t.StalenessSeconds)
+		res.set(sec, "watch stall s (longest a put's event was held back)", "%.2f", false, name, t.Watch.StallSeconds)
+		res.set(sec, "require-leader watch stall s", "%.2f", false, name, t.RequireLeaderWatch.StallSeconds)
+		res.set(sec, "watch events missed, repeated, out of order or foreign (both watches)", "%.0f", false, name, float64(t.Watch.bad()+t.RequireLeaderWatch.bad()))
+	}
+	return nil
+}
