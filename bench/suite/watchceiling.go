@@ -22,7 +22,7 @@ import (
 // server whose Watch service does the least a watch fan-out can do, and
 // nothing else. Client watches with the same creation request (key, range
 // end, start revision, filters, prev_kv, progress_notify) share one
-// upstream watch on etcd (over a few upstream streams on one connection);
+// upstream watch on etcd (over watchUpstreams streams on one connection);
 // each upstream response is decoded once (to route it by its watch ID) and
 // encoded once with no watch ID, and every client watcher is sent those
 // same bytes behind the few bytes of its own watch_id field (protobuf
@@ -45,7 +45,7 @@ const (
 	keepAliveMethod = "/etcdserverpb.Lease/LeaseKeepAlive"
 	// watchUpstreams is the number of upstream watch streams the groups
 	// are spread over.
-	watchUpstreams = 4
+	watchUpstreams = 16
 )
 
 // preparedMsg is an encoded message in parts sent as they are: a prefix
