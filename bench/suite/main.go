@@ -14,7 +14,9 @@
 //     -etcdproxy-flags;
 //   - ceiling: the section's bare gRPC server, this binary run again with
 //     -serve: for unary calls a forwarder that relays request and response
-//     bytes undecoded (forwarder.go).
+//     bytes undecoded (forwarder.go); for watches one upstream watch per
+//     distinct create request, each upstream response encoded once for
+//     every watcher (watchceiling.go).
 //
 // Sections (-sections; each in its own file, registered by its init, run
 // in sectionOrder):
@@ -23,9 +25,13 @@
 //   - reads: hot serializable and linearizable reads, and how soon a write
 //     made on etcd is read through the target (reads.go, running
 //     bench/cachereads, -cachereads, as a child);
-//   - fanout: 1,000 and 10,000 watchers on one key, a burst of writes then
-//     paced ones (fanout.go, running bench/watchfanout, -watchfanout, as a
-//     child);
+//   - fanout: 1,000 and 10,000 watchers on one key and on 100 keys, a
+//     burst of writes then paced ones (fanout.go, running bench/watchfanout,
+//     -watchfanout, as a child);
+//   - history: 1,000 watchers joining at past revisions spread over 1,000
+//     writes of a key, caught up to the head (history.go);
+//   - idle: RSS per connection, per idle watcher and per lease kept alive,
+//     10,000 of each (idle.go);
 //   - lease: keep-alives of 10,000 leases, and what reaches etcd (lease.go,
 //     running bench/leasekeepalive, -leasekeepalive, as a child);
 //   - failover: outages of puts, reads and watches when a member of a
