@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +37,10 @@ import (
 // one upstream watch per key, keep-alive streams relayed as bytes (one
 // upstream stream per client stream). It keeps nothing per lease, so its
 // per-lease figure is that floor of garbage and unreturned memory (here,
-// of relaying the grants and keep-alives).
+// of relaying the grants and keep-alives). For direct the target is a
+// fresh etcd member of the section's own (the leases are granted there),
+// not the suite's: that one's RSS still moves with the garbage of the
+// sections before.
 
 var (
 	idleWatchers, idleLeases, idleConns int
@@ -63,7 +68,7 @@ func init() {
 		},
 		each: runIdle,
 		about: func(options) string {
-			return fmt.Sprintf("target RSS (not heap: Go garbage and unreturned memory included) settled after each step: %d connections each with a Watch and a LeaseKeepAlive stream, then %d idle watches on distinct keys, then %d leases (TTL %d s) kept alive every TTL/3 over those streams; per connection, watcher and lease: the step's RSS growth over its count. The issue's target for etcdproxy: ≤1 KiB per idle watcher. The ceiling is the watch ceiling (one upstream watch per key; keep-alive streams relayed as bytes, so it keeps nothing per lease: its per-lease figure is the floor of garbage and unreturned memory a step leaves)",
+			return fmt.Sprintf("target RSS (not heap: Go garbage and unreturned memory included) settled after each step: %d connections each with a Watch and a LeaseKeepAlive stream, then %d idle watches on distinct keys, then %d leases (TTL %d s) kept alive every TTL/3 over those streams; per connection, watcher and lease: the step's RSS growth over its count; direct is a fresh etcd member of its own. The issue's target for etcdproxy: ≤1 KiB per idle watcher. The ceiling is the watch ceiling (one upstream watch per key; keep-alive streams relayed as bytes, so it keeps nothing per lease: its per-lease figure is the floor of garbage and unreturned memory a step leaves)",
 				idleConns, idleWatchers, idleLeases, idleLeaseTTL)
 		},
 	})
@@ -99,6 +104,18 @@ type idleConn struct {
 }
 
 func runIdle(ctx context.Context, o options, res *results, t target, etcd member) error {
+	if t.name == "direct" {
+		proc, url, err := o.bins().StartEtcd("etcd-idle", "")
+		if err != nil {
+			return err
+		}
+		defer func() {
+			proc.Stop()
+			_ = os.RemoveAll(filepath.Join(o.dir, "etcd-idle-data")) // StartEtcd's data directory
+		}()
+		etcd = member{proc: proc, url: url}
+		t.endpoint = url
+	}
 	pid := t.cpuProc(etcd).PID()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
