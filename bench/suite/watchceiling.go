@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
@@ -30,8 +32,11 @@ import (
 // buffers as they are. A group that starts at a past revision keeps every
 // response it had, so that a watcher joining it later gets them too; a
 // group that starts now keeps nothing. Creates are answered in the order a
-// stream sent them (as etcd does), each once etcd has created the group's
-// watch; a group's last watcher gone cancels its upstream watch. No
+// stream sent them (as etcd does): one from a past revision at once, with
+// the latest header the ceiling has seen (its events come from the group
+// whenever etcd sends them), one from now once etcd has created the
+// group's watch (so that its header's revision is where it starts); a
+// group's last watcher gone cancels its upstream watch. No
 // flow control: a slow client's queue grows. RequestProgress is ignored.
 //
 // Every other call is relayed to etcd as bytes, undecoded: unary calls as
@@ -100,6 +105,13 @@ func serveWatchCeiling(addr, upstream string) error {
 		return err
 	}
 	c := &watchCeiling{conn: conn, groups: map[groupKey]*watchGroup{}}
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	r, err := pb.NewKVClient(conn).Range(rctx, &pb.RangeRequest{Key: []byte{0}, CountOnly: true})
+	cancel()
+	if err != nil {
+		return err
+	}
+	c.latest.Store(r.Header)
 	for range watchUpstreams {
 		st, err := pb.NewWatchClient(conn).Watch(context.Background())
 		if err != nil {
@@ -180,6 +192,8 @@ type watchCeiling struct {
 	mu     sync.Mutex
 	groups map[groupKey]*watchGroup
 	nextID int64 // last upstream watch ID given
+
+	latest atomic.Pointer[pb.ResponseHeader] // the highest revision's header seen
 }
 
 // groupKey is what client watches must share to share an upstream watch.
@@ -393,16 +407,30 @@ func (c *watchCeiling) create(s *clientStream, cr *pb.WatchCreateRequest) error 
 		s.mu.Lock()
 		s.watchers[id] = g
 		s.mu.Unlock()
-		select {
-		case <-g.created:
-			// Created already: answer now, with every response a group
-			// from a past revision has had.
-			s.enqueue(encodeWatchResponse(&pb.WatchResponse{Header: g.header, WatchId: id, Created: true}))
+		if k.start > 0 {
+			// From a past revision: answered now, with every response
+			// the group has had and then every one it gets.
+			h := g.header
+			if h == nil {
+				h = c.latest.Load()
+			}
+			s.enqueue(encodeWatchResponse(&pb.WatchResponse{Header: h, WatchId: id, Created: true}))
 			prefix := watchIDField(id)
 			for _, body := range g.history {
 				s.enqueue(preparedMsg{prefix: prefix, bodies: [][]byte{body}, id: id, events: true})
 			}
 			g.watchers[w] = prefix
+			g.mu.Unlock()
+			if fresh {
+				return c.openUpstream(g, cr)
+			}
+			return nil
+		}
+		select {
+		case <-g.created:
+			// Created already: answer now.
+			s.enqueue(encodeWatchResponse(&pb.WatchResponse{Header: g.header, WatchId: id, Created: true}))
+			g.watchers[w] = watchIDField(id)
 			g.mu.Unlock()
 			return nil
 		default:
@@ -410,10 +438,7 @@ func (c *watchCeiling) create(s *clientStream, cr *pb.WatchCreateRequest) error 
 			g.mu.Unlock()
 		}
 		if fresh {
-			up := proto.Clone(cr).(*pb.WatchCreateRequest)
-			up.WatchId = g.id
-			up.Fragment = false
-			if err := g.up.send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: up}}); err != nil {
+			if err := c.openUpstream(g, cr); err != nil {
 				return err
 			}
 		}
@@ -424,6 +449,14 @@ func (c *watchCeiling) create(s *clientStream, cr *pb.WatchCreateRequest) error 
 			return s.st.Context().Err()
 		}
 	}
+}
+
+// openUpstream sends the create of g's upstream watch.
+func (c *watchCeiling) openUpstream(g *watchGroup, cr *pb.WatchCreateRequest) error {
+	up := proto.Clone(cr).(*pb.WatchCreateRequest)
+	up.WatchId = g.id
+	up.Fragment = false
+	return g.up.send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: up}})
 }
 
 // leave removes a watcher from its group, canceling the upstream watch if
@@ -479,6 +512,11 @@ func (c *watchCeiling) receive(u *upstreamWatch) error {
 		u.mu.Unlock()
 		if g == nil {
 			continue
+		}
+		if h := r.Header; h != nil {
+			if l := c.latest.Load(); h.Revision > l.Revision {
+				c.latest.CompareAndSwap(l, h)
+			}
 		}
 		r.WatchId = 0
 		g.mu.Lock()
