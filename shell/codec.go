@@ -14,12 +14,12 @@ import (
 )
 
 // watchCodec is the proxy server's gRPC codec: gRPC's own protobuf codec,
-// plus one message type of the proxy's, outMsg, a watch response whose
-// events, when shared, are encoded once for every watcher that gets them.
-// The node says which events those are (port.SharedEvents); only the header
-// fields (the watch ID above all) differ between the watchers' responses.
-// At 10,000 watchers on a key that turns 10,000 encodings of an event into
-// one.
+// plus two message types of the proxy's. rawMsg is a message kept as its
+// encoding (passthrough.go). outMsg is a watch response whose events, when
+// shared, are encoded once for every watcher that gets them. The node says
+// which events those are (port.SharedEvents); only the header fields (the
+// watch ID above all) differ between the watchers' responses. At 10,000
+// watchers on a key that turns 10,000 encodings of an event into one.
 type watchCodec struct {
 	proto encoding.CodecV2
 }
@@ -28,11 +28,20 @@ func newWatchCodec() *watchCodec { return &watchCodec{proto: encoding.GetCodecV2
 
 func (c *watchCodec) Name() string { return "proto" }
 
-func (c *watchCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+func (c *watchCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*rawMsg); ok {
+		m.b = data.Materialize()
+		return nil
+	}
+	return c.proto.Unmarshal(data, v)
+}
 
 func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(*outMsg)
 	if !ok {
+		if r, ok := v.(*rawMsg); ok {
+			return mem.BufferSlice{mem.SliceBuffer(r.b)}, nil
+		}
 		return c.proto.Marshal(v)
 	}
 	if m.shared == nil {

@@ -45,16 +45,20 @@ func floorOf(ctx context.Context) *floor {
 }
 
 // floors is a gRPC stats handler that gives each client connection its
-// floor (or all of them the shared one), in the connection's context that
-// every call on it inherits.
-type floors struct{ shared *floor }
+// floor (or all of them the shared one), and the proxy's upstream (for
+// outgoing), in the connection's context that every call on it inherits:
+// once per connection, not per call.
+type floors struct {
+	shared *floor
+	up     *upstream
+}
 
 func (h floors) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
 	f := h.shared
 	if f == nil {
 		f = &floor{}
 	}
-	return context.WithValue(ctx, floorKey{}, f)
+	return context.WithValue(context.WithValue(ctx, floorKey{}, f), upstreamKey{}, h.up)
 }
 
 func (floors) HandleConn(context.Context, stats.ConnStats)                     {}

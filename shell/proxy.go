@@ -45,6 +45,7 @@ type Proxy struct {
 	lg       *zap.Logger
 	up       *upstream
 	grpc     *grpc.Server
+	warm     *warmStacks
 	http     *http.Server
 	metrics  *http.Server
 	lis      net.Listener
@@ -166,8 +167,10 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10})))
 	p.registry.MustRegister(metrics, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	unary := []grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor(), p.up.unaryServerContext}
-	stream := []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor(), p.up.streamServerContext}
+	// Unary calls run on workers with grown stacks (warmstack.go).
+	p.warm = newWarmStacks(warmStackWorkers, warmStackIdle)
+	unary := []grpc.UnaryServerInterceptor{p.warm.unary, metrics.UnaryServerInterceptor()}
+	stream := []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor()}
 	if cfg.GRPCLogging {
 		unary = append(unary, interceptors.UnaryServerInterceptor(grpcLogReportable(p.lg)))
 		stream = append(stream, interceptors.StreamServerInterceptor(grpcLogReportable(p.lg)))
@@ -182,7 +185,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		grpc.MaxSendMsgSize(cfg.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.ForceServerCodecV2(newWatchCodec()),
-		grpc.StatsHandler(floors{shared: p.sharedFloor()}),
+		grpc.StatsHandler(floors{shared: p.sharedFloor(), up: p.up}),
 	}
 	if cfg.MaxStreamsPerConnection > 0 {
 		opts = append(opts, grpc.StatsHandler(connCounter{}))
@@ -232,7 +235,12 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 			kv, kvns, p.closeLeasing = lkv, keyspace.New(""), closeFn
 		}
 	}
-	pb.RegisterKVServer(s, &kvServer{up: kv, ns: kvns, cache: p.loop.cache})
+	kvs := &kvServer{up: kv, ns: kvns, cache: p.loop.cache}
+	if !nsActive && p.closeLeasing == nil && !cfg.GRPCLogging {
+		s.RegisterService(passthroughKV(kvs, p.up.conn))
+	} else {
+		pb.RegisterKVServer(s, kvs)
+	}
 	p.up.notifyDrop(func() { p.loop.input(node.Suspect{}) })
 	if cfg.EndpointsAutoSyncInterval > 0 {
 		go p.members.autoSync(c.Ctx(), p.loop, cfg.EndpointsAutoSyncInterval, cfg.Endpoints)
@@ -293,6 +301,7 @@ func (p *Proxy) Close() error {
 		}
 		if p.grpc != nil {
 			p.grpc.Stop()
+			p.warm.stop()
 		}
 		if p.loop != nil {
 			p.loop.close()

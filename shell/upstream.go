@@ -211,29 +211,11 @@ func deadlineMargin(remaining time.Duration) time.Duration {
 }
 
 // upstreamKey carries the proxy's upstream in a client request's context
-// (see withUpstream).
+// (put there per client connection, by the floors stats handler).
 type upstreamKey struct{}
 
 // serving reports whether the connection to etcd is connected to a member.
 func (u *upstream) serving() bool { return u.conn.GetState() == connectivity.Ready }
-
-// unaryServerContext and streamServerContext put u in every client
-// request's context, for outgoing.
-func (u *upstream) unaryServerContext(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return handler(context.WithValue(ctx, upstreamKey{}, u), req)
-}
-
-func (u *upstream) streamServerContext(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	return handler(srv, &contextStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), upstreamKey{}, u)})
-}
-
-// contextStream is a server stream with another context.
-type contextStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s *contextStream) Context() context.Context { return s.ctx }
 
 // outgoing builds the context for a call to etcd on behalf of the client
 // whose request context is ctx: the client's auth token and require-leader
@@ -243,25 +225,33 @@ func (s *contextStream) Context() context.Context { return s.ctx }
 // they carry the token alone, so the proxy keeps this one function for
 // token, require-leader and deadline together.)
 func outgoing(ctx context.Context) (context.Context, context.CancelFunc) {
+	out, cancel := outgoingUnary(ctx)
+	if cancel == nil {
+		return context.WithCancel(out)
+	}
+	return out, cancel
+}
+
+// outgoingUnary is outgoing for a unary call, which is over when its
+// handler returns: cancel is nil unless the deadline was shortened.
+func outgoingUnary(ctx context.Context) (context.Context, context.CancelFunc) {
 	out := ctx
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		var kv []string
-		if t := md.Get(rpctypes.TokenFieldNameGRPC); len(t) > 0 {
-			kv = append(kv, rpctypes.TokenFieldNameGRPC, t[0])
-		}
-		if l := md.Get(rpctypes.MetadataRequireLeaderKey); len(l) > 0 {
-			kv = append(kv, rpctypes.MetadataRequireLeaderKey, l[0])
-		}
-		if len(kv) > 0 {
-			out = metadata.AppendToOutgoingContext(ctx, kv...)
-		}
+	var kv []string
+	if t := metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameGRPC); len(t) > 0 {
+		kv = append(kv, rpctypes.TokenFieldNameGRPC, t[0])
+	}
+	if l := metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataRequireLeaderKey); len(l) > 0 {
+		kv = append(kv, rpctypes.MetadataRequireLeaderKey, l[0])
+	}
+	if len(kv) > 0 {
+		out = metadata.AppendToOutgoingContext(ctx, kv...)
 	}
 	if d, ok := ctx.Deadline(); ok {
 		if u, _ := ctx.Value(upstreamKey{}).(*upstream); u == nil || !u.serving() {
 			return context.WithDeadline(out, d.Add(-deadlineMargin(time.Until(d))))
 		}
 	}
-	return context.WithCancel(out)
+	return out, nil
 }
 
 // upstreamErr turns an error from etcd into the one the client gets. etcd's
@@ -286,8 +276,10 @@ func upstreamErr(clientCtx context.Context, err error) error {
 
 // forward runs one unary call to etcd on behalf of a client.
 func forward[Req, Resp any](ctx context.Context, call func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
-	out, cancel := outgoing(ctx)
-	defer cancel()
+	out, cancel := outgoingUnary(ctx)
+	if cancel != nil {
+		defer cancel()
+	}
 	resp, err := call(out, req)
 	return resp, upstreamErr(ctx, err)
 }
