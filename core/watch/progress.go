@@ -180,6 +180,18 @@ func (m *Machine) progressAnswered(u port.UpstreamID, rev int64) {
 }
 
 func (m *Machine) checkAllProgress() {
+	// Most events find no progress request waiting: look before sorting
+	// (the look only answers yes or no, so map order does not matter).
+	waiting := false
+	for _, s := range m.streams {
+		if len(s.progress) > 0 {
+			waiting = true
+			break
+		}
+	}
+	if !waiting {
+		return
+	}
 	for _, s := range m.sortedStreams() {
 		if len(s.progress) > 0 {
 			m.checkProgress(s)
