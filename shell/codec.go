@@ -47,21 +47,56 @@ func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if m.shared == nil {
 		return c.proto.Marshal(m.resp)
 	}
-	r := m.resp
-	head := &pb.WatchResponse{
-		Header: r.Header, WatchId: r.WatchId, Created: r.Created, Canceled: r.Canceled,
-		CompactRevision: r.CompactRevision, CancelReason: r.CancelReason, Fragment: r.Fragment,
-	}
-	hb, err := proto.Marshal(head)
-	if err != nil {
-		return nil, err
-	}
-	eb, err := m.shared.encoded()
+	hb := appendWatchHead(make([]byte, 0, 64), m.resp)
+	eb, err := m.shared.buffer()
 	if err != nil {
 		return nil, err
 	}
 	// Field 11 (events) follows fields 1 to 7, as protobuf lays them out.
-	return mem.BufferSlice{mem.SliceBuffer(hb), mem.SliceBuffer(eb)}, nil
+	return mem.BufferSlice{mem.SliceBuffer(hb), eb}, nil
+}
+
+// appendWatchHead appends the encoding of r's fields other than its events
+// (1 to 7) to b, as proto.Marshal lays them out: in field order, fields at
+// their zero value left out, a header present even when empty. Written out
+// by hand because it runs once per watcher per response: at 10,000
+// watchers proto.Marshal of the head was a quarter of the proxy's CPU.
+func appendWatchHead(b []byte, r *pb.WatchResponse) []byte {
+	if h := r.Header; h != nil {
+		n := 0
+		for _, f := range [...]struct {
+			num protowire.Number
+			v   uint64
+		}{{1, h.ClusterId}, {2, h.MemberId}, {3, uint64(h.Revision)}, {4, h.RaftTerm}} {
+			if f.v != 0 {
+				n += protowire.SizeTag(f.num) + protowire.SizeVarint(f.v)
+			}
+		}
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(n))
+		b = appendVarintField(b, 1, h.ClusterId)
+		b = appendVarintField(b, 2, h.MemberId)
+		b = appendVarintField(b, 3, uint64(h.Revision))
+		b = appendVarintField(b, 4, h.RaftTerm)
+	}
+	b = appendVarintField(b, 2, uint64(r.WatchId))
+	b = appendVarintField(b, 3, protowire.EncodeBool(r.Created))
+	b = appendVarintField(b, 4, protowire.EncodeBool(r.Canceled))
+	b = appendVarintField(b, 5, uint64(r.CompactRevision))
+	if r.CancelReason != "" {
+		b = protowire.AppendTag(b, 6, protowire.BytesType)
+		b = protowire.AppendString(b, r.CancelReason)
+	}
+	return appendVarintField(b, 7, protowire.EncodeBool(r.Fragment))
+}
+
+// appendVarintField appends field num with varint value v, unless v is 0.
+func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
 }
 
 // sharedEncoding is the encoding of a run of events as repeated field 11 of
@@ -70,7 +105,17 @@ type sharedEncoding struct {
 	events []*mvccpb.Event
 	once   sync.Once
 	bytes  []byte
+	buf    mem.Buffer // bytes, as the buffer every response's encoding ends with
 	err    error
+}
+
+// buffer is the encoding as a gRPC buffer (made once: each conversion of
+// a slice to the interface allocates).
+func (e *sharedEncoding) buffer() (mem.Buffer, error) {
+	if _, err := e.encoded(); err != nil {
+		return nil, err
+	}
+	return e.buf, nil
 }
 
 func (e *sharedEncoding) encoded() ([]byte, error) {
@@ -85,7 +130,7 @@ func (e *sharedEncoding) encoded() ([]byte, error) {
 				return
 			}
 		}
-		e.bytes = b
+		e.bytes, e.buf = b, mem.SliceBuffer(b)
 	})
 	return e.bytes, e.err
 }
