@@ -12,7 +12,6 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 
 	"github.com/benbjohnson/clock"
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/soheilhy/cmux"
@@ -163,14 +162,13 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	cfg := &p.cfg
 	// Handling time by method, for latency panels and alerts: buckets from
 	// 0.5 ms (a cached read) to 10 s (a slow linearizable call).
-	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10})))
+	metrics := newGRPCMetrics([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10})
 	p.registry.MustRegister(metrics, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Unary calls run on workers with grown stacks (warmstack.go).
 	p.warm = newWarmStacks(warmStackWorkers, warmStackIdle)
-	unary := []grpc.UnaryServerInterceptor{p.warm.unary, metrics.UnaryServerInterceptor()}
-	stream := []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor()}
+	unary := []grpc.UnaryServerInterceptor{p.warm.unary, metrics.unary}
+	stream := []grpc.StreamServerInterceptor{metrics.stream}
 	if cfg.GRPCLogging {
 		unary = append(unary, interceptors.UnaryServerInterceptor(grpcLogReportable(p.lg)))
 		stream = append(stream, interceptors.StreamServerInterceptor(grpcLogReportable(p.lg)))
@@ -259,7 +257,7 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	pb.RegisterAuthServer(s, &authServer{up: clientv3.RetryAuthClient(c), nsActive: nsActive, ids: p.loop.ids})
 	v3electionpb.RegisterElectionServer(s, &electionServer{up: v3electionpb.NewElectionClient(p.up.conn), ns: ns})
 	v3lockpb.RegisterLockServer(s, &lockServer{up: v3lockpb.NewLockClient(p.up.conn), ns: ns})
-	metrics.InitializeMetrics(s)
+	metrics.init(s)
 	return s
 }
 
