@@ -35,11 +35,12 @@ func (r *results) set(section, name, format string, higherBetter bool, target st
 		values: map[string]float64{target: value}})
 }
 
-// ratio is a/b as "1.23×", or "" when either is missing or b is 0.
+// ratio is a/b as "1.23×", or "" when either is missing or infinite (a
+// figure that never happened, e.g. a write never seen) or b is 0.
 func ratio(f *figure, a, b string) string {
 	va, okA := f.values[a]
 	vb, okB := f.values[b]
-	if !okA || !okB || vb == 0 || math.IsNaN(va) || math.IsNaN(vb) {
+	if !okA || !okB || vb == 0 || math.IsNaN(va) || math.IsNaN(vb) || math.IsInf(va, 0) || math.IsInf(vb, 0) {
 		return ""
 	}
 	return fmt.Sprintf("%.2f×", va/vb)
