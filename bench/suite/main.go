@@ -36,7 +36,10 @@
 //     running bench/leasekeepalive, -leasekeepalive, as a child);
 //   - failover: outages of puts, reads and watches when a member of a
 //     3-member cluster goes silent or is isolated (failover.go, running
-//     bench/failover, -failover, as a child).
+//     bench/failover, -failover, as a child);
+//   - tree: 100,000 watchers on one key through one proxy, then through a
+//     root proxy and 4 leaf proxies in front of it, of etcdproxy and of
+//     etcd's grpc-proxy (tree.go, running bench/watchfanout).
 //
 // reads, lease and failover run their bench once for every target, with
 // -json (childbench.go); -<section>-flags passes flags to it, and -quick

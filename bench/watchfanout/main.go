@@ -5,7 +5,9 @@
 // grpc-proxy or this proxy), opens one raw etcdserverpb Watch stream per
 // connection (no clientv3), and spreads --watchers watches on one key evenly
 // over those streams. Every watch starts at the revision after etcd's current
-// one, so each must deliver every later write to the key exactly once. Once
+// one (with --start-now, none: from the revision at its creation, the same
+// one as nothing writes before every watch is created), so each must
+// deliver every later write to the key exactly once. Once
 // every watch is created, it writes the key directly to etcd over a separate
 // connection (--put-endpoint), so that every target sees the same load:
 // first --burst puts as fast as possible, then --paced puts at --rate per
@@ -77,6 +79,7 @@ type options struct {
 	idleSettle     time.Duration
 	idleHold       time.Duration
 	createTimeout  time.Duration
+	startNow       bool
 	phaseTimeout   time.Duration
 	timeout        time.Duration
 	jsonOut        bool
@@ -107,6 +110,7 @@ func main() {
 	flag.DurationVar(&o.idleSettle, "idle-settle", 3*time.Second, "idle mode: pause after \"connected\" before creating watches")
 	flag.DurationVar(&o.idleHold, "idle-hold", 5*time.Second, "idle mode: how long to keep the watches open after \"ready\"")
 	flag.DurationVar(&o.createTimeout, "create-timeout", 60*time.Second, "deadline for all watches to be created")
+	flag.BoolVar(&o.startNow, "start-now", false, "fan-out mode: create the watches without a start revision (from etcd's current one, as a client watching from now does) instead of at the revision after it; nothing writes the keys until every watch is created, so every watcher must still get every put")
 	flag.DurationVar(&o.phaseTimeout, "phase-timeout", 60*time.Second, "deadline for a phase's events after its last put")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "deadline for the whole run (with --auth other than off, for each phase)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the result as one JSON object")
@@ -541,7 +545,11 @@ func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	created, took, cerr := createWatches(streams, sh.base, o.createTimeout)
+	startRev := sh.base
+	if o.startNow {
+		startRev = 0
+	}
+	created, took, cerr := createWatches(streams, startRev, o.createTimeout)
 	if cerr != nil {
 		fmt.Fprintln(os.Stderr, "watchfanout: creating watches:", cerr)
 	}
