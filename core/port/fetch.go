@@ -8,25 +8,48 @@ import (
 )
 
 // Fetch asks for a revision fetch on behalf of machine m (f's ID and For
-// are filled in here) and returns its ID. A plain current-revision request
-// (no token, no revision, the single key "\x00") joins the one such fetch
-// of this step if there is one: any number of callers, whichever machine
-// they belong to, cost one Range.
+// are filled in here) and returns its ID. A plain request (no token, the
+// single key "\x00") joins the plain fetch at the same revision of this
+// step if there is one: any number of callers, whichever machine they
+// belong to, cost one Range. That holds for the current revision (0) and
+// for a given one (watches starting at a revision, whose fetch learns
+// whether it is compacted: Kubernetes-style watchers all start at the
+// revision of their list, and 100,000 of them cost 100,000 Ranges
+// otherwise). The fetch is sent after every request of the step that
+// joined it, so its answer is as recent for each of them as a Range of
+// its own.
 func (o *Outbox) Fetch(m Machine, f Fetch) FetchID {
-	plain := f.Token == "" && f.Revision == 0 && len(f.End) == 0 && bytes.Equal(f.Key, []byte{0})
-	if plain && o.batch != nil {
-		o.batch.req.For |= Machines(m)
-		return o.batch.req.ID
+	plain := f.Token == "" && len(f.End) == 0 && bytes.Equal(f.Key, []byte{0})
+	if plain {
+		if b := o.joinable(f.Revision); b != nil {
+			b.req.For |= Machines(m)
+			return b.req.ID
+		}
 	}
 	o.nextFetch++
 	f.ID, f.For = o.nextFetch, Machines(m)
 	ft := &fetch{req: f}
 	o.fetches[f.ID] = ft
 	o.fetchIDs = append(o.fetchIDs, f.ID)
-	if plain {
+	switch {
+	case plain && f.Revision == 0:
 		o.batch = ft
+	case plain:
+		if o.batchAt == nil {
+			o.batchAt = map[int64]*fetch{}
+		}
+		o.batchAt[f.Revision] = ft
 	}
 	return f.ID
+}
+
+// joinable is this step's plain fetch at rev (0: the current revision),
+// nil if there is none.
+func (o *Outbox) joinable(rev int64) *fetch {
+	if rev == 0 {
+		return o.batch
+	}
+	return o.batchAt[rev]
 }
 
 // Joinable reports whether fetch id is not handed out yet (this step's
@@ -49,6 +72,9 @@ func (o *Outbox) Fetched(id FetchID, r FetchResult) (Machines, bool) {
 	delete(o.fetches, id)
 	if o.batch == f {
 		o.batch = nil
+	}
+	if rev := f.req.Revision; rev != 0 && o.batchAt[rev] == f {
+		delete(o.batchAt, rev)
 	}
 	return f.req.For, true
 }

@@ -63,6 +63,9 @@ type Outbox struct {
 	fetches   map[FetchID]*fetch
 	nextFetch FetchID
 	batch     *fetch // the current-revision fetch open for joining until Advance
+	// batchAt holds, by revision, the plain fetches at a past revision
+	// open for joining until Advance.
+	batchAt map[int64]*fetch
 
 	total      int   // bytes queued for all client streams
 	holds      int64 // times a stream was held
@@ -149,6 +152,7 @@ func (o *Outbox) Advance() {
 	o.leaseChecks, o.answers = reuse(o.leaseChecks), reuse(o.answers)
 	o.lanes, o.laneEnds = reuse(o.lanes), reuse(o.laneEnds)
 	o.batch = nil
+	clear(o.batchAt)
 }
 
 // reuse empties a step's output slice for the next step: what it held is

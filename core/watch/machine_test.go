@@ -746,6 +746,49 @@ func TestSlowClientResumedDuringRewind(t *testing.T) {
 
 // ---- 3. fetch batching ----
 
+// TestCreatesAtOneRevisionShareOneFetch: creates of one step starting at
+// the same revision (informers re-watching from their list's revision)
+// share the fetch that learns whether it is compacted, whichever stream
+// they come on; other revisions, and streams with a token, get their own;
+// a compaction found by the shared fetch answers every one of them.
+func TestCreatesAtOneRevisionShareOneFetch(t *testing.T) {
+	h := newHarness(t, conf{})
+	h.open(1, 2)
+	h.m.OpenStream(3, "tok")
+	h.create(1, "a", "", 6)
+	h.create(2, "a", "", 6)
+	h.create(2, "b", "c", 6)
+	h.create(1, "a", "", 8)
+	h.create(3, "a", "", 6)
+	h.expectSends(h.ready(), out{})
+	var at6, at8, tok int
+	for _, f := range h.last.Fetches {
+		switch {
+		case f.Token == "tok":
+			tok++
+		case f.Revision == 6:
+			at6++
+		case f.Revision == 8:
+			at8++
+		}
+	}
+	if at6 != 1 || at8 != 1 || tok != 1 || len(h.last.Fetches) != 3 {
+		t.Fatalf("fetches = %+v, want one at 6, one at 8, one with the token", h.last.Fetches)
+	}
+	for _, f := range h.last.Fetches {
+		if f.Revision == 6 && f.Token == "" {
+			h.answer(f.ID, port.FetchResult{Err: rpctypes.ErrGRPCCompacted})
+		}
+	}
+	h.ready() // the compacted ones read the latest revision
+	h.answerAll(10)
+	h.expectSends(h.ready(), out{
+		1: {"w0 created rev=10", "w1 created rev=10"},
+		2: {"w0 created rev=10", "w1 created rev=10"},
+		3: {"w0 created rev=10"},
+	})
+}
+
 func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 	h := newHarness(t, conf{RetryInterval: 50 * time.Millisecond})
 	h.open(1, 2)
