@@ -159,7 +159,7 @@ func DefaultConfig() Config {
 		WatchHistoryEvents:      4096,
 		CacheBytes:              DefaultCacheBytes,
 		CacheConsistentReads:    true,
-		WatchStreamBufferBytes:  4 << 20,
+		WatchStreamBufferBytes:  256 << 10,
 		WatchTotalBufferBytes:   256 << 20,
 		FailoverTimeout:         failover.DefaultTimeout,
 		MaxWatchesPerStream:     DefaultMaxWatchesPerStream,
