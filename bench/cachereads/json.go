@@ -3,66 +3,21 @@ package main
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/benchjson"
 )
 
 // With -json, the results are also printed after the Markdown as one line
 // of JSON (the last line of stdout), for bench/suite: jsonResult.
 
-type jsonResult struct {
-	Bench   string       `json:"bench"`
-	Setup   jsonSetup    `json:"setup"`
-	Targets []jsonTarget `json:"targets"`
-}
-
-type jsonSetup struct {
-	Keys            int     `json:"keys"`
-	ValueBytes      int     `json:"value_bytes"`
-	Clients         int     `json:"clients"`
-	Conns           int     `json:"conns"`
-	WarmupSeconds   float64 `json:"warmup_s"`
-	DurationSeconds float64 `json:"duration_s"`
-	Writes          int     `json:"writes"`
-	WriteIntervalMs float64 `json:"write_interval_ms"`
-	FreshTimeoutMs  float64 `json:"fresh_timeout_ms"`
-}
-
-type jsonTarget struct {
-	Target       string    `json:"target"`
-	Serializable jsonReads `json:"serializable"`
-	Linearizable jsonReads `json:"linearizable"`
-	Fresh        jsonFresh `json:"fresh"`
-}
-
-type jsonReads struct {
-	WindowSeconds float64 `json:"window_s"`
-	Reads         int64   `json:"reads"`
-	ReadsPerSec   float64 `json:"reads_per_sec"`
-	P50Ms         float64 `json:"p50_ms"`
-	P99Ms         float64 `json:"p99_ms"`
-	Errors        int64   `json:"errors"`
-	Wrong         int64   `json:"wrong"`
-	// EtcdFraction is the Range calls etcd handled per read answered.
-	EtcdFraction      float64            `json:"etcd_fraction"`
-	EtcdCPUSeconds    float64            `json:"etcd_cpu_s"`
-	ProxyCPUSeconds   float64            `json:"proxy_cpu_s"` // 0 for direct
-	HarnessCPUSeconds float64            `json:"harness_cpu_s"`
-	ProxyCounters     map[string]float64 `json:"proxy_counters,omitempty"` // increase over the window
-}
-
-type jsonFresh struct {
-	Writes int `json:"writes"`
-	Seen   int `json:"seen"`
-	// The quantiles of the write-to-fresh latency; null when the quantile
-	// falls on a write never seen.
-	P50Ms       *float64 `json:"p50_ms"`
-	P99Ms       *float64 `json:"p99_ms"`
-	MaxMs       *float64 `json:"max_ms"`
-	Early       int      `json:"seen_before_put_returned"`
-	Violations  int64    `json:"monotonic_violations"`
-	RevRegress  int64    `json:"header_revision_regressions"`
-	PollErrors  int64    `json:"poll_errors"`
-	PollsPerSec float64  `json:"polls_per_sec"`
-}
+// The result types are bench/internal/benchjson's, which bench/suite reads.
+type (
+	jsonResult = benchjson.Reads
+	jsonSetup  = benchjson.ReadsSetup
+	jsonTarget = benchjson.ReadsTarget
+	jsonReads  = benchjson.ReadsKind
+	jsonFresh  = benchjson.ReadsFresh
+)
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 

@@ -4,77 +4,19 @@ import (
 	"encoding/json"
 	"slices"
 	"time"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/benchjson"
 )
 
 // With -json, the results are also printed after the Markdown as one line
 // of JSON (the last line of stdout), for bench/suite: jsonResult.
 
-type jsonResult struct {
-	Bench   string       `json:"bench"`
-	Setup   jsonSetup    `json:"setup"`
-	Targets []jsonTarget `json:"targets"`
-}
-
-type jsonSetup struct {
-	Leases          int     `json:"leases"`
-	TTLSeconds      int     `json:"ttl_s"`
-	Streams         int     `json:"streams"`
-	Conns           int     `json:"conns"`
-	Dup             int     `json:"dup"`
-	IntervalMs      float64 `json:"interval_ms"`
-	WarmupSeconds   float64 `json:"warmup_s"`
-	DurationSeconds float64 `json:"duration_s"`
-	After           string  `json:"after"`
-	Sample          int     `json:"sample"`
-	// Bound is 1.1 × leases/(TTL/3), the renewals per second a coalescing
-	// proxy should stay under.
-	Bound float64 `json:"bound_renewals_per_sec"`
-}
-
-type jsonTarget struct {
-	Target        string  `json:"target"`
-	WindowSeconds float64 `json:"window_s"`
-	// On etcd, over the window: renewals a second, and LeaseKeepAlive
-	// streams open at its end (and before the target's streams opened).
-	RenewalsPerSec      float64 `json:"renewals_per_sec"`
-	StreamsOnEtcd       float64 `json:"streams_on_etcd"`
-	StreamsOnEtcdBefore float64 `json:"streams_on_etcd_before"`
-	// The clients' requests of the window and their answers.
-	Planned        int64   `json:"planned"`
-	Sent           int64   `json:"sent"`
-	Answered       int64   `json:"answered"` // of the sent, by the end of the drain
-	Received       int64   `json:"received"` // answers received in the window
-	SentPerSec     float64 `json:"sent_per_sec"`
-	ReceivedPerSec float64 `json:"received_per_sec"`
-	P50Ms          float64 `json:"p50_ms"`
-	P99Ms          float64 `json:"p99_ms"`
-	BadTTLInWindow int64   `json:"bad_ttl_in_window"` // answers with TTL <= 0 or > -ttl
-	BadTTL         int64   `json:"bad_ttl"`           // ... in all
-	Extra          int64   `json:"answers_unasked"`
-	StreamErrors   int64   `json:"stream_errors"`
-	DrainSeconds   float64 `json:"drain_s"`
-
-	TargetCPUSeconds  float64 `json:"target_cpu_s"` // etcd's for direct
-	EtcdCPUSeconds    float64 `json:"etcd_cpu_s"`
-	HarnessCPUSeconds float64 `json:"harness_cpu_s"`
-	TargetRSSKB       int64   `json:"target_rss_kb"`
-	TargetPeakRSSKB   int64   `json:"target_peak_rss_kb"`
-
-	// After the clients stopped, of the sampled leases: those seen to
-	// expire, and to be gone from etcd, and when (p50, max), from the last
-	// keep-alive sent for each.
-	Sampled         int     `json:"sampled"`
-	Expired         int     `json:"expired"`
-	ExpiredP50Secs  float64 `json:"expired_p50_s"`
-	ExpiredMaxSecs  float64 `json:"expired_max_s"`
-	Gone            int     `json:"gone"`
-	GoneP50Secs     float64 `json:"gone_p50_s"`
-	GoneMaxSecs     float64 `json:"gone_max_s"`
-	NotSeenGone     int     `json:"not_seen_gone"` // seen neither expired nor gone by the end of the polling
-	PollErrors      int64   `json:"poll_errors"`
-	LeftoverRevoked int     `json:"leftover_revoked"` // leases still on etcd long after; revoked by the harness
-	GrantSeconds    float64 `json:"grant_s"`
-}
+// The result types are bench/internal/benchjson's, which bench/suite reads.
+type (
+	jsonResult = benchjson.Lease
+	jsonSetup  = benchjson.LeaseSetup
+	jsonTarget = benchjson.LeaseTarget
+)
 
 func jsonLine(o options, rs []result) string {
 	out := jsonResult{Bench: "leasekeepalive", Setup: jsonSetup{

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/benchjson"
 )
 
 // The failover section: bench/failover (-failover), run as a child with
@@ -65,41 +67,16 @@ func init() {
 	})
 }
 
-type failoverSetupJSON struct {
-	WarmupSeconds   float64 `json:"warmup_s"`
-	FaultSeconds    float64 `json:"fault_s"`
-	RecoverySeconds float64 `json:"recovery_s"`
-	PutIntervalMs   float64 `json:"put_interval_ms"`
-	PutTimeoutMs    float64 `json:"put_timeout_ms"`
-	FaultyLeader    bool    `json:"faulty_leader"`
-}
+// The result failover prints (bench/internal/benchjson).
+type (
+	failoverJSON      = benchjson.Failover
+	failoverSetupJSON = benchjson.FailoverSetup
+)
 
-type failoverWatchJSON struct {
-	StallSeconds float64 `json:"stall_s"`
-	Missing      int     `json:"missing"`
-	Duplicated   int     `json:"duplicated"`
-	OutOfOrder   int     `json:"out_of_order"`
-	NotInHistory int     `json:"not_in_history"`
-}
-
-func (w failoverWatchJSON) bad() int { return w.Missing + w.Duplicated + w.OutOfOrder + w.NotInHistory }
-
-// failoverJSON is the part of failover's JSON result the table shows.
-type failoverJSON struct {
-	Setup   failoverSetupJSON `json:"setup"`
-	Results []struct {
-		Scenario           string            `json:"scenario"`
-		Target             string            `json:"target"`
-		PutsOK             int               `json:"puts_ok"`
-		PutsFailed         int               `json:"puts_failed"`
-		PutOutageSeconds   float64           `json:"put_outage_s"`
-		ReadsOK            int               `json:"reads_ok"`
-		ReadsFailed        int               `json:"reads_failed"`
-		ReadOutageSecs     float64           `json:"read_outage_s"`
-		StalenessSeconds   float64           `json:"max_staleness_s"`
-		Watch              failoverWatchJSON `json:"watch"`
-		RequireLeaderWatch failoverWatchJSON `json:"require_leader_watch"`
-	} `json:"results"`
+// watchBad counts a watch's events missed, repeated, out of order or not
+// in etcd's history.
+func watchBad(w benchjson.FailoverWatch) int {
+	return w.Missing + w.Duplicated + w.OutOfOrder + w.NotInHistory
 }
 
 var failoverScenario = map[string]string{"silent": "silent (no bytes, no close)", "isolated": "isolated from its peers"}
@@ -130,7 +107,7 @@ func runFailover(_ context.Context, o options, res *results) error {
 		res.set(sec, "max serializable read staleness s", "%.2f", false, name, t.StalenessSeconds)
 		res.set(sec, "watch stall s (longest a put's event was held back)", "%.2f", false, name, t.Watch.StallSeconds)
 		res.set(sec, "require-leader watch stall s", "%.2f", false, name, t.RequireLeaderWatch.StallSeconds)
-		res.set(sec, "watch events missed, repeated, out of order or foreign (both watches)", "%.0f", false, name, float64(t.Watch.bad()+t.RequireLeaderWatch.bad()))
+		res.set(sec, "watch events missed, repeated, out of order or foreign (both watches)", "%.0f", false, name, float64(watchBad(t.Watch)+watchBad(t.RequireLeaderWatch)))
 	}
 	return nil
 }

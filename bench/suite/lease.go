@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"time"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/benchjson"
 )
 
 // The lease section: bench/leasekeepalive (-leasekeepalive), run as a
@@ -60,44 +62,11 @@ func init() {
 	})
 }
 
-type leaseSetupJSON struct {
-	Leases          int     `json:"leases"`
-	TTLSeconds      int     `json:"ttl_s"`
-	Streams         int     `json:"streams"`
-	Conns           int     `json:"conns"`
-	IntervalMs      float64 `json:"interval_ms"`
-	WarmupSeconds   float64 `json:"warmup_s"`
-	DurationSeconds float64 `json:"duration_s"`
-	Sample          int     `json:"sample"`
-	Bound           float64 `json:"bound_renewals_per_sec"`
-}
-
-// leaseJSON is the part of leasekeepalive's JSON result the table shows.
-type leaseJSON struct {
-	Setup   leaseSetupJSON `json:"setup"`
-	Targets []struct {
-		Target           string  `json:"target"`
-		RenewalsPerSec   float64 `json:"renewals_per_sec"`
-		StreamsOnEtcd    float64 `json:"streams_on_etcd"`
-		Sent             int64   `json:"sent"`
-		Answered         int64   `json:"answered"`
-		ReceivedPerSec   float64 `json:"received_per_sec"`
-		P50Ms            float64 `json:"p50_ms"`
-		P99Ms            float64 `json:"p99_ms"`
-		BadTTL           int64   `json:"bad_ttl"`
-		StreamErrors     int64   `json:"stream_errors"`
-		TargetCPUSeconds float64 `json:"target_cpu_s"`
-		EtcdCPUSeconds   float64 `json:"etcd_cpu_s"`
-		TargetPeakRSSKB  int64   `json:"target_peak_rss_kb"`
-		Sampled          int     `json:"sampled"`
-		Expired          int     `json:"expired"`
-		ExpiredMaxSecs   float64 `json:"expired_max_s"`
-		Gone             int     `json:"gone"`
-		GoneMaxSecs      float64 `json:"gone_max_s"`
-		NotSeenGone      int     `json:"not_seen_gone"`
-		LeftoverRevoked  int     `json:"leftover_revoked"`
-	} `json:"targets"`
-}
+// The result leasekeepalive prints (bench/internal/benchjson).
+type (
+	leaseJSON      = benchjson.Lease
+	leaseSetupJSON = benchjson.LeaseSetup
+)
 
 func runLease(_ context.Context, o options, res *results) error {
 	var r leaseJSON

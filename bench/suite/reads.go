@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/etcdproxy/etcdproxy/bench/internal/benchjson"
 )
 
 // The reads section: bench/cachereads (-cachereads), run as a child with
@@ -58,46 +60,12 @@ func init() {
 
 func secondsDur(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
-// readsJSON is the part of cachereads' JSON result the table shows.
-type readsJSON struct {
-	Setup   readsSetupJSON `json:"setup"`
-	Targets []struct {
-		Target       string        `json:"target"`
-		Serializable readsKindJSON `json:"serializable"`
-		Linearizable readsKindJSON `json:"linearizable"`
-		Fresh        struct {
-			Writes     int      `json:"writes"`
-			Seen       int      `json:"seen"`
-			P50Ms      *float64 `json:"p50_ms"` // null: never seen
-			P99Ms      *float64 `json:"p99_ms"`
-			Violations int64    `json:"monotonic_violations"`
-			PollErrors int64    `json:"poll_errors"`
-		} `json:"fresh"`
-	} `json:"targets"`
-}
-
-type readsSetupJSON struct {
-	Keys            int     `json:"keys"`
-	ValueBytes      int     `json:"value_bytes"`
-	Clients         int     `json:"clients"`
-	Conns           int     `json:"conns"`
-	WarmupSeconds   float64 `json:"warmup_s"`
-	DurationSeconds float64 `json:"duration_s"`
-	Writes          int     `json:"writes"`
-	WriteIntervalMs float64 `json:"write_interval_ms"`
-}
-
-type readsKindJSON struct {
-	Reads           int64   `json:"reads"`
-	ReadsPerSec     float64 `json:"reads_per_sec"`
-	P50Ms           float64 `json:"p50_ms"`
-	P99Ms           float64 `json:"p99_ms"`
-	Errors          int64   `json:"errors"`
-	Wrong           int64   `json:"wrong"`
-	EtcdFraction    float64 `json:"etcd_fraction"`
-	EtcdCPUSeconds  float64 `json:"etcd_cpu_s"`
-	ProxyCPUSeconds float64 `json:"proxy_cpu_s"`
-}
+// The result cachereads prints (bench/internal/benchjson).
+type (
+	readsJSON      = benchjson.Reads
+	readsSetupJSON = benchjson.ReadsSetup
+	readsKindJSON  = benchjson.ReadsKind
+)
 
 func runReads(_ context.Context, o options, res *results) error {
 	var r readsJSON
