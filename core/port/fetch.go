@@ -20,42 +20,28 @@ import (
 // its own.
 func (o *Outbox) Fetch(m Machine, f Fetch) FetchID {
 	plain := f.Token == "" && len(f.End) == 0 && bytes.Equal(f.Key, []byte{0})
-	if plain {
-		if b := o.joinable(f.Revision); b != nil {
-			b.req.For |= Machines(m)
-			return b.req.ID
-		}
+	if b := o.batches[f.Revision]; plain && b != nil {
+		b.req.For |= Machines(m)
+		return b.req.ID
 	}
 	o.nextFetch++
 	f.ID, f.For = o.nextFetch, Machines(m)
 	ft := &fetch{req: f}
 	o.fetches[f.ID] = ft
 	o.fetchIDs = append(o.fetchIDs, f.ID)
-	switch {
-	case plain && f.Revision == 0:
-		o.batch = ft
-	case plain:
-		if o.batchAt == nil {
-			o.batchAt = map[int64]*fetch{}
-		}
-		o.batchAt[f.Revision] = ft
+	if plain {
+		o.batches[f.Revision] = ft
 	}
 	return f.ID
-}
-
-// joinable is this step's plain fetch at rev (0: the current revision),
-// nil if there is none.
-func (o *Outbox) joinable(rev int64) *fetch {
-	if rev == 0 {
-		return o.batch
-	}
-	return o.batchAt[rev]
 }
 
 // Joinable reports whether fetch id is not handed out yet (this step's
 // current-revision fetch): its answer is etcd's revision after anything
 // that happened up to now.
-func (o *Outbox) Joinable(id FetchID) bool { return o.batch != nil && o.batch.req.ID == id }
+func (o *Outbox) Joinable(id FetchID) bool {
+	b := o.batches[0]
+	return b != nil && b.req.ID == id
+}
 
 // Fetched takes the answer to a fetch. It returns the machines to hand the
 // answer to, or false when there is nothing to hand on: the fetch is
@@ -70,11 +56,8 @@ func (o *Outbox) Fetched(id FetchID, r FetchResult) (Machines, bool) {
 		return 0, false
 	}
 	delete(o.fetches, id)
-	if o.batch == f {
-		o.batch = nil
-	}
-	if rev := f.req.Revision; rev != 0 && o.batchAt[rev] == f {
-		delete(o.batchAt, rev)
+	if o.batches[f.req.Revision] == f {
+		delete(o.batches, f.req.Revision)
 	}
 	return f.req.For, true
 }

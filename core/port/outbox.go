@@ -62,10 +62,9 @@ type Outbox struct {
 
 	fetches   map[FetchID]*fetch
 	nextFetch FetchID
-	batch     *fetch // the current-revision fetch open for joining until Advance
-	// batchAt holds, by revision, the plain fetches at a past revision
-	// open for joining until Advance.
-	batchAt map[int64]*fetch
+	// batches holds this step's plain fetches open for joining until
+	// Advance, by revision (0: the current revision).
+	batches map[int64]*fetch
 
 	total      int   // bytes queued for all client streams
 	holds      int64 // times a stream was held
@@ -102,7 +101,7 @@ func NewOutbox(cfg Config, now time.Time) *Outbox {
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = d.RetryInterval
 	}
-	return &Outbox{cfg: cfg, now: now, flows: map[StreamID]*Flow{}, fetches: map[FetchID]*fetch{}}
+	return &Outbox{cfg: cfg, now: now, flows: map[StreamID]*Flow{}, fetches: map[FetchID]*fetch{}, batches: map[int64]*fetch{}}
 }
 
 // Tick advances the clock: fetches whose retry is due are handed out again.
@@ -151,8 +150,7 @@ func (o *Outbox) Advance() {
 	o.probes, o.switches, o.ends = reuse(o.probes), reuse(o.switches), reuse(o.ends)
 	o.leaseChecks, o.answers = reuse(o.leaseChecks), reuse(o.answers)
 	o.lanes, o.laneEnds = reuse(o.lanes), reuse(o.laneEnds)
-	o.batch = nil
-	clear(o.batchAt)
+	clear(o.batches)
 }
 
 // reuse empties a step's output slice for the next step: what it held is
