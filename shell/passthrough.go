@@ -74,14 +74,14 @@ func passthroughKV(kv pb.KVServer, conn *grpc.ClientConn) (*grpc.ServiceDesc, pb
 // bytes to etcd and returns etcd's response bytes.
 func passHandler(method string, conn *grpc.ClientConn) grpc.MethodHandler {
 	info := &grpc.UnaryServerInfo{FullMethod: method}
-	call := func(ctx context.Context, req any) (any, error) {
-		out, cancel := outgoingUnary(ctx)
-		if cancel != nil {
-			defer cancel()
-		}
+	invoke := func(ctx context.Context, req *rawMsg, opts ...grpc.CallOption) (*rawMsg, error) {
 		resp := &rawMsg{}
-		if err := conn.Invoke(out, method, req, resp, passCall); err != nil {
-			return nil, upstreamErr(ctx, err)
+		return resp, conn.Invoke(ctx, method, req, resp, append(opts, passCall)...)
+	}
+	call := func(ctx context.Context, req any) (any, error) {
+		resp, err := forward(ctx, invoke, req.(*rawMsg))
+		if err != nil {
+			return nil, err
 		}
 		floorOf(ctx).raise(headerRevision(resp.b))
 		return resp, nil
