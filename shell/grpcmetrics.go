@@ -75,18 +75,23 @@ func (m *grpcMetrics) Collect(ch chan<- prometheus.Metric) {
 func (m *grpcMetrics) init(s *grpc.Server) {
 	for service, info := range s.GetServiceInfo() {
 		for _, mi := range info.Methods {
-			typ := "bidi_stream"
-			switch {
-			case !mi.IsClientStream && !mi.IsServerStream:
-				typ = "unary"
-			case mi.IsClientStream && !mi.IsServerStream:
-				typ = "client_stream"
-			case !mi.IsClientStream && mi.IsServerStream:
-				typ = "server_stream"
-			}
-			m.methods["/"+service+"/"+mi.Name] = m.lookup(typ, service, mi.Name)
+			m.methods["/"+service+"/"+mi.Name] = m.lookup(grpcType(mi.IsClientStream, mi.IsServerStream), service, mi.Name)
 		}
 	}
+}
+
+// grpcType is the grpc_type label of a method that streams from the
+// client, the server, both or neither.
+func grpcType(clientStream, serverStream bool) string {
+	switch {
+	case clientStream && serverStream:
+		return "bidi_stream"
+	case clientStream:
+		return "client_stream"
+	case serverStream:
+		return "server_stream"
+	}
+	return "unary"
 }
 
 func (m *grpcMetrics) lookup(typ, service, method string) *methodMetrics {
@@ -126,7 +131,7 @@ func (mm *methodMetrics) done(err error, began time.Time) {
 
 func (m *grpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	began := time.Now()
-	mm := m.of(info.FullMethod, "unary")
+	mm := m.of(info.FullMethod, grpcType(false, false))
 	mm.started.Inc()
 	mm.received.Inc()
 	resp, err := handler(ctx, req)
@@ -137,14 +142,7 @@ func (m *grpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServer
 
 func (m *grpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	began := time.Now()
-	typ := "bidi_stream"
-	switch {
-	case info.IsClientStream && !info.IsServerStream:
-		typ = "client_stream"
-	case !info.IsClientStream && info.IsServerStream:
-		typ = "server_stream"
-	}
-	mm := m.of(info.FullMethod, typ)
+	mm := m.of(info.FullMethod, grpcType(info.IsClientStream, info.IsServerStream))
 	mm.started.Inc()
 	err := handler(srv, &countedStream{ServerStream: ss, m: mm})
 	mm.done(err, began)
