@@ -33,15 +33,7 @@ func jsonLine(o options, rs []result) string {
 		return len(ds), ds[(len(ds)-1)/2].Seconds(), ds[len(ds)-1].Seconds()
 	}
 	for _, r := range rs {
-		var exp, gone []time.Duration
-		for _, e := range r.expiry {
-			if e.gotE {
-				exp = append(exp, e.expired)
-			}
-			if e.gotR {
-				gone = append(gone, e.revoked)
-			}
-		}
+		exp, gone := r.expiries()
 		notSeen := 0
 		for _, e := range r.expiry {
 			if !e.gotE && !e.gotR {

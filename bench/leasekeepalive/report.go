@@ -48,15 +48,7 @@ func markdown(header string, o options, rs []result) string {
 		if r.streamsBefore != 0 {
 			streams += fmt.Sprintf(" (%.0f before)", r.streamsBefore)
 		}
-		var exp, gone []time.Duration
-		for _, e := range r.expiry {
-			if e.gotE {
-				exp = append(exp, e.expired)
-			}
-			if e.gotR {
-				gone = append(gone, e.revoked)
-			}
-		}
+		exp, gone := r.expiries()
 		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %s | %.0f | %.0f | %s | %d | %s | %s | %.2f | %.0f / %.0f | %.2f | %s | %s |\n",
 			r.target, r.renewed, r.renewed/bd, streams,
 			float64(r.sent)/r.window, float64(r.recv)/r.window, fraction(r.answered, r.sent), r.winBadTTL,
@@ -126,4 +118,18 @@ func spread(ds []time.Duration, n int) string {
 		s += fmt.Sprintf(" (%d of %d not seen)", n-len(ds), n)
 	}
 	return s
+}
+
+// expiries are the sampled leases' times to expiry and to being gone from
+// etcd, of those seen to expire and to be gone.
+func (r result) expiries() (exp, gone []time.Duration) {
+	for _, e := range r.expiry {
+		if e.gotE {
+			exp = append(exp, e.expired)
+		}
+		if e.gotR {
+			gone = append(gone, e.revoked)
+		}
+	}
+	return exp, gone
 }
