@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,6 +20,42 @@ import (
 // subdirectory of -dir, the suite's targets under the bench's names for
 // them, the section's -<section>-flags, and -json, with which the bench
 // prints its results as one line of JSON after its Markdown table.
+
+// childSection is such a section. Its flags are -<bench> (the binary)
+// and -<name>-flags (passed through; quick is their -quick preset, example
+// shows a use); it runs once (run), and about describes what ran, or says
+// that nothing did (setup nil: none of the targets is the bench's).
+type childSection struct {
+	name, bench, example, quick string
+	bin, extra                  *string
+	run                         func(context.Context, options, *results) error
+	ran                         func() bool
+	about                       func() string
+}
+
+func (c childSection) register() {
+	register(&section{
+		name: c.name,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(c.bin, c.bench, "", fmt.Sprintf("%s binary (bench/%s), for the %s section", c.bench, c.bench, c.name))
+			fs.StringVar(c.extra, c.name+"-flags", "", fmt.Sprintf("%s: extra flags for bench/%s (space separated), e.g. %s", c.name, c.bench, c.example))
+		},
+		quick: map[string]string{c.name + "-flags": c.quick},
+		check: func(options) error {
+			if *c.bin == "" {
+				return fmt.Errorf("needs -%s", c.bench)
+			}
+			return nil
+		},
+		once: c.run,
+		about: func(options) string {
+			if !c.ran() {
+				return "not run (none of the targets is one bench/" + c.bench + " measures)"
+			}
+			return c.about()
+		},
+	})
+}
 
 // childBench is one such run.
 type childBench struct {
@@ -65,10 +103,8 @@ func (c childBench) run(o options, v any) (suiteName map[string]string, ran bool
 		return nil, false, err
 	}
 	began := time.Now()
-	for !p.Exited() {
-		time.Sleep(200 * time.Millisecond)
-	}
-	p.Stop() // it has exited: only forgets it
+	p.Wait(o.timeout) // the suite's own -timeout ends it sooner if need be
+	p.Stop()          // it has exited: only forgets it
 	if err := decodeLastJSON(logPath, v); err != nil {
 		return nil, false, fmt.Errorf("bench/%s failed after %v (%v); see %s", c.name, time.Since(began).Round(time.Second), err, logPath)
 	}

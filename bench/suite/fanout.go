@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -134,19 +131,15 @@ func fanoutOnce(o options, res *results, t target, etcd member, w, k int) error 
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(10 * time.Minute)
-	for !p.Exited() {
-		if time.Now().After(deadline) {
-			p.Stop()
-			return fmt.Errorf("watchfanout did not finish; see %s", logPath)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !p.Wait(10 * time.Minute) {
+		p.Stop()
+		return fmt.Errorf("watchfanout did not finish; see %s", logPath)
 	}
 	cpu1, _ := child.CPUSeconds(proc.PID())
 	_, peakKB, _ := child.Memory(proc.PID())
-	r, err := readFanout(logPath)
-	if err != nil {
-		return err
+	var r fanoutResult
+	if err := decodeLastJSON(logPath, &r); err != nil {
+		return fmt.Errorf("watchfanout: %w; see %s", err, logPath)
 	}
 	sec := fmt.Sprintf("fan-out, %d watchers on one key", w)
 	if k > 1 {
@@ -167,21 +160,4 @@ func fanoutOnce(o options, res *results, t target, etcd member, w, k int) error 
 	}
 	res.set(sec, "events missed, repeated, out of order or foreign, watchers cut", "%.0f", false, t.name, bad)
 	return nil
-}
-
-// readFanout reads watchfanout's result: the last line of its output that
-// is a JSON object.
-func readFanout(logPath string) (fanoutResult, error) {
-	var r fanoutResult
-	b, err := os.ReadFile(logPath)
-	if err != nil {
-		return r, err
-	}
-	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
-	for i := len(lines) - 1; i >= 0; i-- {
-		if bytes.HasPrefix(lines[i], []byte("{")) {
-			return r, json.Unmarshal(lines[i], &r)
-		}
-	}
-	return r, fmt.Errorf("no result in %s", logPath)
 }

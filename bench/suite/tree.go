@@ -232,11 +232,7 @@ func treeOnce(ctx context.Context, o options, res *results, kind, start, config 
 	}
 	p, err := child.Start("watchfanout", watchfanoutBin, args, logPath)
 	if err == nil {
-		deadline := time.Now().Add(treeCreateTimeout + 6*time.Minute)
-		for !p.Exited() && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if !p.Exited() {
+		if !p.Wait(treeCreateTimeout + 6*time.Minute) {
 			err = fmt.Errorf("watchfanout did not finish; see %s", logPath)
 		}
 		p.Stop()

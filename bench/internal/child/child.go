@@ -77,6 +77,17 @@ func (p *Proc) Exited() bool {
 	}
 }
 
+// Wait waits until the process exits, at most d; it reports whether it
+// has exited.
+func (p *Proc) Wait(d time.Duration) bool {
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
 // Stop ends the process by its PID: SIGTERM, then SIGKILL after 5 s.
 func (p *Proc) Stop() {
 	running.Lock()
