@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -36,25 +34,15 @@ var (
 )
 
 func init() {
-	register(&section{
-		name: "failover",
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&failoverBin, "failover", "", "failover binary (bench/failover), for the failover section")
-			fs.StringVar(&failoverFlags, "failover-flags", "", "failover: extra flags for bench/failover (space separated), e.g. -faulty-leader -fault=10s")
-		},
-		quick: map[string]string{"failover-flags": "-scenarios=silent -warmup=1s -fault=3s -recovery=2s -drain=5s"},
-		check: func(options) error {
-			if failoverBin == "" {
-				return errors.New("needs -failover")
-			}
-			return nil
-		},
-		once: runFailover,
-		about: func(options) string {
+	childSection{
+		name: "failover", bench: "failover",
+		example: "-faulty-leader -fault=10s",
+		quick:   "-scenarios=silent -warmup=1s -fault=3s -recovery=2s -drain=5s",
+		bin:     &failoverBin, extra: &failoverFlags,
+		run: runFailover,
+		ran: func() bool { return failoverSetup != nil },
+		about: func() string {
 			s := failoverSetup
-			if s == nil {
-				return "not run (none of the targets is one bench/failover measures)"
-			}
 			role := "a follower"
 			if s.FaultyLeader {
 				role = "the leader"
@@ -64,7 +52,7 @@ func init() {
 				role, strings.Join(failoverRan, ", then "), secondsDur(s.FaultSeconds), secondsDur(s.WarmupSeconds), secondsDur(s.RecoverySeconds),
 				time.Duration(s.PutIntervalMs*float64(time.Millisecond)), time.Duration(s.PutTimeoutMs*float64(time.Millisecond)))
 		},
-	})
+	}.register()
 }
 
 // The result failover prints (bench/internal/benchjson).

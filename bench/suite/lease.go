@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"time"
 
@@ -35,31 +33,21 @@ var (
 )
 
 func init() {
-	register(&section{
-		name: "lease",
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&leasekeepaliveBin, "leasekeepalive", "", "leasekeepalive binary (bench/leasekeepalive), for the lease section")
-			fs.StringVar(&leaseFlags, "lease-flags", "", "lease: extra flags for bench/leasekeepalive (space separated), e.g. -leases=20000 -dup=3")
-		},
-		quick: map[string]string{"lease-flags": "-leases=1000 -streams=100 -conns=20 -ttl=3 -interval=500ms -warmup=1s -duration=3s -drain=2s -sample=50 -expiry-timeout=8s"},
-		check: func(options) error {
-			if leasekeepaliveBin == "" {
-				return errors.New("needs -leasekeepalive")
-			}
-			return nil
-		},
-		once: runLease,
-		about: func(options) string {
+	childSection{
+		name: "lease", bench: "leasekeepalive",
+		example: "-leases=20000 -dup=3",
+		quick:   "-leases=1000 -streams=100 -conns=20 -ttl=3 -interval=500ms -warmup=1s -duration=3s -drain=2s -sample=50 -expiry-timeout=8s",
+		bin:     &leasekeepaliveBin, extra: &leaseFlags,
+		run: runLease,
+		ran: func() bool { return leaseSetup != nil },
+		about: func() string {
 			s := leaseSetup
-			if s == nil {
-				return "not run (none of the targets is one bench/leasekeepalive measures)"
-			}
 			return fmt.Sprintf("bench/leasekeepalive: %d leases (TTL %d s) granted on etcd, kept alive on %d LeaseKeepAlive streams over %d connections through the target, a keep-alive per lease every %v, %v warm-up then %v measured; "+
 				"then the streams closed and %d sampled leases polled on etcd until they expired; ceiling: a bare gRPC server answering every keep-alive at once, refreshing nothing",
 				s.Leases, s.TTLSeconds, s.Streams, s.Conns, time.Duration(s.IntervalMs*float64(time.Millisecond)),
 				secondsDur(s.WarmupSeconds), secondsDur(s.DurationSeconds), s.Sample)
 		},
-	})
+	}.register()
 }
 
 // The result leasekeepalive prints (bench/internal/benchjson).

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"math"
 	"time"
@@ -31,31 +29,21 @@ var (
 )
 
 func init() {
-	register(&section{
-		name: "reads",
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&cachereadsBin, "cachereads", "", "cachereads binary (bench/cachereads), for the reads section")
-			fs.StringVar(&readsFlags, "reads-flags", "", "reads: extra flags for bench/cachereads (space separated), e.g. -duration=20s -clients=128")
-		},
-		quick: map[string]string{"reads-flags": "-warmup=300ms -duration=1500ms -writes=30"},
-		check: func(options) error {
-			if cachereadsBin == "" {
-				return errors.New("needs -cachereads")
-			}
-			return nil
-		},
-		once: runReads,
-		about: func(options) string {
+	childSection{
+		name: "reads", bench: "cachereads",
+		example: "-duration=20s -clients=128",
+		quick:   "-warmup=300ms -duration=1500ms -writes=30",
+		bin:     &cachereadsBin, extra: &readsFlags,
+		run: runReads,
+		ran: func() bool { return readsSetup != nil },
+		about: func() string {
 			s := readsSetup
-			if s == nil {
-				return "not run (none of the targets is one bench/cachereads measures)"
-			}
 			return fmt.Sprintf("bench/cachereads: %d goroutines over %d connections read random ones of %d hot keys (%d-byte values), serializable then linearizable, %v warm-up then %v measured; "+
 				"write-to-fresh: %d Puts directly on etcd every %v, one goroutine polling the key through the target; target CPU is etcd's for direct; no ceiling",
 				s.Clients, s.Conns, s.Keys, s.ValueBytes, secondsDur(s.WarmupSeconds), secondsDur(s.DurationSeconds),
 				s.Writes, time.Duration(s.WriteIntervalMs*float64(time.Millisecond)))
 		},
-	})
+	}.register()
 }
 
 func secondsDur(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
