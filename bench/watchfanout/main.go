@@ -80,6 +80,7 @@ type options struct {
 	idleHold       time.Duration
 	createTimeout  time.Duration
 	startNow       bool
+	settle         time.Duration
 	phaseTimeout   time.Duration
 	timeout        time.Duration
 	jsonOut        bool
@@ -110,6 +111,7 @@ func main() {
 	flag.DurationVar(&o.idleSettle, "idle-settle", 3*time.Second, "idle mode: pause after \"connected\" before creating watches")
 	flag.DurationVar(&o.idleHold, "idle-hold", 5*time.Second, "idle mode: how long to keep the watches open after \"ready\"")
 	flag.DurationVar(&o.createTimeout, "create-timeout", 60*time.Second, "deadline for all watches to be created")
+	flag.DurationVar(&o.settle, "settle", 0, "fan-out mode: pause between the last watch created and the first put (0: none)")
 	flag.BoolVar(&o.startNow, "start-now", false, "fan-out mode: create the watches without a start revision (from etcd's current one, as a client watching from now does) instead of at the revision after it; nothing writes the keys until every watch is created, so every watcher must still get every put")
 	flag.DurationVar(&o.phaseTimeout, "phase-timeout", 60*time.Second, "deadline for a phase's events after its last put")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "deadline for the whole run (with --auth other than off, for each phase)")
@@ -574,6 +576,8 @@ func fanout(ctx context.Context, o options, ph phase) (*result, error) {
 		}
 		p.rev = r.Header.Revision
 	}
+
+	time.Sleep(o.settle)
 
 	// burst: --put-concurrency putters, as fast as etcd answers
 	burst := make([]put, o.burst)
