@@ -38,21 +38,23 @@ type group struct {
 }
 
 // newGroup opens a group for a range, its upstream watch bringing every
-// event from revision from on (see upstreamStart for floor).
-func (m *Machine) newGroup(rk rangeKey, key, end []byte, from, floor int64) *group {
+// event from revision from on.
+func (m *Machine) newGroup(rk rangeKey, key, end []byte, from int64) *group {
 	g := &group{rk: rk, key: key, end: end, rev: from - 1, base: from - 1, upRev: from - 1}
 	m.groups[rk] = g
-	m.openGroupWatch(g, from, floor)
+	m.openGroupWatch(g, from)
 	return g
 }
 
 // openGroupWatch opens g's upstream watch, bringing every event from
-// revision from on.
-func (m *Machine) openGroupWatch(g *group, from, floor int64) {
-	g.up = upWatch{id: m.upID()}
+// revision from on. It starts exactly at from, even past the latest
+// revision seen (see future.go).
+func (m *Machine) openGroupWatch(g *group, from int64) {
+	g.up = upWatch{id: m.upID(), start: from}
 	m.shared[g.up.id] = g
 	m.stats.GroupsOpened++
-	m.upstream(port.WatchShared, createReq(g.up.id, g.key, g.end, m.upstreamStart(from, floor)))
+	m.upstream(port.WatchShared, createReq(g.up.id, g.key, g.end, from))
+	m.noteFuture(g)
 }
 
 // closeGroup forgets a group that has no watchers left.
@@ -79,7 +81,7 @@ func (m *Machine) rewind(g *group, from int64) {
 	delete(m.shared, g.up.id)
 	m.upstream(port.WatchShared, cancelReq(g.up.id))
 	m.stats.Rewinds++
-	m.openGroupWatch(g, from, 0)
+	m.openGroupWatch(g, from)
 }
 
 // groupResponse handles a response for a group's upstream watch.
@@ -146,11 +148,11 @@ func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 			from = min(from, w.next)
 		}
 		// Not past the latest revision seen, as in complete: a survivor
-		// may start in the future, and a group opened there would make its
-		// upstream watch start past etcd's revision (see upstreamStart).
+		// may start far in the future, and a group's upstream watch is
+		// pulled back only one revision (see future.go).
 		// Not below the compaction etcd has just reported.
 		from = max(min(from, m.lastRev+1), r.CompactRevision)
-		ng := m.newGroup(g.rk, g.key, g.end, from, r.CompactRevision)
+		ng := m.newGroup(g.rk, g.key, g.end, from)
 		for _, w := range survivors {
 			m.join(w, ng)
 		}

@@ -388,7 +388,7 @@ func TestSharedGroupForWatchersCreatedAtDifferentTimes(t *testing.T) {
 	}
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=4"}})
-	h.expectUp("shared create 1 a from 4")
+	h.expectUp("shared create 1 a from 5")
 	c := h.last.Upstream[0].Watch.GetCreateRequest()
 	if !c.PrevKv || !c.ProgressNotify || !c.Fragment || len(c.RangeEnd) != 0 || len(c.Filters) != 0 {
 		t.Errorf("upstream create = %v, want prev_kv, progress_notify, fragment, no filters", c)
@@ -441,30 +441,84 @@ func TestSharedGroupForWatchersCreatedAtDifferentTimes(t *testing.T) {
 	}
 }
 
-// etcd answers no progress request on a stream, and sends a watch no
-// progress notification, while a watch on it starts past the store's
-// revision. A group for watchers that start after the latest revision
-// therefore has its upstream watch start at that revision, and the event
-// etcd brings from it, which the watchers do not want, goes nowhere.
+// A group for watchers that start after the latest revision seen has its
+// upstream watch start exactly there, past etcd's revision, so that etcd
+// counts it as synced and sends its events at once. etcd answers no
+// progress request on a stream, and sends a watch no progress
+// notification, while a watch on it starts past the store's revision: such
+// a watch is pulled back one revision when a progress request is to go out
+// on the shared stream, or once it has been in the future for FutureHold;
+// a write that reaches etcd's revision ends the need.
 func TestUpstreamWatchStartsAtTheLatestRevision(t *testing.T) {
-	h := newHarness(t, conf{})
-	h.open(1)
+	h := newHarness(t, conf{RetryInterval: 100 * time.Millisecond})
+	h.open(1, 2)
 	h.create(1, "a", "", 0)
 	h.ready()
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=4"}})
-	h.expectUp("shared create 1 a from 4")
+	h.expectUp("shared create 1 a from 5")
 	h.up(port.WatchShared, createdResp(1, 4))
-	h.up(port.WatchShared, etcdEvents(1, 4, "a"))
-	h.expectSends(h.ready(), out{})
-	h.up(port.WatchShared, etcdEvents(1, 5, "a"))
-	h.expectSends(h.ready(), out{1: {"w0 rev=5 [a@5]"}})
 	// A start revision the proxy knows is past: exactly there.
-	h.create(1, "b", "", 2)
+	h.create(2, "x", "", 2)
+	h.ready()
+	h.answerAll(5) // written elsewhere: etcd has reached a's start
+	h.ready()
+	h.expectUp("shared create 2 x from 2")
+	// Created now, b's group starts at 6, past etcd's revision.
+	h.create(1, "b", "", 0)
+	h.ready()
+	h.answerAll(5)
+	h.expectSends(h.ready(), out{1: {"w1 created rev=5"}})
+	h.expectUp("shared create 3 b from 6")
+	// a's watcher needs etcd's progress up to 5: the future watch is
+	// pulled back before the request goes out.
+	h.m.RequestProgress(1)
+	h.ready()
+	h.answerAll(5)
+	h.expectSends(h.ready(), out{})
+	h.expectUp("shared cancel 3", "shared create 4 b from 5", "shared progress")
+	if n := h.m.Stats().Watch.PulledBack; n != 1 {
+		t.Errorf("pulled back = %d, want 1", n)
+	}
+	h.up(port.WatchShared, progressResp(5))
+	h.expectSends(h.ready(), out{1: {"w-1 rev=5"}})
+	// An event etcd brings at the pulled-back start goes nowhere: b's
+	// watcher starts after it.
+	h.up(port.WatchShared, createdResp(4, 5))
+	h.up(port.WatchShared, etcdEvents(4, 5, "b"))
+	h.expectSends(h.ready(), out{})
+
+	// On a cluster where nothing is written, a future watch is pulled back
+	// once it has been so for FutureHold (a second by default).
+	h.create(2, "c", "", 0)
 	h.ready()
 	h.answerAll(5)
 	h.ready()
-	h.expectUp("shared create 2 b from 2")
+	h.expectUp("shared create 5 c from 6")
+	h.tick(500 * time.Millisecond)
+	h.ready()
+	h.expectUp()
+	h.tick(500 * time.Millisecond)
+	h.ready()
+	h.expectUp("shared cancel 5", "shared create 6 c from 5")
+	h.tick(time.Second)
+	h.ready()
+	h.expectUp()
+
+	// A write reaching etcd's revision ends the need.
+	h.create(2, "d", "", 0)
+	h.ready()
+	h.answerAll(5)
+	h.ready()
+	h.expectUp("shared create 7 d from 6")
+	h.up(port.WatchShared, etcdEvents(6, 6, "c"))
+	h.expectSends(h.ready(), out{2: {"w1 rev=6 [c@6]"}})
+	h.tick(2 * time.Second)
+	h.ready()
+	h.expectUp()
+	if n := h.m.Stats().Watch.PulledBack; n != 2 {
+		t.Errorf("pulled back = %d, want 2", n)
+	}
 }
 
 func TestDifferentRangesGetDifferentGroups(t *testing.T) {
@@ -476,7 +530,7 @@ func TestDifferentRangesGetDifferentGroups(t *testing.T) {
 	h.ready()
 	h.answerAll(3)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=3", "w1 created rev=3", "w2 created rev=3"}})
-	h.expectUp("shared create 1 a from 3", "shared create 2 [a,b) from 3", "shared create 3 [a,\x00) from 3")
+	h.expectUp("shared create 1 a from 4", "shared create 2 [a,b) from 4", "shared create 3 [a,\x00) from 4")
 
 	h.up(port.WatchShared, etcdEvents(2, 4, "a", "ab"))
 	h.up(port.WatchShared, etcdEvents(3, 4, "a", "ab"))
@@ -497,7 +551,7 @@ func windowOf(t *testing.T, cfg conf, last int64, streams ...port.StreamID) *har
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 a from 4")
+	h.expectUp("shared create 1 a from 5")
 	h.up(port.WatchShared, createdResp(1, 4))
 	for rev := int64(5); rev <= last; rev++ {
 		h.up(port.WatchShared, etcdEvents(1, rev, "a"))
@@ -809,7 +863,7 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 	}
 	h.answerAll(7)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=7", "w1 created rev=7"}, 2: {"w0 created rev=7"}})
-	h.expectUp("shared create 1 a from 7", "shared create 2 b from 7", "shared create 3 [c,d) from 7")
+	h.expectUp("shared create 1 a from 8", "shared create 2 b from 8", "shared create 3 [c,d) from 8")
 
 	// After port.Ready, a new create gets a new fetch.
 	h.create(2, "a", "", 0)
@@ -853,7 +907,7 @@ func TestCreatesInOneBatchShareOneFetch(t *testing.T) {
 	}
 	h.m.Fetched(f1.ID, port.FetchResult{Header: hdr(10)})
 	h.expectSends(h.ready(), out{3: {"w0 created rev=10", "w1 created rev=10"}})
-	h.expectUp("shared create 4 [x,y) from 10")
+	h.expectUp("shared create 4 [x,y) from 11")
 }
 
 // ---- 4. cancel ----
@@ -934,7 +988,7 @@ func TestCloseStreamLeavesNothing(t *testing.T) {
 	}
 	// Revision 2 is compacted: the revision at creation is read next.
 	h.expectSends(h.ready(), out{1: {"w0 created rev=10", "w1 created rev=10"}, 3: {"w0 created rev=10"}})
-	h.expectUp("shared create 1 a from 10", "shared create 2 b from 10")
+	h.expectUp("shared create 1 a from 11", "shared create 2 b from 11")
 	if f := h.last.Fetches; len(f) != 1 || f[0].Revision != 0 {
 		t.Fatalf("fetches = %+v, want one of the latest revision", f)
 	}
@@ -990,7 +1044,7 @@ func TestFiltersAndPrevKV(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 [a,c) from 4")
+	h.expectUp("shared create 1 [a,c) from 5")
 
 	r := evResp(1, 5, put("a", 5), del("b", 5))
 	orig := proto.Clone(r).(*pb.WatchResponse)
@@ -1040,7 +1094,7 @@ func TestFragments(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 [k,l) from 4")
+	h.expectUp("shared create 1 [k,l) from 5")
 
 	val := strings.Repeat("x", 60)
 	var evs []*mvccpb.Event
@@ -1168,7 +1222,7 @@ func TestCreateErrorsAndWatchIDs(t *testing.T) {
 		dup, dup, empty, empty, compacted,
 		"w4 created rev=5", "w5 created rev=5", "w6 created rev=5",
 	}})
-	h.expectUp("shared create 1 a from 5", "shared create 2 b from 5", "shared create 3 [b,\x00) from 5", "shared create 4 \x00 from 5", "shared create 5 [\x00,\x00) from 5")
+	h.expectUp("shared create 1 a from 6", "shared create 2 b from 6", "shared create 3 [b,\x00) from 6", "shared create 4 \x00 from 6", "shared create 5 [\x00,\x00) from 6")
 
 	// Error responses carry the latest revision seen.
 	h.create(1, "a", "", 0, withID(0)) // 0 is "auto": 8
@@ -1347,7 +1401,7 @@ func TestProgressNotificationPredatingGroupCreate(t *testing.T) {
 	h.ready()
 	h.answerAll(10)
 	h.ready()
-	h.expectUp("shared create 1 a from 10")
+	h.expectUp("shared create 1 a from 11")
 	h.up(port.WatchShared, createdResp(1, 10))
 
 	h.m.RequestProgress(1)
@@ -1542,7 +1596,7 @@ func TestSlowClient(t *testing.T) {
 	h.answerAll(4)
 	h.ready()
 	h.ack(2)
-	h.expectUp("shared create 1 a from 4")
+	h.expectUp("shared create 1 a from 5")
 	val := strings.Repeat("x", 40)
 	event := func(rev int64) {
 		t.Helper()
@@ -1640,7 +1694,7 @@ func TestUpstreamLost(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 a from 4", "shared create 2 b from 4")
+	h.expectUp("shared create 1 a from 5", "shared create 2 b from 5")
 	h.up(port.WatchShared, etcdEvents(1, 5, "a"))
 	h.up(port.WatchShared, etcdEvents(1, 6, "a"))
 	h.up(port.WatchShared, &pb.WatchResponse{Header: hdr(6), WatchId: 2}) // b is at 6
@@ -1670,7 +1724,7 @@ func TestUpstreamLost(t *testing.T) {
 	// Lost again, and etcd has compacted past where the groups stand.
 	h.m.UpstreamLost(port.WatchShared)
 	h.ready()
-	h.expectUp("shared create 5 a from 8", "shared create 6 b from 8")
+	h.expectUp("shared create 5 a from 9", "shared create 6 b from 9")
 	h.up(port.WatchShared, createdResp(5, 20))
 	h.up(port.WatchShared, compactResp(5, 15, 20))
 	h.up(port.WatchShared, createdResp(6, 20))
@@ -1696,7 +1750,7 @@ func TestUpstreamCompactionSparesWatchersAtCompactRevision(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.ready()
-	h.expectUp("shared create 1 c from 4")
+	h.expectUp("shared create 1 c from 5")
 	h.create(2, "c", "", 0)
 	h.ready()
 	h.answerAll(8) // next: 9
@@ -2002,7 +2056,7 @@ func TestNamespace(t *testing.T) {
 	h.ready()
 	h.answerAll(4)
 	h.expectSends(h.ready(), out{1: {"w0 created rev=4"}, 2: {"w0 created rev=4"}})
-	h.expectUp("shared create 1 [p/a,p/c) from 4")
+	h.expectUp("shared create 1 [p/a,p/c) from 5")
 	h.create(3, "p/a", "p/c", 0, withPrevKV()) // answered late: a catch-up watch
 	h.ready()
 	h.up(port.WatchShared, evResp(1, 5, put("p/a", 5), del("p/b", 5)))

@@ -72,11 +72,24 @@ func (m *Machine) requestProgressOn(need [port.NumWatchUpstreams]bool) {
 	for u := range port.NumWatchUpstreams {
 		p := &m.progress[u]
 		if need[u] && (p.sentAt.IsZero() || !m.now.Before(p.sentAt.Add(m.cfg.RetryInterval))) {
-			p.sentAt = m.now
-			p.sent++
-			m.upstream(u, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+			m.askProgress(u)
 		}
 	}
+}
+
+// askProgress sends a progress request on upstream stream u and returns
+// its number on the stream. On the shared stream, groups whose upstream
+// watch starts past etcd's revision are pulled back first: etcd would
+// drop the request while they are there (see future.go).
+func (m *Machine) askProgress(u port.UpstreamID) int64 {
+	if u == port.WatchShared {
+		m.pullBackFutures(true)
+	}
+	p := &m.progress[u]
+	p.sentAt = m.now
+	p.sent++
+	m.upstream(u, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+	return p.sent
 }
 
 // retryProgress asks again on every upstream stream a client's progress
@@ -113,11 +126,7 @@ func (m *Machine) progressFromUpstream(s *stream) {
 		if !need[u] {
 			continue
 		}
-		p := &m.progress[u]
-		p.sentAt = m.now
-		p.sent++
-		m.upstream(u, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
-		wait[u], any = p.sent, true
+		wait[u], any = m.askProgress(u), true
 	}
 	if any {
 		s.upWaits = append(s.upWaits, wait)

@@ -9,6 +9,7 @@ type Stats struct {
 	CatchUpsOpened int64 // catch-up upstream watches opened
 	Merged         int64 // watchers moved from a catch-up watch into their group
 	Rewinds        int64 // group upstream watches reopened from an earlier revision
+	PulledBack     int64 // group upstream watches reopened one revision back (see future.go)
 	Compacted      int64 // watchers ended by compaction
 	EventsReceived int64 // events from etcd
 	EventsSent     int64 // events handed to client watchers
@@ -86,6 +87,7 @@ func (s *Stats) Add(o Stats) {
 	s.CatchUpsOpened += o.CatchUpsOpened
 	s.Merged += o.Merged
 	s.Rewinds += o.Rewinds
+	s.PulledBack += o.PulledBack
 	s.Compacted += o.Compacted
 	s.EventsReceived += o.EventsReceived
 	s.EventsSent += o.EventsSent

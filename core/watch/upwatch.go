@@ -12,7 +12,8 @@ import (
 // upWatch is the proxy's side of one upstream etcd watch, as a group and a
 // catch-up watch both hold one.
 type upWatch struct {
-	id int64
+	id    int64
+	start int64 // the start revision etcd was given (groups only)
 	// confirmed is set once etcd has answered the create; confirmSeq is
 	// the number of upstream progress requests sent on the stream before
 	// that answer (see upstreamProgress).
@@ -97,8 +98,9 @@ func (m *Machine) upID() int64 {
 	return m.nextUp
 }
 
-// upstreamStart is the start revision of an upstream watch that must bring
-// every event from revision from on. etcd counts a watch whose start
+// upstreamStart is the start revision of a catch-up watch that must bring
+// every event from revision from on (a group's starts at from: see
+// future.go). etcd counts a watch whose start
 // revision is past its current revision as not synced: it answers no
 // progress request on the watch's stream and sends the watch no progress
 // notification until the store gets there, which on an idle cluster is
@@ -217,7 +219,7 @@ func (m *Machine) UpstreamLost(id port.UpstreamID) {
 				from = min(from, g.rev)
 			}
 			g.upRev = from - 1
-			m.openGroupWatch(g, from, 0)
+			m.openGroupWatch(g, from)
 		}
 	case port.WatchCatchUp:
 		for _, c := range m.sortedCatchUps() {
