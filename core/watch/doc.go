@@ -116,10 +116,15 @@
 // again every RetryInterval until one comes. An upstream progress answer
 // speaks for a watch only if its request went out after etcd confirmed the
 // watch (etcd sends created responses and progress answers on different
-// internal channels, so their order on the stream proves nothing). No
-// upstream watch starts past the latest revision the machine has seen: etcd
-// counts such a watch as unsynced and would answer no progress request on
-// its stream, and send it no progress notification, until the next write.
+// internal channels, so their order on the stream proves nothing). A group
+// for watchers that start after the latest revision seen has its upstream
+// watch start exactly there, so that etcd counts it as synced and sends
+// its events at once; etcd answers no progress request on its stream, and
+// sends it no progress notification, until a write reaches that revision,
+// so on a cluster where nothing is written the watch is pulled back one
+// revision before a progress request goes out on the shared stream, or
+// after Config.FutureHold (see future.go). A catch-up watch never starts
+// past the latest revision seen.
 // A watcher's next revision moves with what its group or catch-up watch
 // learns (events, progress), so a watcher that has been told it is current
 // survives a compaction at the revision after it, as a direct etcd watcher
