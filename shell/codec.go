@@ -52,8 +52,21 @@ func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Field 11 (events) follows fields 1 to 7, as protobuf lays them out.
-	return mem.BufferSlice{mem.SliceBuffer(hb), eb}, nil
+	// Field 11 (events) follows fields 1 to 7, as protobuf lays them out;
+	// the events of merged responses follow as more of field 11.
+	if len(m.more) == 0 {
+		return mem.BufferSlice{mem.SliceBuffer(hb), eb}, nil
+	}
+	out := make(mem.BufferSlice, 0, 2+len(m.more))
+	out = append(out, mem.SliceBuffer(hb), eb)
+	for _, e := range m.more {
+		b, err := e.buffer()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // appendWatchHead appends the encoding of r's fields other than its events

@@ -21,7 +21,12 @@ type outMsg struct {
 	resp   *pb.WatchResponse
 	lease  *pb.LeaseKeepAliveResponse // instead of resp, on a keep-alive stream
 	shared *sharedEncoding            // the encoding of resp.Events, shared with other watchers
-	size   int
+	// more are the encodings of later responses merged into this one
+	// (merger): their events follow shared's, and resp is the last one's.
+	more []*sharedEncoding
+	// size is the bytes the node counted for the response (for merged
+	// ones, the sum of theirs).
+	size int
 }
 
 // clientQueue holds the responses the node gave one client stream until its
@@ -126,6 +131,7 @@ func (l *loop) serveStream(stream grpc.ServerStream, open node.OpenStream, writt
 	sendErr := make(chan error, 1)
 	go func() {
 		n := 0 // bytes written, not reported yet
+		var g merger
 		for {
 			select {
 			case <-q.wake:
@@ -138,14 +144,13 @@ func (l *loop) serveStream(stream grpc.ServerStream, open node.OpenStream, writt
 			// loop hears from every stream, and 10,000 watchers make
 			// 10,000 responses per event.
 			batches, end := q.take()
-			for _, ms := range batches {
-				for i := range ms {
-					if err := send(&ms[i]); err != nil {
-						sendErr <- err
-						return
-					}
-					n += ms[i].size
+			ms := g.merge(batches)
+			for i := range ms {
+				if err := send(&ms[i]); err != nil {
+					sendErr <- err
+					return
 				}
+				n += ms[i].size
 			}
 			if end != nil {
 				sendErr <- end
