@@ -46,6 +46,7 @@ func (n *Node) subscribeFirst() {
 		return
 	}
 	n.cacheSubscribed = true
+	n.worthStart()
 	n.watch.OpenStream(cacheStream, "", n.out.Subscribe(cacheStream, n.cacheSend))
 	n.subscribe()
 }
@@ -75,6 +76,7 @@ func (n *Node) cacheSend(s port.Send) {
 		n.cacheResubscribe = true // in this step's end: the machine is mid-step
 	case len(r.Events) > 0:
 		last := int64(0)
+		n.worth.events += int64(len(r.Events))
 		for _, ev := range r.Events {
 			if ev.Kv != nil {
 				n.cache.Event(ev.Kv.Key, ev.Kv.ModRevision)
@@ -140,6 +142,7 @@ func (n *Node) cacheTick() {
 		n.cache.Reset()
 		n.closeSubscription()
 	}
+	n.worthCheck()
 }
 
 // closeSubscription closes the subscription's stream: its output first,

@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -129,4 +130,99 @@ func TestCacheFedBySubscription(t *testing.T) {
 	if st := n.Stats().Cache; st.Invalidations != 1 || st.Entries != 1 {
 		t.Fatalf("cache stats %+v", st)
 	}
+}
+
+// The subscription pays for itself or goes: a window of a second in which
+// it brought at least 1,000 events and more than 4 per hit closes it, and
+// reads are forwarded, without a new subscription, for a pause of a
+// second (doubled at each such close in a row); a read after the pause
+// subscribes again. A window in which the cache earned its events keeps
+// the subscription open.
+func TestCacheSubscriptionPausesWhenItCostsMore(t *testing.T) {
+	n := node.New(node.Config{Cache: cache.Config{MaxBytes: 1 << 20}}, t0)
+	a := cacheKey(t, "a")
+	now := t0
+	// subscribe makes a read that opens the subscription, answers its
+	// fetch at rev and its create, and returns its upstream watch ID.
+	subscribe := func(rev int64) int64 {
+		t.Helper()
+		if lookup(t, n, a) {
+			t.Fatalf("a read before the subscription was answered from the cache")
+		}
+		rd := take(n)
+		if len(rd.Fetches) != 1 {
+			t.Fatalf("no revision fetch for a new subscription: %+v", rd)
+		}
+		n.Step(node.Fetched{ID: rd.Fetches[0].ID, Result: port.FetchResult{Header: hdr(rev)}})
+		rd = take(n)
+		if len(rd.Upstream) != 1 || rd.Upstream[0].Watch.GetCreateRequest() == nil {
+			t.Fatalf("no upstream create for a new subscription: %+v", rd)
+		}
+		id := rd.Upstream[0].Watch.GetCreateRequest().WatchId
+		n.Step(node.UpstreamResponse{Upstream: port.WatchShared, Watch: &pb.WatchResponse{Header: hdr(rev), Created: true, WatchId: id}})
+		take(n)
+		return id
+	}
+	// writes delivers k events on key b, one revision each, from rev on.
+	writes := func(id, rev int64, k int) int64 {
+		evs := make([]*mvccpb.Event, k)
+		for i := range evs {
+			evs[i] = &mvccpb.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("b"), ModRevision: rev + int64(i)}}
+		}
+		n.Step(node.UpstreamResponse{Upstream: port.WatchShared, Watch: &pb.WatchResponse{Header: hdr(rev + int64(k) - 1), WatchId: id, Events: evs}})
+		take(n)
+		return rev + int64(k)
+	}
+	tick := func(d time.Duration) port.Ready {
+		now = now.Add(d)
+		n.Step(node.Tick{Now: now})
+		return take(n)
+	}
+	hits := func(k int) {
+		t.Helper()
+		for range k {
+			if !lookup(t, n, a) {
+				t.Fatalf("no hit (stats %+v)", n.Stats().Cache)
+			}
+		}
+		take(n)
+	}
+
+	id := subscribe(5)
+	fillCache(n, a, rangeResp(5))
+	hits(250)
+	rev := writes(id, 6, 1000) // 4 events per hit: worth it
+	if rd := tick(time.Second); len(rd.Upstream) != 0 || n.Stats().CachePauses != 0 {
+		t.Fatalf("a subscription that earned its events was closed: %+v, pauses %d", rd.Upstream, n.Stats().CachePauses)
+	}
+	fillCache(n, a, rangeResp(rev-1))
+	hits(249)
+	rev = writes(id, rev, 1000)
+	rd := tick(time.Second)
+	if len(rd.Upstream) != 1 || rd.Upstream[0].Watch.GetCancelRequest().GetWatchId() != id || n.Stats().CachePauses != 1 {
+		t.Fatalf("after 1,000 events for 249 hits: upstream %v, pauses %d; want the subscription cancelled", rd.Upstream, n.Stats().CachePauses)
+	}
+	// Paused: reads are forwarded and open nothing.
+	if lookup(t, n, a) {
+		t.Fatalf("served from the cache after the subscription closed")
+	}
+	if rd := take(n); len(rd.Fetches)+len(rd.Upstream) != 0 {
+		t.Fatalf("a read during the pause subscribed again: %+v", rd)
+	}
+	tick(time.Second)
+	id = subscribe(rev)
+	fillCache(n, a, rangeResp(rev))
+	rev = writes(id, rev+1, 5000) // no hit at all: closed again, for 2 s
+	if rd := tick(time.Second); len(rd.Upstream) != 1 || n.Stats().CachePauses != 2 {
+		t.Fatalf("second window: upstream %v, pauses %d", rd.Upstream, n.Stats().CachePauses)
+	}
+	tick(time.Second)
+	if lookup(t, n, a) {
+		t.Fatalf("served from the cache during the pause")
+	}
+	if rd := take(n); len(rd.Fetches)+len(rd.Upstream) != 0 {
+		t.Fatalf("a read a second into a pause of two subscribed again: %+v", rd)
+	}
+	tick(time.Second)
+	subscribe(rev)
 }

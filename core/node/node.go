@@ -68,6 +68,7 @@ type Node struct {
 	// the answer to the request asked then (cacheWanted) has come.
 	cacheAsked, cacheAnswered, cacheWanted int
 	cacheAskedAt                           time.Time
+	worth                                  cacheWorth
 }
 
 // New returns a node with cfg's bounds; now is the clock's reading.
@@ -255,6 +256,9 @@ type Stats struct {
 	Failover failover.Stats
 	Cache    cache.Stats // zero when the cache is disabled
 	Holds    int64       // times a client stream went over its bound
+	// CachePauses counts the cache's subscriptions closed for costing
+	// etcd more events than the cache saved it reads (cacheworth.go).
+	CachePauses int64
 	// TotalHolds counts the holds, among Holds, made because all streams
 	// together were over the proxy-wide bound.
 	TotalHolds int64
@@ -275,6 +279,7 @@ func (n *Node) Stats() Stats {
 	}
 	if n.cache != nil {
 		st.Cache = n.cache.Stats()
+		st.CachePauses = n.worth.closes
 	}
 	if n.cacheSubscribed {
 		st.Watch.Watchers-- // the cache's subscription is no client's
