@@ -33,9 +33,27 @@ type inflightCall struct {
 	cancel context.CancelCauseFunc
 }
 
-// start registers a call on member; the returned context ends when the
-// call is done (done is called) or the member is left.
+// start registers a stream on member; the returned context ends when the
+// stream is done (done is called) or the member is left. The stream is
+// forgotten then, or when ctx ends.
 func (f *inflight) start(ctx context.Context, member string) (context.Context, func()) {
+	ctx, cancel, id := f.add(ctx, member)
+	context.AfterFunc(ctx, func() { f.forget(id) })
+	return ctx, func() { cancel(nil) }
+}
+
+// startUnary registers a unary call on member, as start does, for a
+// caller that always calls done: no AfterFunc (a goroutine per call when
+// the context ends).
+func (f *inflight) startUnary(ctx context.Context, member string) (context.Context, func()) {
+	ctx, cancel, id := f.add(ctx, member)
+	return ctx, func() {
+		f.forget(id)
+		cancel(nil)
+	}
+}
+
+func (f *inflight) add(ctx context.Context, member string) (context.Context, context.CancelCauseFunc, uint64) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	f.mu.Lock()
 	if f.calls == nil {
@@ -45,12 +63,13 @@ func (f *inflight) start(ctx context.Context, member string) (context.Context, f
 	f.next++
 	f.calls[id] = inflightCall{member: member, cancel: cancel}
 	f.mu.Unlock()
-	context.AfterFunc(ctx, func() {
-		f.mu.Lock()
-		delete(f.calls, id)
-		f.mu.Unlock()
-	})
-	return ctx, func() { cancel(nil) }
+	return ctx, cancel, id
+}
+
+func (f *inflight) forget(id uint64) {
+	f.mu.Lock()
+	delete(f.calls, id)
+	f.mu.Unlock()
 }
 
 // leave ends every call started on member.
@@ -110,7 +129,7 @@ func (u *upstream) awaitReady(ctx context.Context) bool {
 }
 
 func (u *upstream) unaryOn(ctx context.Context, member, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	ctx, done := u.calls.start(ctx, member)
+	ctx, done := u.calls.startUnary(ctx, member)
 	defer done()
 	return leftErr(ctx, invoker(ctx, method, req, reply, cc, opts...))
 }
