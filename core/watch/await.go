@@ -44,7 +44,7 @@ func (m *Machine) awaitUpstream(w *watcher, head bool) bool {
 	}
 	g := m.groups[w.rk]
 	if g == nil && !w.compacted {
-		g = m.newGroup(w.rk, w.key, w.end, min(w.next, rev+1))
+		g = m.newGroup(w.rk, w.key, w.end, min(w.next, rev+1), w.progressNotify)
 	}
 	if w.compacted || !g.covers(w.next) {
 		// Behind the group's window, or at a compacted revision (etcd

@@ -234,7 +234,7 @@ func (m *Machine) complete(w *watcher) {
 	}
 	g := m.groups[w.rk]
 	if g == nil {
-		g = m.newGroup(w.rk, w.key, w.end, min(w.next, rev+1))
+		g = m.newGroup(w.rk, w.key, w.end, min(w.next, rev+1), w.progressNotify)
 	}
 	switch {
 	case g.covers(w.next):

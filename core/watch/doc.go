@@ -121,10 +121,11 @@
 // watch start exactly there, so that etcd counts it as synced and sends
 // its events at once; etcd answers no progress request on its stream, and
 // sends it no progress notification, until a write reaches that revision,
-// so on a cluster where nothing is written the watch is pulled back one
-// revision before a progress request goes out on the shared stream, or
-// after Config.FutureHold (see future.go). A catch-up watch never starts
-// past the latest revision seen.
+// so until then the watch is pulled back one revision (reopened there)
+// before a progress request goes out on the shared stream, and a group
+// with a watcher that wants progress notifications starts one revision
+// back, or is pulled back when such a watcher joins (see future.go). A
+// catch-up watch never starts past the latest revision seen.
 // A watcher's next revision moves with what its group or catch-up watch
 // learns (events, progress), so a watcher that has been told it is current
 // survives a compaction at the revision after it, as a direct etcd watcher

@@ -1,8 +1,6 @@
 package watch
 
 import (
-	"time"
-
 	"github.com/etcdproxy/etcdproxy/core/port"
 )
 
@@ -16,51 +14,58 @@ import (
 // The price: while a watch on a stream starts past etcd's revision, etcd
 // answers no progress request on the stream and sends the watch no
 // progress notification. The first write anywhere in the store ends that.
-// On a cluster where nothing is written the group is pulled back instead:
-// its upstream watch is opened again one revision earlier (the events of
-// that revision, if any, are ones its watchers do not want, and the group
-// records nothing at or below its revision). That happens at once when a
-// progress request is to go out on the shared stream, and otherwise once
-// the watch has been in the future for Config.FutureHold, so that idle
-// watchers get etcd's progress notifications as they would from etcd.
+// Until then:
+//   - a group with a watcher that asked for progress notifications starts
+//     one revision back from the first (the events of that revision, if
+//     any, are ones its watchers do not want, and the group records
+//     nothing at or below its revision), and a future group is pulled back
+//     so (reopened one revision earlier) when such a watcher joins it, so
+//     that etcd's notifications come on etcd's cadence;
+//   - before a progress request goes out on the shared stream, every
+//     future group is pulled back.
 
 // future is a group whose upstream watch, with ID id, started past the
-// latest revision seen, at the time at.
+// latest revision seen.
 type future struct {
 	g  *group
 	id int64
-	at time.Time
 }
 
 // noteFuture records g's upstream watch if it started past the latest
 // revision seen.
 func (m *Machine) noteFuture(g *group) {
-	if g.up.start > m.lastRev {
-		m.futures = append(m.futures, future{g: g, id: g.up.id, at: m.now})
+	if m.isFuture(g) {
+		m.futures = append(m.futures, future{g: g, id: g.up.id})
 	}
 }
 
-// pullBackFutures pulls back the groups whose upstream watch still starts
-// past the latest revision seen: all of them, or only those that have been
-// so for Config.FutureHold. Groups since closed or reopened, and watches
-// etcd's revision has reached, are forgotten.
-func (m *Machine) pullBackFutures(all bool) {
-	i := 0
-	for ; i < len(m.futures); i++ {
-		f := m.futures[i]
-		if m.shared[f.id] != f.g || f.g.up.start <= m.lastRev {
-			continue
+// isFuture reports whether g's upstream watch starts past the latest
+// revision seen.
+func (m *Machine) isFuture(g *group) bool { return g.up.start > m.lastRev }
+
+// pullBackFutures pulls back every group whose upstream watch still starts
+// past the latest revision seen, and forgets the rest.
+func (m *Machine) pullBackFutures() {
+	for _, f := range m.futures {
+		if m.shared[f.id] == f.g && m.isFuture(f.g) && !fault("future-kept") {
+			m.pullBack(f.g)
 		}
-		if !all && m.now.Sub(f.at) < m.cfg.FutureHold {
-			break // the rest are younger still
-		}
-		if fault("future-kept") {
-			continue
-		}
-		m.pullBack(f.g)
 	}
-	clear(m.futures[:i])
-	m.futures = append(m.futures[:0], m.futures[i:]...)
+	clear(m.futures)
+	m.futures = m.futures[:0]
+}
+
+// pruneFutures forgets the groups since closed, reopened or reached by
+// etcd's revision.
+func (m *Machine) pruneFutures() {
+	kept := m.futures[:0]
+	for _, f := range m.futures {
+		if m.shared[f.id] == f.g && m.isFuture(f.g) {
+			kept = append(kept, f)
+		}
+	}
+	clear(m.futures[len(kept):])
+	m.futures = kept
 }
 
 // pullBack reopens g's upstream watch one revision before where it

@@ -38,23 +38,40 @@ type group struct {
 }
 
 // newGroup opens a group for a range, its upstream watch bringing every
-// event from revision from on.
-func (m *Machine) newGroup(rk rangeKey, key, end []byte, from int64) *group {
+// event from revision from on; notify: for a watcher that asked for
+// progress notifications.
+func (m *Machine) newGroup(rk rangeKey, key, end []byte, from int64, notify bool) *group {
 	g := &group{rk: rk, key: key, end: end, rev: from - 1, base: from - 1, upRev: from - 1}
 	m.groups[rk] = g
-	m.openGroupWatch(g, from)
+	m.openGroupWatch(g, from, notify)
 	return g
 }
 
 // openGroupWatch opens g's upstream watch, bringing every event from
 // revision from on. It starts exactly at from, even past the latest
-// revision seen (see future.go).
-func (m *Machine) openGroupWatch(g *group, from int64) {
-	g.up = upWatch{id: m.upID(), start: from}
+// revision seen, unless notify (a watcher wants progress notifications):
+// then not past it (see future.go).
+func (m *Machine) openGroupWatch(g *group, from int64, notify bool) {
+	start := from
+	if notify && from > m.lastRev && from > 1 {
+		start = from - 1
+	}
+	g.up = upWatch{id: m.upID(), start: start}
 	m.shared[g.up.id] = g
 	m.stats.GroupsOpened++
-	m.upstream(port.WatchShared, createReq(g.up.id, g.key, g.end, from))
+	m.upstream(port.WatchShared, createReq(g.up.id, g.key, g.end, start))
 	m.noteFuture(g)
+}
+
+// notifies reports whether a watcher among ws asked for progress
+// notifications.
+func notifies(ws []*watcher) bool {
+	for _, w := range ws {
+		if w.progressNotify {
+			return true
+		}
+	}
+	return false
 }
 
 // closeGroup forgets a group that has no watchers left.
@@ -81,7 +98,7 @@ func (m *Machine) rewind(g *group, from int64) {
 	delete(m.shared, g.up.id)
 	m.upstream(port.WatchShared, cancelReq(g.up.id))
 	m.stats.Rewinds++
-	m.openGroupWatch(g, from)
+	m.openGroupWatch(g, from, false)
 }
 
 // groupResponse handles a response for a group's upstream watch.
@@ -152,7 +169,7 @@ func (m *Machine) groupEnded(g *group, r *pb.WatchResponse) {
 		// pulled back only one revision (see future.go).
 		// Not below the compaction etcd has just reported.
 		from = max(min(from, m.lastRev+1), r.CompactRevision)
-		ng := m.newGroup(g.rk, g.key, g.end, from)
+		ng := m.newGroup(g.rk, g.key, g.end, from, notifies(survivors))
 		for _, w := range survivors {
 			m.join(w, ng)
 		}

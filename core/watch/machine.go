@@ -33,11 +33,6 @@ type Config struct {
 	// RetryInterval is how soon an unanswered upstream progress request is
 	// sent again.
 	RetryInterval time.Duration
-	// FutureHold is how long a group's upstream watch may start past
-	// etcd's revision on a cluster where nothing is written before it is
-	// pulled back one revision, so that etcd sends it progress
-	// notifications (see future.go).
-	FutureHold time.Duration
 	// MaxWatchersPerStream, when positive, bounds the watches one client
 	// stream may hold (created or waiting for their turn): a create beyond
 	// it is refused with ReasonTooManyWatches (--max-watches-per-stream).
@@ -54,7 +49,6 @@ func DefaultConfig() Config {
 		HistoryEvents: 4096,
 		FragmentBytes: 1536 * 1024,
 		RetryInterval: 100 * time.Millisecond,
-		FutureHold:    time.Second,
 	}
 }
 
@@ -109,9 +103,6 @@ func New(cfg Config, out *port.Outbox, now time.Time) *Machine {
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = d.RetryInterval
 	}
-	if cfg.FutureHold <= 0 {
-		cfg.FutureHold = d.FutureHold
-	}
 	if cfg.Lane == (port.Lane{}) {
 		cfg.Lane = port.DefaultLane
 	}
@@ -154,7 +145,7 @@ func (m *Machine) CloseStream(id port.StreamID) {
 // that asked for notifications get one.
 func (m *Machine) Tick(now time.Time) {
 	m.now = now
-	m.pullBackFutures(false)
+	m.pruneFutures()
 	m.retryProgress()
 	if m.cfg.ProgressInterval > 0 && now.Sub(m.lastNotify) >= m.cfg.ProgressInterval {
 		m.lastNotify = now

@@ -447,8 +447,9 @@ func TestSharedGroupForWatchersCreatedAtDifferentTimes(t *testing.T) {
 // progress request on a stream, and sends a watch no progress
 // notification, while a watch on it starts past the store's revision: such
 // a watch is pulled back one revision when a progress request is to go out
-// on the shared stream, or once it has been in the future for FutureHold;
-// a write that reaches etcd's revision ends the need.
+// on the shared stream, and a group with a watcher that wants progress
+// notifications starts one revision back, or is pulled back when such a
+// watcher joins; a write that reaches etcd's revision ends the need.
 func TestUpstreamWatchStartsAtTheLatestRevision(t *testing.T) {
 	h := newHarness(t, conf{RetryInterval: 100 * time.Millisecond})
 	h.open(1, 2)
@@ -488,20 +489,30 @@ func TestUpstreamWatchStartsAtTheLatestRevision(t *testing.T) {
 	h.up(port.WatchShared, etcdEvents(4, 5, "b"))
 	h.expectSends(h.ready(), out{})
 
-	// On a cluster where nothing is written, a future watch is pulled back
-	// once it has been so for FutureHold (a second by default).
-	h.create(2, "c", "", 0)
+	// A watcher that wants progress notifications: its new group starts
+	// one revision back; joining a future group, it pulls it back.
+	h.create(2, "c", "", 0, withProgressNotify())
 	h.ready()
 	h.answerAll(5)
 	h.ready()
-	h.expectUp("shared create 5 c from 6")
-	h.tick(500 * time.Millisecond)
+	h.expectUp("shared create 5 c from 5")
+	h.create(2, "e", "", 0)
 	h.ready()
-	h.expectUp()
-	h.tick(500 * time.Millisecond)
+	h.answerAll(5)
 	h.ready()
-	h.expectUp("shared cancel 5", "shared create 6 c from 5")
-	h.tick(time.Second)
+	h.expectUp("shared create 6 e from 6")
+	h.create(1, "e", "", 0, withProgressNotify())
+	h.ready()
+	h.answerAll(5)
+	h.ready()
+	h.expectUp("shared cancel 6", "shared create 7 e from 5")
+	// Time alone pulls nothing back.
+	h.create(2, "f", "", 0)
+	h.ready()
+	h.answerAll(5)
+	h.ready()
+	h.expectUp("shared create 8 f from 6")
+	h.tick(time.Minute)
 	h.ready()
 	h.expectUp()
 
@@ -510,12 +521,14 @@ func TestUpstreamWatchStartsAtTheLatestRevision(t *testing.T) {
 	h.ready()
 	h.answerAll(5)
 	h.ready()
-	h.expectUp("shared create 7 d from 6")
-	h.up(port.WatchShared, etcdEvents(6, 6, "c"))
+	h.expectUp("shared create 9 d from 6")
+	h.up(port.WatchShared, etcdEvents(5, 6, "c"))
 	h.expectSends(h.ready(), out{2: {"w1 rev=6 [c@6]"}})
-	h.tick(2 * time.Second)
+	h.m.RequestProgress(1)
 	h.ready()
-	h.expectUp()
+	h.answerAll(6)
+	h.ready()
+	h.expectUp("shared progress")
 	if n := h.m.Stats().Watch.PulledBack; n != 2 {
 		t.Errorf("pulled back = %d, want 2", n)
 	}

@@ -83,7 +83,7 @@ func (m *Machine) requestProgressOn(need [port.NumWatchUpstreams]bool) {
 // drop the request while they are there (see future.go).
 func (m *Machine) askProgress(u port.UpstreamID) int64 {
 	if u == port.WatchShared {
-		m.pullBackFutures(true)
+		m.pullBackFutures()
 	}
 	p := &m.progress[u]
 	p.sentAt = m.now

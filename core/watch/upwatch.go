@@ -219,7 +219,7 @@ func (m *Machine) UpstreamLost(id port.UpstreamID) {
 				from = min(from, g.rev)
 			}
 			g.upRev = from - 1
-			m.openGroupWatch(g, from)
+			m.openGroupWatch(g, from, notifies(g.watchers))
 		}
 	case port.WatchCatchUp:
 		for _, c := range m.sortedCatchUps() {
