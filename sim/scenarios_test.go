@@ -375,3 +375,29 @@ func TestScenarioLostAfterRewindBeforeHead(t *testing.T) {
 		t.Fatalf("the late watch got %d events up to %d, want 11 up to 12", cw.Got, cw.LastRev)
 	}
 }
+
+// A watcher with a token that wants progress notifications joins a group
+// whose upstream watch starts past etcd's revision: the group's watch is
+// pulled back one revision (reopened), and the create is answered only once
+// etcd has accepted the reopened watch. A permission revoked in between
+// refuses the create, as etcd refuses a direct one, instead of ending a
+// watch the client was told etcd had created. (Found by the rapid
+// schedules, with the pull-back made as the watcher joined.)
+func TestScenarioTokenNotifyWatcherJoinsFutureGroup(t *testing.T) {
+	w := NewWorld(scenarioConfig())
+	s := w.OpenWithToken("t1")
+	lane := func() port.UpstreamID { return port.LaneOf(w.laneOf("t1")).Shared }
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a")}) // its group starts past etcd's revision
+	w.answerFetches()
+	w.Deliver(lane(), 1<<30, ctrlFirst)
+	w.Read(s)
+	w.Create(s, &pb.WatchCreateRequest{Key: []byte("a"), ProgressNotify: true})
+	w.answerFetches()
+	w.SetRevoked("t1", true)
+	w.Deliver(lane(), 1<<30, ctrlFirst)
+	w.Read(s)
+	finish(t, w)
+	if n := w.N.Stats().Watch.PulledBack; n != 1 {
+		t.Fatalf("groups pulled back: %d, want 1", n)
+	}
+}
