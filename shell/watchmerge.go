@@ -41,6 +41,9 @@ func (g *merger) merge(batches [][]outMsg) []outMsg {
 	} else {
 		clear(g.at)
 	}
+	if cap(g.out) > 4096 {
+		g.out = nil // a burst's array is not kept for the stream's life
+	}
 	clear(g.out)
 	g.out = g.out[:0]
 	for _, ms := range batches {

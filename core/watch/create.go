@@ -171,6 +171,7 @@ func (m *Machine) flushQueue(s *stream) {
 		s.queue[0] = request{}
 		s.queue = s.queue[1:]
 	}
+	s.queue = nil // drained: its array goes (an idle stream keeps none)
 	m.checkProgress(s)
 }
 
