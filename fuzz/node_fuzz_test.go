@@ -146,7 +146,7 @@ func (h *nodeHarness) drain() {
 		}
 		for _, s := range rd.Sends {
 			if !h.isOpen(s.Stream) {
-				h.t.Fatalf("a response for stream %d, which is not open: %v\ninputs:\n%s", s.Stream, s.Watch, h.log)
+				h.t.Fatalf("a response for stream %d, which is not open: %v\ninputs:\n%s", s.Stream, s.Response(), h.log)
 			}
 			h.queued[s.Stream] += s.Size
 		}

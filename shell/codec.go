@@ -47,7 +47,8 @@ func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if m.shared == nil {
 		return c.proto.Marshal(m.resp)
 	}
-	hb := appendWatchHead(make([]byte, 0, 64), m.resp)
+	var h pb.WatchResponse
+	hb := appendWatchHead(make([]byte, 0, 64), m.head(&h))
 	eb, err := m.shared.buffer()
 	if err != nil {
 		return nil, err

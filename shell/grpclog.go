@@ -46,7 +46,7 @@ func payloadFields(payload any, err error, kind string) []zap.Field {
 	if m, ok := payload.(*outMsg); ok {
 		// A watch or keep-alive response, maybe sharing its events'
 		// encoding with other watchers: logged as the message it is.
-		payload = m.resp
+		payload = m.response()
 		if m.lease != nil {
 			payload = m.lease
 		}

@@ -252,7 +252,7 @@ func (l *loop) execute(rd port.Ready) {
 	if len(rd.Sends) > 0 {
 		var shared map[*port.SharedEvents]*sharedEncoding
 		for _, s := range rd.Sends {
-			m := outMsg{resp: s.Watch, lease: s.Lease, size: s.Size}
+			m := outMsg{resp: s.Watch, lease: s.Lease, id: s.WatchID, header: s.Header, size: s.Size}
 			if s.Shared != nil {
 				if shared == nil {
 					shared = map[*port.SharedEvents]*sharedEncoding{}

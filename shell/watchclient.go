@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/etcdproxy/etcdproxy/core/node"
 	"github.com/etcdproxy/etcdproxy/core/port"
@@ -20,13 +22,50 @@ import (
 type outMsg struct {
 	resp   *pb.WatchResponse
 	lease  *pb.LeaseKeepAliveResponse // instead of resp, on a keep-alive stream
-	shared *sharedEncoding            // the encoding of resp.Events, shared with other watchers
+	shared *sharedEncoding            // the encoding of the events, shared with other watchers
+	// id and header make the response of a run of shared events when resp
+	// is nil (port.Send.Response).
+	id     int64
+	header *pb.ResponseHeader
 	// more are the encodings of later responses merged into this one
 	// (merger): their events follow shared's, and resp is the last one's.
 	more []*sharedEncoding
 	// size is the bytes the node counted for the response (for merged
 	// ones, the sum of theirs).
 	size int
+}
+
+// head is the watch response's fields other than its events: resp, or
+// those of a run of shared events (made in h, so that nothing is
+// allocated per response).
+func (m *outMsg) head(h *pb.WatchResponse) *pb.WatchResponse {
+	if m.resp != nil {
+		return m.resp
+	}
+	h.Header, h.WatchId = m.header, m.id
+	return h
+}
+
+// watchID is the response's watch ID.
+func (m *outMsg) watchID() int64 {
+	if m.resp != nil {
+		return m.resp.WatchId
+	}
+	return m.id
+}
+
+// response is the whole watch response (for logging): merged events
+// included.
+func (m *outMsg) response() *pb.WatchResponse {
+	if m.shared == nil {
+		return m.resp
+	}
+	r := proto.CloneOf(m.head(&pb.WatchResponse{}))
+	r.Events = slices.Clone(m.shared.events)
+	for _, e := range m.more {
+		r.Events = append(r.Events, e.events...)
+	}
+	return r
 }
 
 // clientQueue holds the responses the node gave one client stream until its

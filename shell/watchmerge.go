@@ -53,14 +53,15 @@ func (g *merger) merge(batches [][]outMsg) []outMsg {
 				g.out = append(g.out, m)
 				continue
 			}
-			if s, ok := g.at[m.resp.WatchId]; ok && s.seg == g.seg && g.out[s.i].size+m.size <= mergeBytes {
+			id := m.watchID()
+			if s, ok := g.at[id]; ok && s.seg == g.seg && g.out[s.i].size+m.size <= mergeBytes {
 				o := &g.out[s.i]
 				o.more = append(o.more, m.shared)
-				o.resp = m.resp // its header is the later one
+				o.resp, o.header = m.resp, m.header // its header is the later one
 				o.size += m.size
 				continue
 			}
-			g.at[m.resp.WatchId] = mergeSlot{g.seg, len(g.out)}
+			g.at[id] = mergeSlot{g.seg, len(g.out)}
 			g.out = append(g.out, m)
 		}
 	}
@@ -70,7 +71,12 @@ func (g *merger) merge(batches [][]outMsg) []outMsg {
 // mergeable reports whether m is nothing but a run of shared events for
 // one watcher.
 func (m *outMsg) mergeable() bool {
+	if m.shared == nil {
+		return false
+	}
 	r := m.resp
-	return m.shared != nil && r != nil && r.WatchId >= 0 && !r.Created && !r.Canceled && !r.Fragment &&
-		r.CompactRevision == 0 && r.CancelReason == ""
+	if r == nil {
+		return m.id >= 0 // port.Send.Response: nothing but events
+	}
+	return r.WatchId >= 0 && !r.Created && !r.Canceled && !r.Fragment && r.CompactRevision == 0 && r.CancelReason == ""
 }

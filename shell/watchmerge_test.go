@@ -23,9 +23,15 @@ func TestMergeQueuedResponses(t *testing.T) {
 		}
 		return enc[rev]
 	}
+	// Watcher 1's responses come as the node makes them for a run of
+	// shared events (no response, its watch ID and header); the others'
+	// as whole responses.
 	ev := func(w, rev int64) outMsg {
 		e := events(rev)
 		r := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: rev}, WatchId: w, Events: e.events}
+		if w == 1 {
+			return outMsg{shared: e, id: w, header: r.Header, size: proto.Size(r)}
+		}
 		return outMsg{resp: r, shared: e, size: proto.Size(r)}
 	}
 	other := func(r *pb.WatchResponse) outMsg { return outMsg{resp: r, size: proto.Size(r)} }
@@ -61,6 +67,9 @@ func TestMergeQueuedResponses(t *testing.T) {
 			r := &pb.WatchResponse{}
 			if err := proto.Unmarshal(data.Materialize(), r); err != nil {
 				t.Fatal(err)
+			}
+			if logged := m.response(); !proto.Equal(logged, r) {
+				t.Errorf("round %d: logged as %v, sent %v", round, logged, r)
 			}
 			got = append(got, describe(r))
 			counted += m.size

@@ -106,7 +106,7 @@ func writeReady(b *bytes.Buffer, rd port.Ready) {
 			fmt.Fprintf(b, "send %d %d lease %x\n", s.Stream, s.Size, bs)
 			continue
 		}
-		bs, _ := mo.Marshal(s.Watch)
+		bs, _ := mo.Marshal(s.Response())
 		fmt.Fprintf(b, "send %d %d %t %x\n", s.Stream, s.Size, s.Shared != nil, bs)
 	}
 	for _, u := range rd.Upstream {
@@ -307,7 +307,7 @@ func (c *Client) watching() bool {
 	}
 	answered := 0
 	for _, s := range c.inbox {
-		switch r := s.Watch; {
+		switch r := s.Response(); {
 		case r == nil:
 		case r.Created:
 			cancelled := false
@@ -466,8 +466,8 @@ func (w *World) route() {
 		}
 		if c := w.Clients[s.Stream]; c != nil && !c.Closed {
 			c.inbox = append(c.inbox, s)
-			if c.Token != "" && s.Watch != nil && s.Watch.Created && !s.Watch.Canceled {
-				w.createdAt[s.Watch] = w.readies
+			if c.Token != "" && s.Response() != nil && s.Response().Created && !s.Response().Canceled {
+				w.createdAt[s.Response()] = w.readies
 			}
 		}
 	}
@@ -489,8 +489,8 @@ func (w *World) route() {
 			w.Trace("%v asked", f)
 		}
 		for _, x := range r.Sends {
-			if x.Watch != nil && x.Watch.WatchId == -1 && !x.Watch.Created {
-				w.Trace("stream %d is sent progress at %d", x.Stream, x.Watch.Header.GetRevision())
+			if x.Response() != nil && x.Response().WatchId == -1 && !x.Response().Created {
+				w.Trace("stream %d is sent progress at %d", x.Stream, x.Response().Header.GetRevision())
 			}
 		}
 	}
@@ -683,7 +683,7 @@ func (w *World) Read(id port.StreamID) {
 		s := c.inbox[0]
 		c.inbox = c.inbox[1:]
 		n += s.Size
-		w.check(c, s.Watch)
+		w.check(c, s.Response())
 	}
 	if n > 0 {
 		w.step(node.Written{Stream: id, Bytes: n})

@@ -48,7 +48,7 @@ func newProxy(t *testing.T, buffer int) *proxy {
 func (p *proxy) collect() {
 	rd := p.out.Ready()
 	for _, s := range rd.Sends {
-		if s.Lease == nil || s.Watch != nil {
+		if s.Lease == nil || s.Response() != nil {
 			p.t.Fatalf("a send that is not a keep-alive answer: %v", s)
 		}
 		if s.Size != proto.Size(s.Lease) {

@@ -64,7 +64,7 @@ func (n *Node) subscribe() {
 
 // cacheSend takes what the watch machine sends the subscription.
 func (n *Node) cacheSend(s port.Send) {
-	r := s.Watch
+	r := s.Response()
 	switch {
 	case r == nil:
 	case r.Canceled:

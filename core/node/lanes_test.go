@@ -61,7 +61,7 @@ func TestLanesPerIdentity(t *testing.T) {
 		Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("k"), ModRevision: 6}}}}})
 	got := map[port.StreamID]int{}
 	for _, s := range n.Ready().Sends {
-		got[s.Stream] += len(s.Watch.GetEvents())
+		got[s.Stream] += len(s.Response().GetEvents())
 	}
 	n.Advance()
 	if got[1] != 1 || got[4] != 1 || got[2] != 0 || got[3] != 0 {
@@ -137,7 +137,7 @@ func TestRefusedRecreateEndsItsWatchers(t *testing.T) {
 	for _, u := range ups {
 		n.Step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(5), WatchId: u.Watch.GetCreateRequest().WatchId, Created: true}})
 	}
-	if rd = n.Ready(); len(rd.Sends) != 2 || !rd.Sends[0].Watch.Created || !rd.Sends[1].Watch.Created {
+	if rd = n.Ready(); len(rd.Sends) != 2 || !rd.Sends[0].Response().Created || !rd.Sends[1].Response().Created {
 		t.Fatalf("after etcd accepted the groups: %v, want both creates answered", rd.Sends)
 	}
 	n.Advance()
@@ -158,8 +158,8 @@ func TestRefusedRecreateEndsItsWatchers(t *testing.T) {
 	rd = n.Ready()
 	var cancels []*pb.WatchResponse
 	for _, s := range rd.Sends {
-		if s.Watch.GetCanceled() {
-			cancels = append(cancels, s.Watch)
+		if s.Response().GetCanceled() {
+			cancels = append(cancels, s.Response())
 		}
 	}
 	if len(cancels) != 1 || cancels[0].CancelReason != denied || len(rd.Ends) != 0 {
@@ -211,10 +211,10 @@ func TestLaneCreateAnsweredOnceEtcdAcceptsItsWatch(t *testing.T) {
 	upCreate(rd, lane.Shared)
 	denied := rpctypes.ErrGRPCPermissionDenied.Error()
 	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(5), WatchId: -1, Created: true, Canceled: true, CancelReason: denied}})
-	if len(rd.Sends) != 1 || rd.Sends[0].Watch == nil {
+	if len(rd.Sends) != 1 || rd.Sends[0].Response() == nil {
 		t.Fatalf("after etcd refused the group: %+v, ends %v, want one refusal", rd.Sends, rd.Ends)
 	}
-	if w := rd.Sends[0].Watch; !w.Created || !w.Canceled || w.WatchId != -1 || w.CancelReason != denied || len(rd.Upstream) != 0 {
+	if w := rd.Sends[0].Response(); !w.Created || !w.Canceled || w.WatchId != -1 || w.CancelReason != denied || len(rd.Upstream) != 0 {
 		t.Fatalf("after etcd refused the group: %v, upstream %v; want the create refused with %q", rd.Sends, rd.Upstream, denied)
 	}
 	if g := n.Gauges().Watch; g.Groups != 0 || n.Stats().Watch.Watchers != 0 {
@@ -225,12 +225,12 @@ func TestLaneCreateAnsweredOnceEtcdAcceptsItsWatch(t *testing.T) {
 	rd = fetched(step(create(1, "a")), 6)
 	id := upCreate(rd, lane.Shared)
 	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(6), WatchId: id, Created: true}})
-	if len(rd.Sends) != 1 || !rd.Sends[0].Watch.Created || rd.Sends[0].Watch.Canceled || rd.Sends[0].Watch.Header.Revision != 6 {
+	if len(rd.Sends) != 1 || !rd.Sends[0].Response().Created || rd.Sends[0].Response().Canceled || rd.Sends[0].Response().Header.Revision != 6 {
 		t.Fatalf("after etcd accepted the group: %v, want created at 6", rd.Sends)
 	}
 	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(7), WatchId: id,
 		Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("a"), ModRevision: 7}}}}})
-	if len(rd.Sends) != 1 || len(rd.Sends[0].Watch.Events) != 1 {
+	if len(rd.Sends) != 1 || len(rd.Sends[0].Response().Events) != 1 {
 		t.Fatalf("the event at 7: %v", rd.Sends)
 	}
 
@@ -239,12 +239,12 @@ func TestLaneCreateAnsweredOnceEtcdAcceptsItsWatch(t *testing.T) {
 	rd = fetched(step(node.WatchCreate{Stream: 1, Req: &pb.WatchCreateRequest{Key: []byte("a"), StartRevision: 3}}), 7)
 	cid := upCreate(rd, lane.CatchUp)
 	rd = step(node.UpstreamResponse{Upstream: lane.CatchUp, Watch: &pb.WatchResponse{Header: hdr(7), WatchId: cid, Created: true}})
-	if len(rd.Sends) != 1 || !rd.Sends[0].Watch.Created || rd.Sends[0].Watch.WatchId != 1 || len(rd.Upstream) != 0 {
+	if len(rd.Sends) != 1 || !rd.Sends[0].Response().Created || rd.Sends[0].Response().WatchId != 1 || len(rd.Upstream) != 0 {
 		t.Fatalf("after etcd accepted the catch-up watch: sends %v, upstream %v", rd.Sends, rd.Upstream)
 	}
 	rd = step(node.UpstreamResponse{Upstream: lane.CatchUp, Watch: &pb.WatchResponse{Header: hdr(7), WatchId: cid,
 		Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("a"), ModRevision: 4}}}}})
-	if len(rd.Sends) != 1 || rd.Sends[0].Watch.WatchId != 1 || len(rd.Sends[0].Watch.Events) != 1 {
+	if len(rd.Sends) != 1 || rd.Sends[0].Response().WatchId != 1 || len(rd.Sends[0].Response().Events) != 1 {
 		t.Fatalf("the catch-up's event at 4: %v", rd.Sends)
 	}
 
@@ -308,7 +308,7 @@ func TestLaneGoesOnUnderAnotherToken(t *testing.T) {
 	step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(6), WatchId: nid, Created: true}})
 	rd = step(node.UpstreamResponse{Upstream: lane.Shared, Watch: &pb.WatchResponse{Header: hdr(6), WatchId: nid,
 		Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("k"), ModRevision: 6}}}}})
-	if len(rd.Sends) != 1 || rd.Sends[0].Stream != 2 || len(rd.Sends[0].Watch.Events) != 1 {
+	if len(rd.Sends) != 1 || rd.Sends[0].Stream != 2 || len(rd.Sends[0].Response().Events) != 1 {
 		t.Fatalf("the event at 6: %v, want it on stream 2", rd.Sends)
 	}
 	// Now a refusal is about tb: stream 2 ends, and the lane with it.

@@ -80,7 +80,7 @@ func TestReadyChangesNothingAdvanceAcknowledges(t *testing.T) {
 		t.Fatalf("after the answers: %d sends, %d upstream requests; want 3 created, 3 upstream creates", len(out.Sends), len(out.Upstream))
 	}
 	for i, s := range out.Sends {
-		if !s.Watch.Created || s.Watch.WatchId != int64(i) || s.Size != proto.Size(s.Watch) {
+		if !s.Response().Created || s.Response().WatchId != int64(i) || s.Size != proto.Size(s.Response()) {
 			t.Errorf("send %d = %v (size %d)", i, s, s.Size)
 		}
 	}
@@ -134,7 +134,7 @@ func TestFetchRetriedOnTransportError(t *testing.T) {
 	denied := status.Error(codes.PermissionDenied, "etcdserver: permission denied")
 	n.Step(node.Fetched{ID: f.ID, Result: port.FetchResult{Err: denied}})
 	rd = n.Ready()
-	if len(rd.Sends) != 1 || !rd.Sends[0].Watch.Canceled || rd.Sends[0].Watch.CancelReason != denied.Error() {
+	if len(rd.Sends) != 1 || !rd.Sends[0].Response().Canceled || rd.Sends[0].Response().CancelReason != denied.Error() {
 		t.Fatalf("after etcd's refusal: %+v, want the create refused with etcd's error", rd.Sends)
 	}
 	if g := n.Gauges(); g.Flow.PendingFetches != 0 {
@@ -187,7 +187,7 @@ func TestFlowControlHoldsAndResumes(t *testing.T) {
 	rd := n.Ready()
 	got := len(sizes)
 	for _, s := range rd.Sends {
-		for range s.Watch.Events {
+		for range s.Response().Events {
 			got++
 		}
 	}
@@ -240,7 +240,7 @@ func TestFlowControlTotalBound(t *testing.T) {
 			Events: []*mvccpb.Event{{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte("a"), Value: []byte("0123456789"), ModRevision: rev}}}}})
 		written := 0
 		for _, s := range n.Ready().Sends {
-			events[s.Stream] += len(s.Watch.Events)
+			events[s.Stream] += len(s.Response().Events)
 			if s.Stream == 1 {
 				queued1 += s.Size
 				sent1++
@@ -265,7 +265,7 @@ func TestFlowControlTotalBound(t *testing.T) {
 	// It drains: it resumes and catches up on every event.
 	n.Step(node.Written{Stream: 1, Bytes: queued1})
 	for _, s := range n.Ready().Sends {
-		events[s.Stream] += len(s.Watch.Events)
+		events[s.Stream] += len(s.Response().Events)
 	}
 	n.Advance()
 	if events[1] != 20 {

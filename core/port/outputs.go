@@ -11,22 +11,40 @@ import (
 // keep-alive answer (Lease).
 type Send struct {
 	Stream StreamID
-	Watch  *pb.WatchResponse
-	Lease  *pb.LeaseKeepAliveResponse
-	// Shared, when set, is the run of events Watch carries (Watch.Events is
-	// Shared.Events), handed unchanged to every watcher that gets it: the
-	// shell may encode it once for all of them.
+	// Watch is the watch response, or nil for a watcher's run of shared
+	// events (Shared), whose response is made of WatchID, Header and the
+	// events alone: see Response.
+	Watch *pb.WatchResponse
+	Lease *pb.LeaseKeepAliveResponse
+	// Shared, when set, is the run of events the response carries, handed
+	// unchanged to every watcher that gets it: the shell may encode it once
+	// for all of them.
 	Shared *SharedEvents
+	// WatchID and Header make the response when Watch is nil. A queued
+	// response of shared events is then no object of its own: at 10,000
+	// watchers on a key, responses waiting for slow readers were most of
+	// the proxy's memory.
+	WatchID int64
+	Header  *pb.ResponseHeader
 	// Size is the response's encoded size, counted against the stream's
 	// bound until the shell reports it written.
 	Size int
+}
+
+// Response returns the watch response the send carries (nil for a
+// keep-alive answer), made on the spot for a run of shared events.
+func (s Send) Response() *pb.WatchResponse {
+	if s.Watch != nil || s.Shared == nil {
+		return s.Watch
+	}
+	return &pb.WatchResponse{Header: s.Header, WatchId: s.WatchID, Events: s.Shared.Events}
 }
 
 func (s Send) String() string {
 	if s.Lease != nil {
 		return fmt.Sprintf("send stream=%d size=%d %v", s.Stream, s.Size, s.Lease)
 	}
-	return fmt.Sprintf("send stream=%d size=%d %v", s.Stream, s.Size, s.Watch)
+	return fmt.Sprintf("send stream=%d size=%d %v", s.Stream, s.Size, s.Response())
 }
 
 // SharedEvents is a run of whole revisions of events that several client

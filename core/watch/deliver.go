@@ -78,18 +78,22 @@ func (m *Machine) sendEvents(w *watcher, h *pb.ResponseHeader, evs []*mvccpb.Eve
 	if len(evs) == 0 {
 		return
 	}
-	resp := &pb.WatchResponse{Header: h, WatchId: w.id, Events: evs}
 	if h.GetRevision() < w.told {
 		// Replayed history: the header must not go back on what the
 		// watcher was told before.
-		resp.Header = m.headerAt(w.told)
-		size = proto.Size(resp)
-	}
-	if fault("unasked-fragment") && !w.fragment && len(evs) > 1 {
-		resp.Fragment = true
+		h = m.headerAt(w.told)
+		size = proto.Size(&pb.WatchResponse{Header: h, WatchId: w.id, Events: evs})
 	}
 	w.eventsSinceNotify = true
 	m.stats.EventsSent += int64(len(evs))
+	unasked := fault("unasked-fragment") && !w.fragment && len(evs) > 1
+	if shared != nil && !unasked && !(w.fragment && size > m.cfg.FragmentBytes) {
+		// No response object: the shell makes it from these.
+		w.told = max(w.told, h.GetRevision())
+		m.out.Send(port.Send{Stream: w.s.id, Shared: shared, WatchID: w.id, Header: h, Size: size})
+		return
+	}
+	resp := &pb.WatchResponse{Header: h, WatchId: w.id, Events: evs, Fragment: unasked}
 	if w.fragment && size > m.cfg.FragmentBytes {
 		for _, part := range fragment(resp, m.cfg.FragmentBytes) {
 			m.reply(w, part)

@@ -149,13 +149,13 @@ func (h *harness) ready() out {
 	for _, s := range rd.Sends {
 		// Size may be estimated, but never below the encoded size, so
 		// that the stream's bound holds, and not far above it.
-		if n := proto.Size(s.Watch); s.Size < n || s.Size > n+16+5*len(s.Watch.Events) {
+		if n := proto.Size(s.Response()); s.Size < n || s.Size > n+16+5*len(s.Response().Events) {
 			h.t.Errorf("send to stream %d: Size %d, encoded size %d", s.Stream, s.Size, n)
 		}
 		h.queued[s.Stream] += s.Size
-		res[s.Stream] = append(res[s.Stream], desc(s.Watch))
-		for _, ev := range s.Watch.Events {
-			h.log[s.Stream] = append(h.log[s.Stream], fmt.Sprintf("w%d:%s@%d", s.Watch.WatchId, ev.Kv.Key, ev.Kv.ModRevision))
+		res[s.Stream] = append(res[s.Stream], desc(s.Response()))
+		for _, ev := range s.Response().Events {
+			h.log[s.Stream] = append(h.log[s.Stream], fmt.Sprintf("w%d:%s@%d", s.Response().WatchId, ev.Kv.Key, ev.Kv.ModRevision))
 		}
 	}
 	h.ups = nil
@@ -172,7 +172,7 @@ func (h *harness) sends(s port.StreamID) []*pb.WatchResponse {
 	var rs []*pb.WatchResponse
 	for _, x := range h.last.Sends {
 		if x.Stream == s {
-			rs = append(rs, x.Watch)
+			rs = append(rs, x.Response())
 		}
 	}
 	return rs
@@ -1974,7 +1974,7 @@ func determinismScript() []func(e *etcdSim) []node.Input {
 func serializeReady(b *bytes.Buffer, rd port.Ready) {
 	mo := proto.MarshalOptions{Deterministic: true}
 	for _, s := range rd.Sends {
-		bs, err := mo.Marshal(s.Watch)
+		bs, err := mo.Marshal(s.Response())
 		if err != nil {
 			panic(err)
 		}
