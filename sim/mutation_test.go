@@ -22,7 +22,7 @@ var mutants = map[string]string{
 	"compaction-boundary":       "a watcher needing exactly the compaction revision is ended with the compaction",
 	"lost-during-rewind":        "the shared stream lost during a rewind reopens from the window, skipping the rewound history",
 	"cancel-held-catch-up":      "a cancel on a held stream leaves the watcher's catch-up watch open",
-	"future-upstream-start":     "a catch-up watch starts past etcd's revision, so etcd answers no progress for its stream",
+	"future-upstream-start":     "a catch-up watch, or a group for a watcher that wants progress notifications, starts past etcd's revision, so etcd answers no progress for its stream",
 	"future-kept":               "a group's upstream watch that starts past etcd's revision is never pulled back, so on an idle cluster etcd answers no progress for the shared stream",
 	"map-order":                 "groups are visited in Go's random map order, so replaying the same inputs gives other outputs",
 	"keep-compacted":            "an upstream watch etcd compacted is never cancelled, so etcd keeps it and answers no progress on its stream",

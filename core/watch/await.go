@@ -58,11 +58,9 @@ func (m *Machine) awaitUpstream(w *watcher, head bool) bool {
 		m.openCatchUp(w)
 		return true
 	}
-	if w.progressNotify && m.isFuture(g) && !fault("future-kept") {
-		// Pulled back now (see future.go), not when it joins: the create
-		// waits for etcd to accept the watch that will serve it.
-		m.pullBack(g)
-	}
+	// Pulled back now, not when it joins: the create waits for etcd to
+	// accept the watch that will serve it.
+	m.pullBackFor(w, g)
 	if g.up.confirmed {
 		return false
 	}

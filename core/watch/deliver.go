@@ -87,14 +87,15 @@ func (m *Machine) sendEvents(w *watcher, h *pb.ResponseHeader, evs []*mvccpb.Eve
 	w.eventsSinceNotify = true
 	m.stats.EventsSent += int64(len(evs))
 	unasked := fault("unasked-fragment") && !w.fragment && len(evs) > 1
-	if shared != nil && !unasked && !(w.fragment && size > m.cfg.FragmentBytes) {
+	split := w.fragment && size > m.cfg.FragmentBytes
+	if shared != nil && !unasked && !split {
 		// No response object: the shell makes it from these.
 		w.told = max(w.told, h.GetRevision())
 		m.out.Send(port.Send{Stream: w.s.id, Shared: shared, WatchID: w.id, Header: h, Size: size})
 		return
 	}
 	resp := &pb.WatchResponse{Header: h, WatchId: w.id, Events: evs, Fragment: unasked}
-	if w.fragment && size > m.cfg.FragmentBytes {
+	if split {
 		for _, part := range fragment(resp, m.cfg.FragmentBytes) {
 			m.reply(w, part)
 		}

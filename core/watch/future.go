@@ -68,6 +68,14 @@ func (m *Machine) pruneFutures() {
 	m.futures = kept
 }
 
+// pullBackFor pulls g back if it is in the future and w, joining it or
+// waiting for it, wants progress notifications: etcd would send it none.
+func (m *Machine) pullBackFor(w *watcher, g *group) {
+	if w.progressNotify && m.isFuture(g) && !fault("future-kept") {
+		m.pullBack(g)
+	}
+}
+
 // pullBack reopens g's upstream watch one revision before where it
 // started.
 func (m *Machine) pullBack(g *group) {

@@ -53,8 +53,8 @@ func (m *Machine) newGroup(rk rangeKey, key, end []byte, from int64, notify bool
 // then not past it (see future.go).
 func (m *Machine) openGroupWatch(g *group, from int64, notify bool) {
 	start := from
-	if notify && from > m.lastRev && from > 1 {
-		start = from - 1
+	if notify {
+		start = m.upstreamStart(from, 0)
 	}
 	g.up = upWatch{id: m.upID(), start: start}
 	m.shared[g.up.id] = g

@@ -10,9 +10,7 @@ import (
 func (m *Machine) join(w *watcher, g *group) {
 	w.group = g
 	g.watchers = append(g.watchers, w)
-	if w.progressNotify && m.isFuture(g) && !fault("future-kept") {
-		m.pullBack(g) // etcd would send it no notification (see future.go)
-	}
+	m.pullBackFor(w, g)
 	m.replay(w, g)
 }
 

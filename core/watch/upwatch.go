@@ -98,8 +98,9 @@ func (m *Machine) upID() int64 {
 	return m.nextUp
 }
 
-// upstreamStart is the start revision of a catch-up watch that must bring
-// every event from revision from on (a group's starts at from: see
+// upstreamStart is the start revision of a catch-up watch, or of a group's
+// with a watcher that wants progress notifications, that must bring every
+// event from revision from on (other groups start at from: see
 // future.go). etcd counts a watch whose start
 // revision is past its current revision as not synced: it answers no
 // progress request on the watch's stream and sends the watch no progress
