@@ -83,9 +83,6 @@ func (c *readCache) fill(k cache.Key, key, end []byte, resp *pb.RangeResponse) {
 // and etcd checks a token's permissions on every read) and without
 // require-leader (etcd refuses such a call while it has no leader).
 func cacheable(ctx context.Context) bool {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return true
-	}
-	return len(md.Get(rpctypes.TokenFieldNameGRPC)) == 0 && len(md.Get(rpctypes.MetadataRequireLeaderKey)) == 0
+	return len(metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameGRPC)) == 0 &&
+		len(metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataRequireLeaderKey)) == 0
 }

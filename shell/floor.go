@@ -3,8 +3,6 @@ package shell
 import (
 	"context"
 	"sync/atomic"
-
-	"google.golang.org/grpc/stats"
 )
 
 // A floor is the highest revision a client connection has been answered
@@ -35,32 +33,11 @@ func (f *floor) raise(rev int64) {
 	}
 }
 
-type floorKey struct{}
-
 // floorOf returns the floor of the connection a call came on (nil outside
 // a server call).
 func floorOf(ctx context.Context) *floor {
-	f, _ := ctx.Value(floorKey{}).(*floor)
-	return f
-}
-
-// floors is a gRPC stats handler that gives each client connection its
-// floor (or all of them the shared one), and the proxy's upstream (for
-// outgoing), in the connection's context that every call on it inherits:
-// once per connection, not per call.
-type floors struct {
-	shared *floor
-	up     *upstream
-}
-
-func (h floors) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	f := h.shared
-	if f == nil {
-		f = &floor{}
+	if c := connOf(ctx); c != nil {
+		return c.floor
 	}
-	return context.WithValue(context.WithValue(ctx, floorKey{}, f), upstreamKey{}, h.up)
+	return nil
 }
-
-func (floors) HandleConn(context.Context, stats.ConnStats)                     {}
-func (floors) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (floors) HandleRPC(context.Context, stats.RPCStats)                       {}

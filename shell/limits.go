@@ -1,12 +1,10 @@
 package shell
 
 import (
-	"context"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -20,19 +18,6 @@ import (
 // connStreams counts the streams open on one client connection.
 type connStreams struct{ n atomic.Int64 }
 
-type connStreamsKey struct{}
-
-// connCounter is a stats handler that gives each client connection its
-// stream counter.
-type connCounter struct{}
-
-func (connCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	return context.WithValue(ctx, connStreamsKey{}, &connStreams{})
-}
-func (connCounter) HandleConn(context.Context, stats.ConnStats)                     {}
-func (connCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (connCounter) HandleRPC(context.Context, stats.RPCStats)                       {}
-
 // errTooManyStreams is the refusal of a stream over the limit.
 func errTooManyStreams(limit int) error {
 	return status.Errorf(codes.ResourceExhausted, "etcdproxy: too many streams on this connection (limit --max-streams-per-connection=%d)", limit)
@@ -41,10 +26,11 @@ func errTooManyStreams(limit int) error {
 // streamLimit refuses a stream beyond limit open on its connection.
 func streamLimit(limit int) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		c, _ := ss.Context().Value(connStreamsKey{}).(*connStreams)
-		if c == nil {
+		cs := connOf(ss.Context())
+		if cs == nil {
 			return handler(srv, ss)
 		}
+		c := &cs.streams
 		if c.n.Add(1) > int64(limit) {
 			c.n.Add(-1)
 			return errTooManyStreams(limit)

@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/etcdproxy/etcdproxy/core/cache"
@@ -183,10 +184,10 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 		grpc.MaxSendMsgSize(cfg.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.ForceServerCodecV2(newWatchCodec()),
-		grpc.StatsHandler(floors{shared: p.sharedFloor(), up: p.up}),
-	}
-	if cfg.MaxStreamsPerConnection > 0 {
-		opts = append(opts, grpc.StatsHandler(connCounter{}))
+		grpc.Creds(p.connTagger()),
+		// Streams start on gRPC's long-lived workers while one is idle
+		// (warmstack.go says why a reused stack matters).
+		grpc.NumStreamWorkers(grpcStreamWorkers),
 	}
 	if cfg.GRPCKeepAliveMinTime > 0 {
 		opts = append(opts, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.GRPCKeepAliveMinTime}))
@@ -261,14 +262,18 @@ func (p *Proxy) newGRPCServer() *grpc.Server {
 	return s
 }
 
-// sharedFloor is the one floor of every client connection under
-// --experimental-serializable-ordering, nil otherwise (each connection
-// has its own).
-func (p *Proxy) sharedFloor() *floor {
+// connTagger gives each client connection its state (conntag.go): under
+// --experimental-serializable-ordering one floor shared by all, otherwise
+// a floor of its own.
+func (p *Proxy) connTagger() connTagger {
+	t := connTagger{up: p.up, level: credentials.NoSecurity}
 	if p.cfg.SerializableOrdering {
-		return &floor{}
+		t.shared = &floor{}
 	}
-	return nil
+	if p.tlsInfo != nil {
+		t.level = credentials.PrivacyAndIntegrity
+	}
+	return t
 }
 
 // Addr returns the address the proxy listens on.

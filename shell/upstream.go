@@ -210,10 +210,6 @@ func deadlineMargin(remaining time.Duration) time.Duration {
 	return m
 }
 
-// upstreamKey carries the proxy's upstream in a client request's context
-// (put there per client connection, by the floors stats handler).
-type upstreamKey struct{}
-
 // serving reports whether the connection to etcd is connected to a member.
 func (u *upstream) serving() bool { return u.conn.GetState() == connectivity.Ready }
 
@@ -247,7 +243,7 @@ func outgoingUnary(ctx context.Context) (context.Context, context.CancelFunc) {
 		out = metadata.AppendToOutgoingContext(ctx, kv...)
 	}
 	if d, ok := ctx.Deadline(); ok {
-		if u, _ := ctx.Value(upstreamKey{}).(*upstream); u == nil || !u.serving() {
+		if c := connOf(ctx); c == nil || c.up == nil || !c.up.serving() {
 			return context.WithDeadline(out, d.Add(-deadlineMargin(time.Until(d))))
 		}
 	}
