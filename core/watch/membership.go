@@ -1,6 +1,9 @@
 package watch
 
 import (
+	"cmp"
+	"slices"
+
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/etcdproxy/etcdproxy/core/port"
@@ -23,7 +26,11 @@ func (m *Machine) replay(w *watcher, g *group) {
 	if g.rewindBase != 0 && w.next <= g.rewindBase {
 		held, through = g.prefix, g.upRev
 	}
-	for _, b := range held {
+	// The window is in revision order: skip what w has seen without
+	// visiting it (a stream resumed after a burst replays from far into
+	// a long window, once per watcher).
+	first, _ := slices.BinarySearchFunc(held, w.next, func(b *batch, next int64) int { return cmp.Compare(b.last, next) })
+	for _, b := range held[first:] {
 		if w.s.held() {
 			return
 		}
