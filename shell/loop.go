@@ -80,7 +80,8 @@ type loop struct {
 
 	// batches gathers, by stream, the sends of one Ready (loop goroutine
 	// only): each stream's queue takes its slice whole.
-	batches map[port.StreamID][]outMsg
+	batches    map[port.StreamID][]outMsg
+	sendCounts map[port.StreamID]int // sends per stream in the Ready being executed
 }
 
 // snapshot is the node's counters and gauges at one moment.
@@ -94,7 +95,7 @@ func newLoop(lg *zap.Logger, clk clock.Clock, cfg node.Config, kv pb.KVClient, w
 		lg: lg, clock: clk, kv: kv, members: ms,
 		inputs: make(chan node.Input, 1024), queries: make(chan chan snapshot), calls: make(chan func(*node.Node)),
 		leaseChecks: make(chan struct{}, maxLeaseChecks),
-		clients:     map[port.StreamID]*clientQueue{}, batches: map[port.StreamID][]outMsg{},
+		clients:     map[port.StreamID]*clientQueue{}, batches: map[port.StreamID][]outMsg{}, sendCounts: map[port.StreamID]int{},
 		wc: wc, ups: map[port.UpstreamID]*upstreamStream{}, ids: newIdentities(),
 	}
 	bound := cfg.Port.StreamBufferBytes
@@ -250,6 +251,13 @@ func (l *loop) step(n *node.Node, in node.Input) {
 // stream), requests to upstream streams, and revision fetches.
 func (l *loop) execute(rd port.Ready) {
 	if len(rd.Sends) > 0 {
+		// Each stream's slice is made at its final size: a Ready of a
+		// revision on a key with many watchers brings hundreds of sends per
+		// stream, and growing the slices by append was 7% of the proxy's CPU
+		// in a fan-out burst.
+		for _, s := range rd.Sends {
+			l.sendCounts[s.Stream]++
+		}
 		var shared map[*port.SharedEvents]*sharedEncoding
 		for _, s := range rd.Sends {
 			m := outMsg{resp: s.Watch, lease: s.Lease, id: s.WatchID, header: s.Header, size: s.Size}
@@ -264,8 +272,13 @@ func (l *loop) execute(rd port.Ready) {
 				}
 				m.shared = e
 			}
-			l.batches[s.Stream] = append(l.batches[s.Stream], m)
+			b := l.batches[s.Stream]
+			if b == nil {
+				b = make([]outMsg, 0, l.sendCounts[s.Stream])
+			}
+			l.batches[s.Stream] = append(b, m)
 		}
+		clear(l.sendCounts)
 		l.mu.Lock()
 		for id, ms := range l.batches {
 			if q := l.clients[id]; q != nil {
