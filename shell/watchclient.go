@@ -191,6 +191,9 @@ func (l *loop) serveStream(stream grpc.ServerStream, open node.OpenStream, writt
 				}
 				n += ms[i].size
 			}
+			// Sent: the merger's array no longer holds the responses (an idle
+			// stream would keep its last burst's alive until its next one).
+			clear(ms)
 			if end != nil {
 				sendErr <- end
 				return
