@@ -3,8 +3,9 @@
 //
 // It opens --conns gRPC connections to one target (etcd itself, etcd's
 // grpc-proxy or this proxy), opens one raw etcdserverpb Watch stream per
-// connection (no clientv3), and spreads --watchers watches on one key evenly
-// over those streams. Every watch starts at the revision after etcd's current
+// connection (no clientv3; responses read by a decoder that takes only what
+// the checks need, decode.go), and spreads --watchers watches on one key
+// evenly over those streams. Every watch starts at the revision after etcd's current
 // one (with --start-now, none: from the revision at its creation, the same
 // one as nothing writes before every watch is created), so each must
 // deliver every later write to the key exactly once. Once
@@ -187,7 +188,7 @@ type record struct {
 type stream struct {
 	idx   int
 	conn  *grpc.ClientConn
-	st    pb.Watch_WatchClient
+	st    *watchStream
 	keys  [][]byte // key of each watch, in create order
 	first []int    // global watcher index of local watcher 0.. (len(keys))
 
@@ -214,8 +215,9 @@ type shared struct {
 
 func (s *stream) recvLoop(sh *shared) {
 	defer close(s.done)
+	resp := &watchResp{}
 	for {
-		resp, err := s.st.Recv()
+		err := s.st.Recv(resp)
 		if err != nil {
 			if !sh.closing.Load() {
 				s.mu.Lock()
@@ -238,7 +240,7 @@ func (s *stream) recvLoop(sh *shared) {
 				}
 			}
 			s.mu.Unlock()
-			if len(resp.Events) == 0 {
+			if len(resp.Revs) == 0 {
 				continue
 			}
 		}
@@ -258,19 +260,19 @@ func (s *stream) recvLoop(sh *shared) {
 		if !ok {
 			continue
 		}
-		if len(resp.Events) == 0 {
+		if len(resp.Revs) == 0 {
 			sh.notEvent.Add(1)
 			continue
 		}
-		for _, ev := range resp.Events {
-			off := ev.Kv.ModRevision - sh.base
+		for _, rev := range resp.Revs {
+			off := rev - sh.base
 			if off < 0 {
 				sh.foreign.Add(1)
 				continue
 			}
 			s.recs = append(s.recs, record{w: li, r: int32(off), t: t})
 		}
-		s.got[li].Add(int64(len(resp.Events)))
+		s.got[li].Add(int64(len(resp.Revs)))
 	}
 }
 
@@ -295,7 +297,7 @@ func openStreams(ctx context.Context, o options, keys func(i int) []byte, n int,
 		if tokens != nil {
 			sctx = withToken(ctx, tokens(c))
 		}
-		st, err := pb.NewWatchClient(conn).Watch(sctx)
+		st, err := openWatch(sctx, conn)
 		if err != nil {
 			return nil, fmt.Errorf("stream %d: %w", c, err)
 		}
