@@ -106,7 +106,29 @@ func TestHeldWatcherCompactedMeanwhile(t *testing.T) {
 		}
 		last = r.Header.Revision
 	}
-	testutil.WaitUntil(t, 10*time.Second, "the slow stream is held", func() bool { s, _ := p.CoreState(); return s.Holds > 0 })
+	// Behind for certain: writes made while the stream stays held (no hold
+	// ended and began again meanwhile) cannot have reached it. A hold can
+	// be brief while gRPC still has room for the stream's queue, and the
+	// catch-up after it may bring the watcher every event so far in one
+	// upstream response; the client reads nothing, so gRPC fills and the
+	// stream stays held.
+	for attempt := 0; ; attempt++ {
+		testutil.WaitUntil(t, 10*time.Second, "the slow stream is held", func() bool { _, g := p.CoreState(); return g.Flow.HeldStreams > 0 })
+		before, _ := p.CoreState()
+		for i := 0; i < 20; i++ {
+			r, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: value})
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = r.Header.Revision
+		}
+		if after, g := p.CoreState(); g.Flow.HeldStreams > 0 && after.Holds == before.Holds {
+			break
+		}
+		if attempt == 10 {
+			t.Fatal("the slow stream was never held through 20 writes while its client read nothing")
+		}
+	}
 	if _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: last, Physical: true}); err != nil {
 		t.Fatal(err)
 	}
