@@ -466,8 +466,8 @@ func (w *World) route() {
 		}
 		if c := w.Clients[s.Stream]; c != nil && !c.Closed {
 			c.inbox = append(c.inbox, s)
-			if c.Token != "" && s.Response() != nil && s.Response().Created && !s.Response().Canceled {
-				w.createdAt[s.Response()] = w.readies
+			if r := s.Response(); c.Token != "" && r != nil && r.Created && !r.Canceled {
+				w.createdAt[r] = w.readies
 			}
 		}
 	}
@@ -489,8 +489,8 @@ func (w *World) route() {
 			w.Trace("%v asked", f)
 		}
 		for _, x := range r.Sends {
-			if x.Response() != nil && x.Response().WatchId == -1 && !x.Response().Created {
-				w.Trace("stream %d is sent progress at %d", x.Stream, x.Response().Header.GetRevision())
+			if r := x.Response(); r != nil && r.WatchId == -1 && !r.Created {
+				w.Trace("stream %d is sent progress at %d", x.Stream, r.Header.GetRevision())
 			}
 		}
 	}

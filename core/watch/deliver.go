@@ -86,22 +86,20 @@ func (m *Machine) sendEvents(w *watcher, h *pb.ResponseHeader, evs []*mvccpb.Eve
 	}
 	w.eventsSinceNotify = true
 	m.stats.EventsSent += int64(len(evs))
-	unasked := fault("unasked-fragment") && !w.fragment && len(evs) > 1
-	split := w.fragment && size > m.cfg.FragmentBytes
-	if shared != nil && !unasked && !split {
-		// No response object: the shell makes it from these.
-		w.told = max(w.told, h.GetRevision())
-		m.out.Send(port.Send{Stream: w.s.id, Shared: shared, WatchID: w.id, Header: h, Size: size})
-		return
-	}
-	resp := &pb.WatchResponse{Header: h, WatchId: w.id, Events: evs, Fragment: unasked}
-	if split {
-		for _, part := range fragment(resp, m.cfg.FragmentBytes) {
+	if w.fragment && size > m.cfg.FragmentBytes {
+		for _, part := range fragment(&pb.WatchResponse{Header: h, WatchId: w.id, Events: evs}, m.cfg.FragmentBytes) {
 			m.reply(w, part)
 		}
 		return
 	}
-	w.told = max(w.told, resp.Header.GetRevision())
+	w.told = max(w.told, h.GetRevision())
+	unasked := fault("unasked-fragment") && !w.fragment && len(evs) > 1
+	if shared != nil && !unasked {
+		// No response object: the shell makes it from these.
+		m.out.Send(port.Send{Stream: w.s.id, Shared: shared, WatchID: w.id, Header: h, Size: size})
+		return
+	}
+	resp := &pb.WatchResponse{Header: h, WatchId: w.id, Events: evs, Fragment: unasked}
 	m.out.Send(port.Send{Stream: w.s.id, Watch: resp, Shared: shared, Size: size})
 }
 
