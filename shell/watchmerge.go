@@ -31,7 +31,8 @@ type merger struct {
 type mergeSlot struct{ seg, i int }
 
 // merge returns the responses of batches, in order, with each watcher's
-// mergeable runs merged. The result is valid until the next call.
+// mergeable runs merged. The result is valid until the next call; the
+// sender clears it once sent, so that it holds no response while idle.
 func (g *merger) merge(batches [][]outMsg) []outMsg {
 	if len(batches) == 1 && len(batches[0]) == 1 {
 		return batches[0]
@@ -44,7 +45,6 @@ func (g *merger) merge(batches [][]outMsg) []outMsg {
 	if cap(g.out) > 4096 {
 		g.out = nil // a burst's array is not kept for the stream's life
 	}
-	clear(g.out)
 	g.out = g.out[:0]
 	for _, ms := range batches {
 		for _, m := range ms {
